@@ -1,0 +1,41 @@
+//! `incentive-ledger`: the command-line entry point. Parses arguments and wires the
+//! library crates together; all domain logic lives in `ledger-core`.
+
+mod replay_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "incentive-ledger",
+    version,
+    about = "Event-sourced ledger for channel incentive programs",
+    long_about = "Event-sourced ledger for channel incentive programs: rebates, MDF/co-op funds, \
+SPIFs, bonuses and training rewards. Balances are a pure function of the event log, so any \
+log replays to the same document and digest on any machine."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fold an event log and print the replay document (SPEC §7) as JSON.
+    Replay(replay_cmd::ReplayArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => replay_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `replay`: read NDJSON event files (or stdin), fold them and print the document.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ledger_core::replay::{ndjson_lines, physical_lines};
+use ledger_core::{Replay, Step};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// NDJSON files of CloudEvents, applied in the order given (`-` reads stdin).
+    /// Line numbers continue across files.
+    #[arg(long = "events", value_name = "FILE", num_args = 1.., required = true)]
+    pub events: Vec<PathBuf>,
+    /// Print each refusal's human-readable message on stderr.
+    #[arg(long)]
+    pub messages: bool,
+    /// Print the document on one line instead of indented.
+    #[arg(long)]
+    pub compact: bool,
+}
+
+fn read_input(path: &PathBuf) -> Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read events from stdin")?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read events file {}", path.display()))
+    }
+}
+
+pub fn run(args: ReplayArgs) -> Result<()> {
+    let mut replay = Replay::new();
+    let mut first_line = 1u64;
+    let stderr = std::io::stderr();
+    for path in &args.events {
+        let bytes = read_input(path)?;
+        for (line, raw) in ndjson_lines(&bytes, first_line) {
+            let step = replay.push(raw, line);
+            if args.messages {
+                if let Step::Rejected(r) = &step {
+                    let who = match &r.identity {
+                        Some((source, id)) => format!("{source}/{id}"),
+                        None => "-".to_string(),
+                    };
+                    let _ = writeln!(
+                        stderr.lock(),
+                        "{}:{line}: {who}: {}: {}",
+                        path.display(),
+                        r.code,
+                        r.message
+                    );
+                }
+            }
+        }
+        first_line += physical_lines(&bytes);
+    }
+    let doc = replay.document();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.compact {
+        serde_json::to_writer(&mut out, &doc)?;
+    } else {
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+    }
+    writeln!(out)?;
+    Ok(())
+}

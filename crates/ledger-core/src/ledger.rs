@@ -1,0 +1,1384 @@
+//! The fold: the ledger's state and how each logged event changes it (SPEC §3–§5).
+//!
+//! [`Ledger::apply`] takes one event that passed intake and returns what happened — a
+//! business refusal, or the payouts the event caused — as values. It reads no clock, no
+//! randomness and no hash-map iteration order: every iteration that can influence a
+//! result goes through sorted or insertion-ordered collections.
+//!
+//! The settlement sweep of SPEC §5 ("after every applied event, every entry, in order")
+//! is incremental: an entry's `earned − paid` can only become non-zero and payable when
+//! the event touched the entry, changed the rules or target it is evaluated with, or
+//! closed its period. Each handler marks exactly those entries dirty, and only they are
+//! swept — sorted by (partner_id, program_id, period index) — which gives the same
+//! payouts as sweeping everything, because after each sweep every payable entry has
+//! `earned = paid`.
+
+use crate::event::{Event, EventData, ProgramDef, Return, Sale};
+use crate::refusal::{Code, Refusal};
+use crate::rules::{BasisView, Kind, Measure, Rules};
+use crate::values::{basis_limit, round_money, Currency, PeriodKind, PeriodLabel};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// An interned partner or program id. Ordering of entries always uses the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Sym(u32);
+
+#[derive(Debug, Default, Clone)]
+struct Interner {
+    ids: HashMap<String, Sym>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn get(&self, name: &str) -> Option<Sym> {
+        self.ids.get(name).copied()
+    }
+
+    fn intern(&mut self, name: &str) -> Sym {
+        if let Some(s) = self.ids.get(name) {
+            return *s;
+        }
+        let s = Sym(self.names.len() as u32);
+        self.names.push(name.to_string());
+        self.ids.insert(name.to_string(), s);
+        s
+    }
+
+    fn name(&self, s: Sym) -> &str {
+        &self.names[s.0 as usize]
+    }
+}
+
+/// An entry: one partner, one program, one period (by index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct EntryKey {
+    partner: Sym,
+    program: Sym,
+    period: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    basis: Decimal,
+    adjustments: Decimal,
+    /// Sum of payouts (for MDF/co-op: approved claims charged to the bucket).
+    paid: Decimal,
+    /// MDF/co-op: amounts held by pending claims.
+    reserved: Decimal,
+    /// Training: the certification of every counted completion.
+    completions: Vec<String>,
+}
+
+/// What a period close froze: the program version then current, and the targets.
+#[derive(Debug, Clone)]
+struct Frozen {
+    def: Arc<ProgramDef>,
+    targets: HashMap<Sym, Decimal>,
+}
+
+#[derive(Debug, Clone)]
+struct Program {
+    versions: Vec<Arc<ProgramDef>>,
+    closed: HashMap<i64, Frozen>,
+    /// Highest closed period index, which decides bucket expiry.
+    max_closed: Option<i64>,
+    /// The partners with an entry in each period, in creation order.
+    periods: BTreeMap<i64, Vec<Sym>>,
+    /// Partners with an enrollment record, in first-enrollment order.
+    enrolled_partners: Vec<Sym>,
+}
+
+impl Program {
+    fn current(&self) -> &Arc<ProgramDef> {
+        // A program exists only once its first version was applied.
+        &self.versions[self.versions.len() - 1]
+    }
+
+    fn kind(&self) -> Kind {
+        self.current().kind
+    }
+
+    fn currency(&self) -> Currency {
+        self.current().currency
+    }
+
+    fn period_kind(&self) -> PeriodKind {
+        self.current().period
+    }
+
+    fn expires_after(&self) -> u64 {
+        match self.current().rules {
+            Rules::Fund {
+                expires_after_periods,
+                ..
+            } => expires_after_periods,
+            _ => 0,
+        }
+    }
+
+    /// SPEC §4.2: a bucket of period `p` is expired once some closed `q` has
+    /// `index(p) + expires_after_periods ≤ index(q)`.
+    fn bucket_expired(&self, period: i64) -> bool {
+        self.current().kind.is_fund()
+            && self.max_closed.is_some_and(|q| {
+                i128::from(period) + i128::from(self.expires_after()) <= i128::from(q)
+            })
+    }
+
+    /// SPEC §3 `invalid_period`: the label is of the program's period kind and overlaps
+    /// the dates of some version.
+    fn period_fits(&self, label: &PeriodLabel) -> bool {
+        if label.kind != self.period_kind() {
+            return false;
+        }
+        match label.kind.date_range(label.index) {
+            None => true,
+            Some((first, last)) => self
+                .versions
+                .iter()
+                .any(|v| first <= v.end_date && last >= v.start_date),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Enrollment {
+    enrolled: bool,
+    target: Option<Decimal>,
+}
+
+#[derive(Debug, Clone)]
+struct SaleRecord {
+    partner: Sym,
+    lines: Vec<LineRecord>,
+}
+
+#[derive(Debug, Clone)]
+struct LineRecord {
+    line_id: String,
+    quantity: u64,
+    net_amount: Decimal,
+    returned_quantity: u64,
+    returned_net: Decimal,
+    /// The (program, period) entries this line counted into, in program order.
+    counted: Vec<(Sym, i64)>,
+}
+
+/// A claim's status (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Denied,
+}
+
+impl ClaimStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ClaimStatus::Pending => "pending",
+            ClaimStatus::Approved => "approved",
+            ClaimStatus::Rejected => "rejected",
+            ClaimStatus::Denied => "denied",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Claim {
+    partner: Sym,
+    program: Sym,
+    amount: Decimal,
+    status: ClaimStatus,
+    approved_amount: Option<Decimal>,
+    /// What a pending claim took from which bucket (period index), oldest first.
+    reservations: Vec<(i64, Decimal)>,
+}
+
+/// Why a payout was issued (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutReason {
+    Claim,
+    Accrual,
+    Settlement,
+    TrueUp,
+}
+
+impl PayoutReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PayoutReason::Claim => "claim",
+            PayoutReason::Accrual => "accrual",
+            PayoutReason::Settlement => "settlement",
+            PayoutReason::TrueUp => "true_up",
+        }
+    }
+}
+
+/// One payout, as published on `payout.issued` and listed in the replay document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payout {
+    pub payout_id: uuid::Uuid,
+    pub partner_id: String,
+    pub program_id: String,
+    pub period: String,
+    pub kind: Kind,
+    /// Exact, with the currency's minor digits at most; negative for a clawback.
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub reason: PayoutReason,
+    pub cause_source: String,
+    pub cause_id: String,
+}
+
+/// `uuid_v5(NAMESPACE_URL, "incentive-ledger:payout:" + parts joined by ":")`, each part
+/// with `%` escaped as `%25` and then `:` as `%3A` (SPEC §5).
+pub fn payout_id(parts: [&str; 5]) -> uuid::Uuid {
+    let mut name = String::from("incentive-ledger:payout:");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            name.push(':');
+        }
+        name.push_str(&part.replace('%', "%25").replace(':', "%3A"));
+    }
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// A business refusal: the event is logged but changed nothing.
+    pub refusal: Option<Refusal>,
+    /// Payouts caused by the event, in the order they were issued.
+    pub payouts: Vec<Payout>,
+}
+
+/// One row of `balances` (SPEC §7), with exact values; formatting is the document's job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Balance {
+    pub partner_id: String,
+    pub program_id: String,
+    pub period: String,
+    pub period_index: i64,
+    pub kind: Kind,
+    pub currency: Currency,
+    pub basis: Decimal,
+    pub earned: Decimal,
+    pub paid: Decimal,
+    pub closed: bool,
+    /// MDF/co-op buckets only.
+    pub fund: Option<FundBalance>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FundBalance {
+    pub reserved: Decimal,
+    pub expired: Decimal,
+    pub available: Decimal,
+    pub expired_bucket: bool,
+}
+
+/// One row of `claims` (SPEC §7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimView {
+    pub claim_id: String,
+    pub partner_id: String,
+    pub program_id: String,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub status: ClaimStatus,
+    pub approved_amount: Option<Decimal>,
+}
+
+/// The folded state of a log.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    syms: Interner,
+    programs: HashMap<Sym, Program>,
+    /// Programs in first-publication order, the order sales and completions visit them.
+    program_order: Vec<Sym>,
+    enrollments: HashMap<(Sym, Sym), Enrollment>,
+    entries: HashMap<EntryKey, Entry>,
+    /// The period indexes of each (partner, program)'s entries, in creation order.
+    partner_entries: HashMap<(Sym, Sym), Vec<i64>>,
+    sales: HashMap<String, SaleRecord>,
+    returns: HashSet<String>,
+    claims: HashMap<String, Claim>,
+    adjustments: HashSet<String>,
+    /// (program, partner, person, certification) completions already counted.
+    trained: HashSet<(Sym, Sym, String, String)>,
+    /// Entries the current event may have changed; drained by the sweep.
+    dirty: Vec<EntryKey>,
+}
+
+fn refuse(code: Code, message: String) -> Applied {
+    Applied {
+        refusal: Some(Refusal::new(code, message)),
+        payouts: Vec::new(),
+    }
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// Applies one event that passed intake, at the next position of the log.
+    pub fn apply(&mut self, event: &Event) -> Applied {
+        debug_assert!(self.dirty.is_empty());
+        let mut applied = match &event.data {
+            EventData::ProgramPublished(def) => self.program_published(def),
+            EventData::PartnerEnrolled {
+                partner_id,
+                program_id,
+                target,
+            } => self.partner_enrolled(partner_id, program_id, *target),
+            EventData::PartnerWithdrawn {
+                partner_id,
+                program_id,
+            } => self.partner_withdrawn(partner_id, program_id),
+            EventData::SaleRecorded(sale) => self.sale_recorded(event, sale),
+            EventData::SaleReturned(ret) => self.sale_returned(ret),
+            EventData::TrainingCompleted {
+                partner_id,
+                person_id,
+                certification,
+                ..
+            } => self.training_completed(event, partner_id, person_id, certification.as_deref()),
+            EventData::ClaimSubmitted {
+                claim_id,
+                partner_id,
+                program_id,
+                amount,
+                ..
+            } => self.claim_submitted(claim_id, partner_id, program_id, *amount),
+            EventData::ClaimDecided {
+                claim_id,
+                approved,
+                approved_amount,
+            } => self.claim_decided(event, claim_id, *approved, *approved_amount),
+            EventData::PeriodClosed { program_id, period } => {
+                self.period_closed(program_id, period)
+            }
+            EventData::AdjustmentPosted {
+                adjustment_id,
+                partner_id,
+                program_id,
+                period,
+                amount,
+                ..
+            } => self.adjustment_posted(adjustment_id, partner_id, program_id, period, *amount),
+        };
+        if applied.refusal.is_some() {
+            debug_assert!(self.dirty.is_empty(), "a refused event changed entries");
+            self.dirty.clear();
+        } else {
+            self.sweep(event, &mut applied.payouts);
+        }
+        applied
+    }
+
+    // ----- lookups -------------------------------------------------------------------
+
+    fn program_by_name(&self, program_id: &str) -> Option<(Sym, &Program)> {
+        let sym = self.syms.get(program_id)?;
+        self.programs.get(&sym).map(|p| (sym, p))
+    }
+
+    fn is_enrolled(&self, partner: Sym, program: Sym) -> bool {
+        self.enrollments
+            .get(&(partner, program))
+            .is_some_and(|e| e.enrolled)
+    }
+
+    fn counts_for(&self, partner: Option<Sym>, program: Sym, p: &Program) -> bool {
+        !p.current().requires_enrollment || partner.is_some_and(|s| self.is_enrolled(s, program))
+    }
+
+    fn entry_or_create(&mut self, key: EntryKey) -> &mut Entry {
+        if !self.entries.contains_key(&key) {
+            if let Some(p) = self.programs.get_mut(&key.program) {
+                p.periods.entry(key.period).or_default().push(key.partner);
+            }
+            self.partner_entries
+                .entry((key.partner, key.program))
+                .or_default()
+                .push(key.period);
+        }
+        self.entries.entry(key).or_default()
+    }
+
+    /// The program version an entry is evaluated with and the partner's target for it:
+    /// the frozen copy if its period is closed, else the current one (SPEC §3, §4).
+    fn evaluation(&self, key: EntryKey) -> Option<(&ProgramDef, Option<Decimal>)> {
+        let program = self.programs.get(&key.program)?;
+        let current_target = self
+            .enrollments
+            .get(&(key.partner, key.program))
+            .and_then(|e| e.target);
+        Some(match program.closed.get(&key.period) {
+            Some(frozen) => (
+                frozen.def.as_ref(),
+                frozen.targets.get(&key.partner).copied().or(current_target),
+            ),
+            None => (program.current().as_ref(), current_target),
+        })
+    }
+
+    fn earned(&self, key: EntryKey, entry: &Entry) -> Decimal {
+        let Some((def, target)) = self.evaluation(key) else {
+            return entry.adjustments;
+        };
+        let formula = def.rules.formula(
+            BasisView {
+                basis: entry.basis,
+                completions: &entry.completions,
+            },
+            target,
+        );
+        round_money(formula, def.currency)
+            .checked_add(entry.adjustments)
+            .unwrap_or(entry.adjustments)
+    }
+
+    /// Reserved, paid, expired and available of an MDF/co-op bucket (SPEC §4.2).
+    fn fund_balance(&self, key: EntryKey, entry: &Entry) -> FundBalance {
+        let earned = self.earned(key, entry);
+        let expired_bucket = self
+            .programs
+            .get(&key.program)
+            .is_some_and(|p| p.bucket_expired(key.period));
+        let unspent = earned - entry.reserved - entry.paid;
+        let expired = if expired_bucket {
+            unspent.max(Decimal::ZERO)
+        } else {
+            Decimal::ZERO
+        };
+        FundBalance {
+            reserved: entry.reserved,
+            expired,
+            available: unspent - expired,
+            expired_bucket,
+        }
+    }
+
+    /// The partner's buckets in a fund program, oldest period first.
+    fn buckets(&self, partner: Sym, program: Sym) -> Vec<i64> {
+        let mut periods = self
+            .partner_entries
+            .get(&(partner, program))
+            .cloned()
+            .unwrap_or_default();
+        periods.sort_unstable();
+        periods
+    }
+
+    // ----- event handlers ------------------------------------------------------------
+
+    fn program_published(&mut self, def: &ProgramDef) -> Applied {
+        let existing = self.program_by_name(&def.program_id).map(|(_, p)| p);
+        match existing {
+            None if def.version != 1 => {
+                return refuse(
+                    Code::ProgramVersionConflict,
+                    format!(
+                        "program {} does not exist yet, so its first version must be 1; got version {}",
+                        def.program_id, def.version
+                    ),
+                )
+            }
+            Some(p) => {
+                let current = p.current();
+                if current.version.checked_add(1) != Some(def.version) {
+                    return refuse(
+                        Code::ProgramVersionConflict,
+                        format!(
+                            "program {} is at version {}; the next version must be {}, got {}",
+                            def.program_id,
+                            current.version,
+                            current.version.saturating_add(1),
+                            def.version
+                        ),
+                    );
+                }
+                if let Some(message) = immutable_change(current, def) {
+                    return refuse(Code::ProgramImmutableField, message);
+                }
+            }
+            None => {}
+        }
+        let sym = self.syms.intern(&def.program_id);
+        let def = Arc::new(def.clone());
+        match self.programs.get_mut(&sym) {
+            Some(p) => {
+                p.versions.push(def);
+                // Open entries follow the new rules at once (SPEC §4.1).
+                for (period, partners) in &p.periods {
+                    if !p.closed.contains_key(period) {
+                        self.dirty.extend(partners.iter().map(|&partner| EntryKey {
+                            partner,
+                            program: sym,
+                            period: *period,
+                        }));
+                    }
+                }
+            }
+            None => {
+                self.programs.insert(
+                    sym,
+                    Program {
+                        versions: vec![def],
+                        closed: HashMap::new(),
+                        max_closed: None,
+                        periods: BTreeMap::new(),
+                        enrolled_partners: Vec::new(),
+                    },
+                );
+                self.program_order.push(sym);
+            }
+        }
+        Applied::default()
+    }
+
+    fn partner_enrolled(
+        &mut self,
+        partner_id: &str,
+        program_id: &str,
+        target: Option<Decimal>,
+    ) -> Applied {
+        let Some((program, p)) = self.program_by_name(program_id) else {
+            return refuse(
+                Code::UnknownProgram,
+                format!("program_id {program_id:?} names no published program"),
+            );
+        };
+        let kind = p.kind();
+        let partner = self.syms.get(partner_id);
+        if partner.is_some_and(|s| self.is_enrolled(s, program)) {
+            return refuse(
+                Code::AlreadyEnrolled,
+                format!("partner {partner_id} is already enrolled in {program_id}; withdraw first to re-enroll"),
+            );
+        }
+        if kind == Kind::Bonus && target.is_none() {
+            return refuse(
+                Code::MissingTarget,
+                format!("{program_id} is a bonus program: data.target (an amount > 0) is required to enroll"),
+            );
+        }
+        let partner = self.syms.intern(partner_id);
+        if !self.enrollments.contains_key(&(partner, program)) {
+            if let Some(p) = self.programs.get_mut(&program) {
+                p.enrolled_partners.push(partner);
+            }
+        }
+        let record = self.enrollments.entry((partner, program)).or_default();
+        record.enrolled = true;
+        record.target = target;
+        // The current target changed: bonus entries evaluated with it may change.
+        if let Some(periods) = self.partner_entries.get(&(partner, program)) {
+            self.dirty.extend(periods.iter().map(|&period| EntryKey {
+                partner,
+                program,
+                period,
+            }));
+        }
+        Applied::default()
+    }
+
+    fn partner_withdrawn(&mut self, partner_id: &str, program_id: &str) -> Applied {
+        let Some((program, _)) = self.program_by_name(program_id) else {
+            return refuse(
+                Code::UnknownProgram,
+                format!("program_id {program_id:?} names no published program"),
+            );
+        };
+        let partner = self.syms.get(partner_id);
+        match partner.and_then(|s| self.enrollments.get_mut(&(s, program))) {
+            Some(e) if e.enrolled => {
+                e.enrolled = false;
+                Applied::default()
+            }
+            _ => refuse(
+                Code::NotEnrolled,
+                format!("partner {partner_id} is not currently enrolled in {program_id}"),
+            ),
+        }
+    }
+
+    fn sale_recorded(&mut self, event: &Event, sale: &Sale) -> Applied {
+        if self.sales.contains_key(&sale.sale_id) {
+            return refuse(
+                Code::DuplicateSale,
+                format!("sale_id {} was already recorded by an earlier event", sale.sale_id),
+            );
+        }
+        let partner = self.syms.get(&sale.partner_id);
+        // Programs the sale can count for, before looking at lines.
+        let candidates: Vec<(Sym, &Program, Measure, i64)> = self
+            .program_order
+            .iter()
+            .filter_map(|&sym| {
+                let p = self.programs.get(&sym)?;
+                let def = p.current();
+                let measure = def.rules.measure()?;
+                (def.kind.counts_sales()
+                    && def.start_date <= event.date
+                    && event.date <= def.end_date
+                    && self.counts_for(partner, sym, p))
+                .then(|| (sym, p, measure, def.period.index_of(event.date)))
+            })
+            .collect();
+        // (line index, program, period, contribution)
+        let mut counted: Vec<(usize, Sym, i64, Decimal)> = Vec::new();
+        for (i, line) in sale.lines.iter().enumerate() {
+            for &(sym, p, measure, period) in &candidates {
+                let def = p.current();
+                if def.currency == line.currency
+                    && def.eligibility.matches(
+                        &line.sku,
+                        line.product_family.as_deref(),
+                        sale.region.as_deref(),
+                    )
+                {
+                    let amount = match measure {
+                        Measure::NetAmount => line.net_amount,
+                        Measure::Quantity => Decimal::from(line.quantity),
+                    };
+                    counted.push((i, sym, period, amount));
+                }
+            }
+        }
+        // amount_out_of_range: no entry's basis may go beyond ±10^15.
+        if !counted.is_empty() {
+            let mut totals: BTreeMap<(u32, i64), Decimal> = BTreeMap::new();
+            for &(_, sym, period, amount) in &counted {
+                *totals.entry((sym.0, period)).or_default() += amount;
+            }
+            for ((program, period), increase) in totals {
+                let existing = partner
+                    .map(|s| EntryKey {
+                        partner: s,
+                        program: Sym(program),
+                        period,
+                    })
+                    .and_then(|k| self.entries.get(&k))
+                    .map_or(Decimal::ZERO, |e| e.basis);
+                let limit = basis_limit();
+                let within = existing
+                    .checked_add(increase)
+                    .is_some_and(|b| b.abs() <= limit);
+                if !within {
+                    let name = self.syms.name(Sym(program));
+                    let label = self
+                        .programs
+                        .get(&Sym(program))
+                        .map(|p| p.period_kind().label(period))
+                        .unwrap_or_default();
+                    return refuse(
+                        Code::AmountOutOfRange,
+                        format!(
+                            "the sale would take the basis of partner {} in {name} {label} from {existing} to beyond ±10^15",
+                            sale.partner_id
+                        ),
+                    );
+                }
+            }
+        }
+        let partner = self.syms.intern(&sale.partner_id);
+        let mut lines: Vec<LineRecord> = sale
+            .lines
+            .iter()
+            .map(|l| LineRecord {
+                line_id: l.line_id.clone(),
+                quantity: l.quantity,
+                net_amount: l.net_amount,
+                returned_quantity: 0,
+                returned_net: Decimal::ZERO,
+                counted: Vec::new(),
+            })
+            .collect();
+        for (i, program, period, amount) in counted {
+            let key = EntryKey {
+                partner,
+                program,
+                period,
+            };
+            self.entry_or_create(key).basis += amount;
+            lines[i].counted.push((program, period));
+            self.dirty.push(key);
+        }
+        self.sales
+            .insert(sale.sale_id.clone(), SaleRecord { partner, lines });
+        Applied::default()
+    }
+
+    fn sale_returned(&mut self, ret: &Return) -> Applied {
+        if self.returns.contains(&ret.return_id) {
+            return refuse(
+                Code::DuplicateReturn,
+                format!("return_id {} was already recorded by an earlier event", ret.return_id),
+            );
+        }
+        let partner = self.syms.get(&ret.partner_id);
+        let sale = match self.sales.get(&ret.sale_id) {
+            Some(s) if Some(s.partner) == partner => s,
+            Some(_) => {
+                return refuse(
+                    Code::UnknownSale,
+                    format!(
+                        "sale {} does not belong to partner {}",
+                        ret.sale_id, ret.partner_id
+                    ),
+                )
+            }
+            None => {
+                return refuse(
+                    Code::UnknownSale,
+                    format!("sale_id {} names no recorded sale", ret.sale_id),
+                )
+            }
+        };
+        let by_id: HashMap<&str, usize> = sale
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.line_id.as_str(), i))
+            .collect();
+        let mut positions = Vec::with_capacity(ret.lines.len());
+        for line in &ret.lines {
+            match by_id.get(line.line_id.as_str()) {
+                Some(&i) => positions.push(i),
+                None => {
+                    return refuse(
+                        Code::UnknownLine,
+                        format!(
+                            "sale {} has no line {:?}",
+                            ret.sale_id, line.line_id
+                        ),
+                    )
+                }
+            }
+        }
+        for (line, &i) in ret.lines.iter().zip(&positions) {
+            let sold = &sale.lines[i];
+            let quantity = sold.returned_quantity.saturating_add(line.quantity);
+            if quantity > sold.quantity {
+                return refuse(
+                    Code::ReturnExceedsSale,
+                    format!(
+                        "line {} of sale {}: {} units would be returned in all, but {} were sold",
+                        line.line_id, ret.sale_id, quantity, sold.quantity
+                    ),
+                );
+            }
+            let net = sold.returned_net + line.net_amount;
+            if net > sold.net_amount {
+                return refuse(
+                    Code::ReturnExceedsSale,
+                    format!(
+                        "line {} of sale {}: a net amount of {} would be returned in all, but the line's net amount is {}",
+                        line.line_id, ret.sale_id, net, sold.net_amount
+                    ),
+                );
+            }
+        }
+        let Some(sale) = self.sales.get_mut(&ret.sale_id) else {
+            return Applied::default();
+        };
+        let partner = sale.partner;
+        let mut changes: Vec<(EntryKey, u64, Decimal)> = Vec::new();
+        for (line, &i) in ret.lines.iter().zip(&positions) {
+            let sold = &mut sale.lines[i];
+            sold.returned_quantity += line.quantity;
+            sold.returned_net += line.net_amount;
+            for &(program, period) in &sold.counted {
+                changes.push((
+                    EntryKey {
+                        partner,
+                        program,
+                        period,
+                    },
+                    line.quantity,
+                    line.net_amount,
+                ));
+            }
+        }
+        self.returns.insert(ret.return_id.clone());
+        for (key, quantity, net) in changes {
+            let measure = self
+                .programs
+                .get(&key.program)
+                .and_then(|p| p.current().rules.measure());
+            let amount = match measure {
+                Some(Measure::Quantity) => Decimal::from(quantity),
+                _ => net,
+            };
+            // The entry exists: the original line counted into it.
+            self.entry_or_create(key).basis -= amount;
+            self.dirty.push(key);
+        }
+        Applied::default()
+    }
+
+    fn training_completed(
+        &mut self,
+        event: &Event,
+        partner_id: &str,
+        person_id: &str,
+        certification: Option<&str>,
+    ) -> Applied {
+        let Some(cert) = certification else {
+            return Applied::default();
+        };
+        let partner = self.syms.get(partner_id);
+        let mut counts: Vec<(Sym, i64)> = Vec::new();
+        for &sym in &self.program_order {
+            let Some(p) = self.programs.get(&sym) else {
+                continue;
+            };
+            let def = p.current();
+            let eligible = def.kind == Kind::Training
+                && self.counts_for(partner, sym, p)
+                && def.start_date <= event.date
+                && event.date <= def.end_date
+                && def.rules.rewards(cert);
+            if !eligible {
+                continue;
+            }
+            let already = partner.is_some_and(|s| {
+                self.trained
+                    .contains(&(sym, s, person_id.to_string(), cert.to_string()))
+            });
+            if !already {
+                counts.push((sym, def.period.index_of(event.date)));
+            }
+        }
+        if counts.is_empty() {
+            return Applied::default();
+        }
+        let partner = self.syms.intern(partner_id);
+        for (program, period) in counts {
+            self.trained
+                .insert((program, partner, person_id.to_string(), cert.to_string()));
+            let key = EntryKey {
+                partner,
+                program,
+                period,
+            };
+            let entry = self.entry_or_create(key);
+            entry.basis += Decimal::ONE;
+            entry.completions.push(cert.to_string());
+            self.dirty.push(key);
+        }
+        Applied::default()
+    }
+
+    fn claim_submitted(
+        &mut self,
+        claim_id: &str,
+        partner_id: &str,
+        program_id: &str,
+        amount: Decimal,
+    ) -> Applied {
+        if self.claims.contains_key(claim_id) {
+            return refuse(
+                Code::DuplicateClaim,
+                format!("claim_id {claim_id} was already submitted"),
+            );
+        }
+        let Some((program, p)) = self.program_by_name(program_id) else {
+            return refuse(
+                Code::UnknownProgram,
+                format!("program_id {program_id:?} names no published program"),
+            );
+        };
+        if !p.kind().is_fund() {
+            return refuse(
+                Code::WrongProgramKind,
+                format!(
+                    "claims are made against mdf or coop programs; {program_id} is a {} program",
+                    p.kind().as_str()
+                ),
+            );
+        }
+        let currency = p.currency();
+        if amount.scale() > currency.minor_units() {
+            return refuse(
+                Code::AmountPrecision,
+                format!(
+                    "data.amount {amount} has {} fractional digits; {currency} allows {}",
+                    amount.scale(),
+                    currency.minor_units()
+                ),
+            );
+        }
+        let partner = self.syms.intern(partner_id);
+        let periods = self.buckets(partner, program);
+        let mut claimable = Decimal::ZERO;
+        let mut open: Vec<(i64, Decimal)> = Vec::new();
+        for &period in &periods {
+            let key = EntryKey {
+                partner,
+                program,
+                period,
+            };
+            let Some(entry) = self.entries.get(&key) else {
+                continue;
+            };
+            let fund = self.fund_balance(key, entry);
+            if !fund.expired_bucket {
+                claimable += fund.available;
+                open.push((period, fund.available));
+            }
+        }
+        let mut claim = Claim {
+            partner,
+            program,
+            amount,
+            status: ClaimStatus::Denied,
+            approved_amount: None,
+            reservations: Vec::new(),
+        };
+        if amount <= claimable {
+            claim.status = ClaimStatus::Pending;
+            let mut remaining = amount;
+            for (period, available) in open {
+                if remaining.is_zero() {
+                    break;
+                }
+                if available <= Decimal::ZERO {
+                    continue;
+                }
+                let take = available.min(remaining);
+                remaining -= take;
+                claim.reservations.push((period, take));
+                let key = EntryKey {
+                    partner,
+                    program,
+                    period,
+                };
+                if let Some(entry) = self.entries.get_mut(&key) {
+                    entry.reserved += take;
+                }
+            }
+            debug_assert!(remaining.is_zero(), "claimable covered the claim");
+        }
+        self.claims.insert(claim_id.to_string(), claim);
+        Applied::default()
+    }
+
+    fn claim_decided(
+        &mut self,
+        event: &Event,
+        claim_id: &str,
+        approved: bool,
+        approved_amount: Option<Decimal>,
+    ) -> Applied {
+        let Some(claim) = self.claims.get(claim_id) else {
+            return refuse(
+                Code::UnknownClaim,
+                format!("claim_id {claim_id} names no submitted claim"),
+            );
+        };
+        if claim.status != ClaimStatus::Pending {
+            return refuse(
+                Code::ClaimNotPending,
+                format!(
+                    "claim {claim_id} is {}, not pending; it cannot be decided again",
+                    claim.status.as_str()
+                ),
+            );
+        }
+        let Some(p) = self.programs.get(&claim.program) else {
+            return refuse(
+                Code::UnknownClaim,
+                format!("claim {claim_id} refers to a program that no longer exists"),
+            );
+        };
+        let currency = p.currency();
+        let kind = p.kind();
+        let period_label = p.period_kind().label(p.period_kind().index_of(event.date));
+        let (partner, program, claimed) = (claim.partner, claim.program, claim.amount);
+        let mut payouts = Vec::new();
+        let reservations = claim.reservations.clone();
+        if approved {
+            let amount = approved_amount.unwrap_or(claimed);
+            if amount > claimed {
+                return refuse(
+                    Code::ApprovedExceedsClaim,
+                    format!(
+                        "data.approved_amount {amount} exceeds the claimed amount {claimed} of claim {claim_id}"
+                    ),
+                );
+            }
+            if amount.scale() > currency.minor_units() {
+                return refuse(
+                    Code::AmountPrecision,
+                    format!(
+                        "data.approved_amount {amount} has {} fractional digits; {currency} allows {}",
+                        amount.scale(),
+                        currency.minor_units()
+                    ),
+                );
+            }
+            let mut remaining = amount;
+            for (period, took) in reservations {
+                let charge = took.min(remaining);
+                remaining -= charge;
+                if let Some(entry) = self.entries.get_mut(&EntryKey {
+                    partner,
+                    program,
+                    period,
+                }) {
+                    entry.paid += charge;
+                    entry.reserved -= took;
+                }
+            }
+            if !amount.is_zero() {
+                let partner_id = self.syms.name(partner).to_string();
+                let program_id = self.syms.name(program).to_string();
+                payouts.push(Payout {
+                    payout_id: payout_id([
+                        &event.source,
+                        &event.id,
+                        &partner_id,
+                        &program_id,
+                        &period_label,
+                    ]),
+                    partner_id,
+                    program_id,
+                    period: period_label,
+                    kind,
+                    amount,
+                    currency,
+                    reason: PayoutReason::Claim,
+                    cause_source: event.source.clone(),
+                    cause_id: event.id.clone(),
+                });
+            }
+            if let Some(c) = self.claims.get_mut(claim_id) {
+                c.status = ClaimStatus::Approved;
+                c.approved_amount = Some(amount);
+                c.reservations.clear();
+            }
+        } else {
+            for (period, took) in reservations {
+                if let Some(entry) = self.entries.get_mut(&EntryKey {
+                    partner,
+                    program,
+                    period,
+                }) {
+                    entry.reserved -= took;
+                }
+            }
+            if let Some(c) = self.claims.get_mut(claim_id) {
+                c.status = ClaimStatus::Rejected;
+                c.reservations.clear();
+            }
+        }
+        Applied {
+            refusal: None,
+            payouts,
+        }
+    }
+
+    fn invalid_period(program_id: &str, p: &Program, label: &PeriodLabel) -> Applied {
+        let message = if label.kind != p.period_kind() {
+            format!(
+                "{program_id} has {} periods; {:?} is a {} label",
+                p.period_kind().as_str(),
+                label.label(),
+                label.kind.as_str()
+            )
+        } else {
+            format!(
+                "period {} does not overlap the dates of any version of {program_id}",
+                label.label()
+            )
+        };
+        refuse(Code::InvalidPeriod, message)
+    }
+
+    fn period_closed(&mut self, program_id: &str, label: &PeriodLabel) -> Applied {
+        let Some((program, p)) = self.program_by_name(program_id) else {
+            return refuse(
+                Code::UnknownProgram,
+                format!("program_id {program_id:?} names no published program"),
+            );
+        };
+        if !p.period_fits(label) {
+            return Self::invalid_period(program_id, p, label);
+        }
+        if p.closed.contains_key(&label.index) {
+            return refuse(
+                Code::PeriodAlreadyClosed,
+                format!("period {} of {program_id} is already closed", label.label()),
+            );
+        }
+        let targets: HashMap<Sym, Decimal> = p
+            .enrolled_partners
+            .iter()
+            .filter_map(|&partner| {
+                self.enrollments
+                    .get(&(partner, program))
+                    .and_then(|e| e.target)
+                    .map(|t| (partner, t))
+            })
+            .collect();
+        let Some(p) = self.programs.get_mut(&program) else {
+            return Applied::default();
+        };
+        let frozen = Frozen {
+            def: Arc::clone(p.current()),
+            targets,
+        };
+        p.closed.insert(label.index, frozen);
+        p.max_closed = Some(p.max_closed.map_or(label.index, |m| m.max(label.index)));
+        if let Some(partners) = p.periods.get(&label.index) {
+            self.dirty.extend(partners.iter().map(|&partner| EntryKey {
+                partner,
+                program,
+                period: label.index,
+            }));
+        }
+        Applied::default()
+    }
+
+    fn adjustment_posted(
+        &mut self,
+        adjustment_id: &str,
+        partner_id: &str,
+        program_id: &str,
+        label: &PeriodLabel,
+        amount: Decimal,
+    ) -> Applied {
+        if self.adjustments.contains(adjustment_id) {
+            return refuse(
+                Code::DuplicateAdjustment,
+                format!("adjustment_id {adjustment_id} was already posted"),
+            );
+        }
+        let Some((program, p)) = self.program_by_name(program_id) else {
+            return refuse(
+                Code::UnknownProgram,
+                format!("program_id {program_id:?} names no published program"),
+            );
+        };
+        if !p.period_fits(label) {
+            return Self::invalid_period(program_id, p, label);
+        }
+        let currency = p.currency();
+        if amount.scale() > currency.minor_units() {
+            return refuse(
+                Code::AmountPrecision,
+                format!(
+                    "data.amount {amount} has {} fractional digits; {currency} allows {}",
+                    amount.scale(),
+                    currency.minor_units()
+                ),
+            );
+        }
+        self.adjustments.insert(adjustment_id.to_string());
+        let partner = self.syms.intern(partner_id);
+        let key = EntryKey {
+            partner,
+            program,
+            period: label.index,
+        };
+        let entry = self.entry_or_create(key);
+        entry.adjustments = entry.adjustments.checked_add(amount).unwrap_or(entry.adjustments);
+        self.dirty.push(key);
+        Applied::default()
+    }
+
+    // ----- settlement ----------------------------------------------------------------
+
+    /// SPEC §5 over the entries the event may have changed, in entry order.
+    fn sweep(&mut self, event: &Event, payouts: &mut Vec<Payout>) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        if dirty.is_empty() {
+            return;
+        }
+        dirty.sort_by(|a, b| {
+            self.syms
+                .name(a.partner)
+                .cmp(self.syms.name(b.partner))
+                .then_with(|| self.syms.name(a.program).cmp(self.syms.name(b.program)))
+                .then(a.period.cmp(&b.period))
+        });
+        dirty.dedup();
+        let closing = match &event.data {
+            EventData::PeriodClosed { program_id, period } => {
+                self.syms.get(program_id).map(|s| (s, period.index))
+            }
+            _ => None,
+        };
+        for key in dirty {
+            let Some(entry) = self.entries.get(&key) else {
+                continue;
+            };
+            let Some(program) = self.programs.get(&key.program) else {
+                continue;
+            };
+            if program.kind().is_fund() {
+                continue; // only claim approvals pay MDF/co-op (SPEC §4.2)
+            }
+            let closed = program.closed.contains_key(&key.period);
+            let Some((def, _)) = self.evaluation(key) else {
+                continue;
+            };
+            let always = def.rules.always_payable();
+            if !(always || closed) {
+                continue;
+            }
+            let due = self.earned(key, entry) - entry.paid;
+            if due.is_zero() {
+                continue;
+            }
+            let reason = if always {
+                PayoutReason::Accrual
+            } else if closing == Some((key.program, key.period)) {
+                PayoutReason::Settlement
+            } else {
+                PayoutReason::TrueUp
+            };
+            let partner_id = self.syms.name(key.partner).to_string();
+            let program_id = self.syms.name(key.program).to_string();
+            let period = program.period_kind().label(key.period);
+            payouts.push(Payout {
+                payout_id: payout_id([&event.source, &event.id, &partner_id, &program_id, &period]),
+                partner_id,
+                program_id,
+                period,
+                kind: program.kind(),
+                amount: due,
+                currency: program.currency(),
+                reason,
+                cause_source: event.source.clone(),
+                cause_id: event.id.clone(),
+            });
+            if let Some(entry) = self.entries.get_mut(&key) {
+                entry.paid += due;
+            }
+        }
+    }
+
+    // ----- views ---------------------------------------------------------------------
+
+    /// Every entry, sorted by partner_id, program_id and period index (SPEC §7).
+    pub fn balances(&self) -> Vec<Balance> {
+        let mut keys: Vec<&EntryKey> = self.entries.keys().collect();
+        keys.sort_by(|a, b| {
+            self.syms
+                .name(a.partner)
+                .cmp(self.syms.name(b.partner))
+                .then_with(|| self.syms.name(a.program).cmp(self.syms.name(b.program)))
+                .then(a.period.cmp(&b.period))
+        });
+        keys.into_iter()
+            .filter_map(|&key| {
+                let entry = self.entries.get(&key)?;
+                let program = self.programs.get(&key.program)?;
+                let kind = program.kind();
+                Some(Balance {
+                    partner_id: self.syms.name(key.partner).to_string(),
+                    program_id: self.syms.name(key.program).to_string(),
+                    period: program.period_kind().label(key.period),
+                    period_index: key.period,
+                    kind,
+                    currency: program.currency(),
+                    basis: entry.basis,
+                    earned: self.earned(key, entry),
+                    paid: entry.paid,
+                    closed: program.closed.contains_key(&key.period),
+                    fund: kind.is_fund().then(|| self.fund_balance(key, entry)),
+                })
+            })
+            .collect()
+    }
+
+    /// Every claim, sorted by claim_id.
+    pub fn claims(&self) -> Vec<ClaimView> {
+        let mut ids: Vec<&String> = self.claims.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| {
+                let c = self.claims.get(id)?;
+                let currency = self.programs.get(&c.program)?.currency();
+                Some(ClaimView {
+                    claim_id: id.clone(),
+                    partner_id: self.syms.name(c.partner).to_string(),
+                    program_id: self.syms.name(c.program).to_string(),
+                    amount: c.amount,
+                    currency,
+                    status: c.status,
+                    approved_amount: c.approved_amount,
+                })
+            })
+            .collect()
+    }
+
+    /// Number of entries (for progress and metrics).
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// The field a later version may not change, if it does (SPEC §3 `program_immutable_field`).
+fn immutable_change(current: &ProgramDef, next: &ProgramDef) -> Option<String> {
+    let id = &current.program_id;
+    if current.kind != next.kind {
+        return Some(format!(
+            "kind of {id} is {} and cannot change to {}",
+            current.kind.as_str(),
+            next.kind.as_str()
+        ));
+    }
+    if current.currency != next.currency {
+        return Some(format!(
+            "currency of {id} is {} and cannot change to {}",
+            current.currency, next.currency
+        ));
+    }
+    if current.period != next.period {
+        return Some(format!(
+            "period of {id} is {} and cannot change to {}",
+            current.period.as_str(),
+            next.period.as_str()
+        ));
+    }
+    if current.rules.measure() != next.rules.measure() {
+        let field = match current.kind {
+            Kind::Rebate => "rules.basis",
+            Kind::Bonus => "rules.measure",
+            _ => "the SPIF's choice of rules.per_unit or rules.rate",
+        };
+        let show = |m: Option<Measure>| m.map_or("none", |m| m.as_str());
+        return Some(format!(
+            "{field} of {id} measures {} and cannot change to {}",
+            show(current.rules.measure()),
+            show(next.rules.measure())
+        ));
+    }
+    if let (
+        Rules::Fund {
+            expires_after_periods: a,
+            ..
+        },
+        Rules::Fund {
+            expires_after_periods: b,
+            ..
+        },
+    ) = (&current.rules, &next.rules)
+    {
+        if a != b {
+            return Some(format!(
+                "rules.expires_after_periods of {id} is {a} and cannot change to {b}"
+            ));
+        }
+    }
+    None
+}

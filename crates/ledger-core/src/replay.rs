@@ -1,0 +1,267 @@
+//! Replay: intake, identity, fold and bookkeeping over a stream of inputs, producing
+//! the replay document (SPEC §7).
+//!
+//! [`Replay::push`] is the whole pipeline for one raw input (an NDJSON line or a
+//! message) with an in-memory identity index — what `replay --events` runs. Callers that
+//! keep their own log and identity index (the durable log) feed already-decided inputs
+//! through [`Replay::apply_logged`], [`Replay::record_duplicate`] and
+//! [`Replay::record_quarantined`], and get the same document.
+
+use crate::document::{
+    digest, BalanceRow, ClaimRow, Counts, Document, PayoutRow, RejectedRow,
+};
+use crate::event::Event;
+use crate::intake::{self, Accepted, IntakeRefusal};
+use crate::ledger::{Applied, Ledger, Payout};
+use crate::refusal::Code;
+use std::collections::HashMap;
+
+/// A refusal as the document and the `rejected` listing show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: Code,
+    pub message: String,
+    /// `(source, id)` where known (SPEC §7).
+    pub identity: Option<(String, String)>,
+    /// The input's line number (or arrival number) — used when there is no identity.
+    pub line: u64,
+}
+
+impl Rejection {
+    pub fn row(&self) -> RejectedRow {
+        match &self.identity {
+            Some((source, id)) => RejectedRow {
+                source: Some(source.clone()),
+                id: Some(id.clone()),
+                line: None,
+                code: self.code.as_str().to_string(),
+            },
+            None => RejectedRow {
+                source: None,
+                id: None,
+                line: Some(self.line),
+                code: self.code.as_str().to_string(),
+            },
+        }
+    }
+}
+
+/// What became of one input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Logged and applied; the payouts it caused.
+    Applied(Vec<Payout>),
+    /// An exact duplicate of a logged event: counted, otherwise ignored.
+    Duplicate,
+    /// Refused at intake (quarantined) or by the fold (logged, changed nothing).
+    Rejected(Rejection),
+}
+
+/// What the identity check of SPEC §1 decides for an input that passed checks 1–5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    New,
+    ExactDuplicate,
+    Conflict,
+}
+
+/// An in-memory `(source, id) → content digest` index of the logged events.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityIndex {
+    seen: HashMap<(String, String), [u8; 32]>,
+}
+
+impl IdentityIndex {
+    pub fn check(&self, event: &Event, content_digest: &[u8; 32]) -> Identity {
+        match self.seen.get(&(event.source.clone(), event.id.clone())) {
+            None => Identity::New,
+            Some(d) if d == content_digest => Identity::ExactDuplicate,
+            Some(_) => Identity::Conflict,
+        }
+    }
+
+    pub fn insert(&mut self, event: &Event, content_digest: [u8; 32]) {
+        self.seen
+            .insert((event.source.clone(), event.id.clone()), content_digest);
+    }
+}
+
+/// The message of a `duplicate_conflict` refusal.
+pub fn conflict_message(event: &Event) -> String {
+    format!(
+        "an event with source {:?} and id {:?} is already in the log with different content; \
+         send a new id for a new event, or the identical content for a retry",
+        event.source, event.id
+    )
+}
+
+/// The state of a replay: the fold plus the document's counts, payouts and refusals.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    ledger: Ledger,
+    identities: IdentityIndex,
+    counts: Counts,
+    payouts: Vec<Payout>,
+    rejected: Vec<Rejection>,
+}
+
+impl Replay {
+    pub fn new() -> Replay {
+        Replay::default()
+    }
+
+    /// Runs one raw input through intake, the identity check and the fold. `line` is its
+    /// 1-based line (or arrival) number, shown for refusals without an identity.
+    pub fn push(&mut self, raw: &[u8], line: u64) -> Step {
+        match intake::check(raw) {
+            Err(refusal) => self.record_quarantined(refusal, line),
+            Ok(Accepted {
+                event,
+                content_digest,
+            }) => match self.identities.check(&event, &content_digest) {
+                Identity::ExactDuplicate => self.record_duplicate(),
+                Identity::Conflict => {
+                    let refusal = IntakeRefusal {
+                        code: Code::DuplicateConflict,
+                        message: conflict_message(&event),
+                        identity: Some((event.source.clone(), event.id.clone())),
+                    };
+                    self.record_quarantined(refusal, line)
+                }
+                Identity::New => {
+                    self.identities.insert(&event, content_digest);
+                    self.apply_logged(&event, line)
+                }
+            },
+        }
+    }
+
+    /// Counts an input refused before the log.
+    pub fn record_quarantined(&mut self, refusal: IntakeRefusal, line: u64) -> Step {
+        self.counts.received += 1;
+        self.counts.rejected += 1;
+        let rejection = Rejection {
+            code: refusal.code,
+            message: refusal.message,
+            identity: refusal.identity,
+            line,
+        };
+        self.rejected.push(rejection.clone());
+        Step::Rejected(rejection)
+    }
+
+    /// Counts an exact duplicate.
+    pub fn record_duplicate(&mut self) -> Step {
+        self.counts.received += 1;
+        self.counts.duplicates += 1;
+        Step::Duplicate
+    }
+
+    /// Folds an event that is in the log.
+    pub fn apply_logged(&mut self, event: &Event, line: u64) -> Step {
+        self.counts.received += 1;
+        let Applied { refusal, payouts } = self.ledger.apply(event);
+        match refusal {
+            Some(r) => {
+                self.counts.rejected += 1;
+                let rejection = Rejection {
+                    code: r.code,
+                    message: r.message,
+                    identity: Some((event.source.clone(), event.id.clone())),
+                    line,
+                };
+                self.rejected.push(rejection.clone());
+                Step::Rejected(rejection)
+            }
+            None => {
+                self.counts.applied += 1;
+                self.payouts.extend(payouts.iter().cloned());
+                Step::Applied(payouts)
+            }
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    pub fn payouts(&self) -> &[Payout] {
+        &self.payouts
+    }
+
+    pub fn rejections(&self) -> &[Rejection] {
+        &self.rejected
+    }
+
+    /// The replay document of the state so far.
+    pub fn document(&self) -> Document {
+        let balances: Vec<BalanceRow> = self.ledger.balances().iter().map(Into::into).collect();
+        let claims: Vec<ClaimRow> = self.ledger.claims().iter().map(Into::into).collect();
+        let payouts: Vec<PayoutRow> = self.payouts.iter().map(Into::into).collect();
+        let digest = digest(&balances, &claims, &payouts);
+        Document {
+            events: self.counts,
+            balances,
+            claims,
+            payouts,
+            rejected: self.rejected.iter().map(Rejection::row).collect(),
+            digest,
+        }
+    }
+}
+
+/// Splits NDJSON into inputs: each physical line without its `\n` or `\r\n`, numbered
+/// from `first_line`; lines holding only spaces, tabs and carriage returns are skipped
+/// (SPEC §1) but keep their number.
+pub fn ndjson_lines(bytes: &[u8], first_line: u64) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut rest = if bytes.is_empty() { None } else { Some(bytes) };
+    let mut number = first_line;
+    std::iter::from_fn(move || loop {
+        let chunk = rest?;
+        let (line, next) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], Some(&chunk[i + 1..]).filter(|r| !r.is_empty())),
+            None => (chunk, None),
+        };
+        rest = next;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let this = number;
+        number += 1;
+        if !line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+            return Some((this, line));
+        }
+    })
+}
+
+/// Number of physical lines in an NDJSON text (so that files given together number on).
+pub fn physical_lines(bytes: &[u8]) -> u64 {
+    if bytes.is_empty() {
+        return 0;
+    }
+    let newlines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+    if bytes.last() == Some(&b'\n') {
+        newlines
+    } else {
+        newlines + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_splitting() {
+        let text = b"a\r\n\n  \t\r\nb\nc";
+        let lines: Vec<(u64, &[u8])> = ndjson_lines(text, 1).collect();
+        assert_eq!(lines, vec![(1, &b"a"[..]), (4, &b"b"[..]), (5, &b"c"[..])]);
+        assert_eq!(physical_lines(text), 5);
+        assert_eq!(physical_lines(b"a\nb\n"), 2);
+        assert_eq!(ndjson_lines(b"", 1).count(), 0);
+        let numbered: Vec<u64> = ndjson_lines(b"x\ny\n", 7).map(|(n, _)| n).collect();
+        assert_eq!(numbered, vec![7, 8]);
+    }
+}

@@ -1,0 +1,503 @@
+//! Program rules per kind and their formulas (SPEC §4.1, §4.2).
+//!
+//! Each formula is a pure function of the rules, the basis and (for bonuses) the target;
+//! it returns the *unrounded* value. Rounding and adjustments are applied by the caller
+//! (`earned = round(formula) + adjustments`). Arithmetic is exact `Decimal` arithmetic;
+//! a product too large for `Decimal` (beyond 7.9 × 10^28, which amounts within the
+//! spec's bounds reach only with per-unit rates above 10^13) saturates instead of
+//! panicking — see docs/DECISIONS.md.
+
+use rust_decimal::Decimal;
+
+/// The six kinds of incentive program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Rebate,
+    Mdf,
+    Coop,
+    Spif,
+    Bonus,
+    Training,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "rebate" => Kind::Rebate,
+            "mdf" => Kind::Mdf,
+            "coop" => Kind::Coop,
+            "spif" => Kind::Spif,
+            "bonus" => Kind::Bonus,
+            "training" => Kind::Training,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Rebate => "rebate",
+            Kind::Mdf => "mdf",
+            Kind::Coop => "coop",
+            Kind::Spif => "spif",
+            Kind::Bonus => "bonus",
+            Kind::Training => "training",
+        }
+    }
+
+    /// MDF and co-op programs hold funds in buckets that only claims pay out.
+    pub fn is_fund(&self) -> bool {
+        matches!(self, Kind::Mdf | Kind::Coop)
+    }
+
+    /// Kinds into which sale lines count (SPEC §3 `sale.recorded`).
+    pub fn counts_sales(&self) -> bool {
+        !matches!(self, Kind::Training)
+    }
+}
+
+/// What a sale line contributes to a basis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    NetAmount,
+    Quantity,
+}
+
+impl Measure {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Measure::NetAmount => "net_amount",
+            Measure::Quantity => "quantity",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebateMode {
+    Retroactive,
+    Incremental,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier {
+    pub from: Decimal,
+    pub rate: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpifRate {
+    PerUnit(Decimal),
+    Rate(Decimal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpifPayout {
+    Immediate,
+    PeriodClose,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub attainment: Decimal,
+    pub payout: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accelerator {
+    pub above: Decimal,
+    pub rate: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reward {
+    pub certification: String,
+    pub amount: Decimal,
+}
+
+/// The rules of one program version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rules {
+    Rebate {
+        basis: Measure,
+        mode: RebateMode,
+        tiers: Vec<Tier>,
+    },
+    Spif {
+        rate: SpifRate,
+        cap_per_period: Option<Decimal>,
+        payout: SpifPayout,
+    },
+    Bonus {
+        measure: Measure,
+        thresholds: Vec<Threshold>,
+        accelerator: Option<Accelerator>,
+    },
+    Training {
+        rewards: Vec<Reward>,
+        cap_per_period: Option<Decimal>,
+    },
+    /// MDF and co-op.
+    Fund {
+        accrual_rate: Decimal,
+        cap_per_period: Option<Decimal>,
+        expires_after_periods: u64,
+    },
+}
+
+/// What an entry has accumulated, as the formulas read it.
+#[derive(Debug, Clone, Copy)]
+pub struct BasisView<'a> {
+    /// Net amounts or quantities counted, less returns; for training, the number of
+    /// completions.
+    pub basis: Decimal,
+    /// For training: the certification of every completion counted.
+    pub completions: &'a [String],
+}
+
+fn mul(a: Decimal, b: Decimal) -> Decimal {
+    a.checked_mul(b).unwrap_or(if a.is_sign_negative() != b.is_sign_negative() {
+        Decimal::MIN
+    } else {
+        Decimal::MAX
+    })
+}
+
+fn add(a: Decimal, b: Decimal) -> Decimal {
+    a.checked_add(b).unwrap_or(if b.is_sign_negative() {
+        Decimal::MIN
+    } else {
+        Decimal::MAX
+    })
+}
+
+fn capped(value: Decimal, cap: Option<Decimal>) -> Decimal {
+    match cap {
+        Some(c) if c < value => c,
+        _ => value,
+    }
+}
+
+impl Rules {
+    /// The measure sale lines contribute to this program's basis; `None` for training.
+    pub fn measure(&self) -> Option<Measure> {
+        match self {
+            Rules::Rebate { basis, .. } => Some(*basis),
+            Rules::Spif { rate, .. } => Some(match rate {
+                SpifRate::PerUnit(_) => Measure::Quantity,
+                SpifRate::Rate(_) => Measure::NetAmount,
+            }),
+            Rules::Bonus { measure, .. } => Some(*measure),
+            Rules::Training { .. } => None,
+            Rules::Fund { .. } => Some(Measure::NetAmount),
+        }
+    }
+
+    /// Whether an entry evaluated with these rules is paid by the settlement sweep
+    /// while open (SPEC §5: immediate SPIFs and training).
+    pub fn always_payable(&self) -> bool {
+        matches!(
+            self,
+            Rules::Training { .. }
+                | Rules::Spif {
+                    payout: SpifPayout::Immediate,
+                    ..
+                }
+        )
+    }
+
+    /// Whether `certification` earns anything under these rules.
+    pub fn rewards(&self, certification: &str) -> bool {
+        match self {
+            Rules::Training { rewards, .. } => {
+                rewards.iter().any(|r| r.certification == certification)
+            }
+            _ => false,
+        }
+    }
+
+    /// The unrounded formula of SPEC §4 for `b` (and the partner's target `T`).
+    pub fn formula(&self, b: BasisView<'_>, target: Option<Decimal>) -> Decimal {
+        let basis = b.basis;
+        match self {
+            Rules::Rebate { mode, tiers, .. } => {
+                if basis <= Decimal::ZERO {
+                    return Decimal::ZERO;
+                }
+                match mode {
+                    RebateMode::Retroactive => {
+                        let rate = tiers
+                            .iter()
+                            .rev()
+                            .find(|t| t.from <= basis)
+                            .map_or(Decimal::ZERO, |t| t.rate);
+                        mul(rate, basis)
+                    }
+                    RebateMode::Incremental => {
+                        let mut total = Decimal::ZERO;
+                        for (i, tier) in tiers.iter().enumerate() {
+                            let upper = match tiers.get(i + 1) {
+                                Some(next) if next.from < basis => next.from,
+                                _ => basis,
+                            };
+                            let span = upper - tier.from;
+                            if span > Decimal::ZERO {
+                                total = add(total, mul(tier.rate, span));
+                            }
+                        }
+                        total
+                    }
+                }
+            }
+            Rules::Spif {
+                rate,
+                cap_per_period,
+                ..
+            } => {
+                if basis <= Decimal::ZERO {
+                    return Decimal::ZERO;
+                }
+                let raw = match rate {
+                    SpifRate::PerUnit(r) | SpifRate::Rate(r) => mul(*r, basis),
+                };
+                capped(raw, *cap_per_period)
+            }
+            Rules::Bonus {
+                thresholds,
+                accelerator,
+                ..
+            } => {
+                let Some(t) = target else {
+                    return Decimal::ZERO;
+                };
+                let step = thresholds
+                    .iter()
+                    .rev()
+                    .find(|th| basis >= mul(th.attainment, t))
+                    .map_or(Decimal::ZERO, |th| th.payout);
+                let extra = match accelerator {
+                    Some(acc) => {
+                        let over = basis - mul(acc.above, t);
+                        if over > Decimal::ZERO {
+                            mul(acc.rate, over)
+                        } else {
+                            Decimal::ZERO
+                        }
+                    }
+                    None => Decimal::ZERO,
+                };
+                add(step, extra)
+            }
+            Rules::Training {
+                rewards,
+                cap_per_period,
+            } => {
+                let mut total = Decimal::ZERO;
+                for cert in b.completions {
+                    if let Some(r) = rewards.iter().find(|r| &r.certification == cert) {
+                        total = add(total, r.amount);
+                    }
+                }
+                capped(total, *cap_per_period)
+            }
+            Rules::Fund {
+                accrual_rate,
+                cap_per_period,
+                ..
+            } => {
+                if basis <= Decimal::ZERO {
+                    return Decimal::ZERO;
+                }
+                capped(mul(*accrual_rate, basis), *cap_per_period)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Rule tables: one row a case, hand-computed.
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn tiers(list: &[(&str, &str)]) -> Vec<Tier> {
+        list.iter()
+            .map(|(f, r)| Tier {
+                from: d(f),
+                rate: d(r),
+            })
+            .collect()
+    }
+
+    fn eval(rules: &Rules, basis: &str, target: Option<&str>) -> Decimal {
+        rules.formula(
+            BasisView {
+                basis: d(basis),
+                completions: &[],
+            },
+            target.map(d),
+        )
+    }
+
+    #[test]
+    fn rebate_retroactive_table() {
+        let r = Rules::Rebate {
+            basis: Measure::NetAmount,
+            mode: RebateMode::Retroactive,
+            tiers: tiers(&[("0", "0.02"), ("100000", "0.03"), ("250000", "0.04")]),
+        };
+        let rows = [
+            ("0", "0"),
+            ("-5", "0"),
+            ("99999.99", "1999.9998"),
+            ("100000", "3000"),
+            ("125000", "3750"),
+            ("249999", "7499.97"),
+            ("250000", "10000"),
+            ("260000", "10400"),
+        ];
+        for (b, want) in rows {
+            assert_eq!(eval(&r, b, None), d(want), "B = {b}");
+        }
+    }
+
+    #[test]
+    fn rebate_incremental_table() {
+        let r = Rules::Rebate {
+            basis: Measure::Quantity,
+            mode: RebateMode::Incremental,
+            tiers: tiers(&[("0", "1.50"), ("100", "2.00"), ("250", "2.50")]),
+        };
+        let rows = [
+            ("0", "0"),
+            ("7", "10.50"),
+            ("100", "150"),
+            ("200", "350"),
+            ("250", "450"),
+            ("300", "575"),
+        ];
+        for (b, want) in rows {
+            assert_eq!(eval(&r, b, None), d(want), "B = {b}");
+        }
+    }
+
+    #[test]
+    fn spif_table() {
+        let capped_rate = Rules::Spif {
+            rate: SpifRate::Rate(d("0.05")),
+            cap_per_period: Some(d("500.00")),
+            payout: SpifPayout::Immediate,
+        };
+        let per_unit = Rules::Spif {
+            rate: SpifRate::PerUnit(d("333.5")),
+            cap_per_period: None,
+            payout: SpifPayout::PeriodClose,
+        };
+        let rows = [
+            (&capped_rate, "4000", "200"),
+            (&capped_rate, "11000", "500.00"),
+            (&capped_rate, "9000", "450"),
+            (&capped_rate, "0", "0"),
+            (&per_unit, "3", "1000.5"),
+            (&per_unit, "-1", "0"),
+        ];
+        for (rules, b, want) in rows {
+            assert_eq!(eval(rules, b, None), d(want), "B = {b}");
+        }
+        assert!(capped_rate.always_payable());
+        assert!(!per_unit.always_payable());
+    }
+
+    #[test]
+    fn bonus_table() {
+        let r = Rules::Bonus {
+            measure: Measure::NetAmount,
+            thresholds: vec![
+                Threshold {
+                    attainment: d("0.8"),
+                    payout: d("1000.00"),
+                },
+                Threshold {
+                    attainment: d("1.0"),
+                    payout: d("2500.00"),
+                },
+            ],
+            accelerator: Some(Accelerator {
+                above: d("1.0"),
+                rate: d("0.05"),
+            }),
+        };
+        let rows = [
+            ("90000", Some("100000"), "1000"),
+            ("79999.99", Some("100000"), "0"),
+            ("80000", Some("100000"), "1000"),
+            ("120000", Some("100000"), "3500"),
+            ("130000", Some("100000"), "4000"),
+            ("12000", Some("10000"), "2600"),
+            ("170000", Some("200000"), "1000"),
+            ("170000", None, "0"),
+            ("0", Some("1"), "0"),
+        ];
+        for (b, t, want) in rows {
+            assert_eq!(eval(&r, b, t), d(want), "B = {b}, T = {t:?}");
+        }
+    }
+
+    #[test]
+    fn training_table() {
+        let r = Rules::Training {
+            rewards: vec![
+                Reward {
+                    certification: "CERT-A".into(),
+                    amount: d("250.00"),
+                },
+                Reward {
+                    certification: "CERT-B".into(),
+                    amount: d("100.00"),
+                },
+            ],
+            cap_per_period: Some(d("300.00")),
+        };
+        let rows: [(&[&str], &str); 4] = [
+            (&["CERT-A"], "250"),
+            (&["CERT-A", "CERT-B"], "300"),
+            (&["CERT-C"], "0"),
+            (&["CERT-B", "CERT-C"], "100"),
+        ];
+        for (certs, want) in rows {
+            let completions: Vec<String> = certs.iter().map(|c| c.to_string()).collect();
+            let got = r.formula(
+                BasisView {
+                    basis: Decimal::from(completions.len()),
+                    completions: &completions,
+                },
+                None,
+            );
+            assert_eq!(got, d(want), "{certs:?}");
+        }
+    }
+
+    #[test]
+    fn fund_table() {
+        let r = Rules::Fund {
+            accrual_rate: d("0.05"),
+            cap_per_period: Some(d("3000.00")),
+            expires_after_periods: 1,
+        };
+        let rows = [("40000", "2000"), ("80000", "3000"), ("0", "0"), ("-10", "0")];
+        for (b, want) in rows {
+            assert_eq!(eval(&r, b, None), d(want), "B = {b}");
+        }
+    }
+
+    #[test]
+    fn overflow_saturates_instead_of_panicking() {
+        let r = Rules::Spif {
+            rate: SpifRate::PerUnit(d("999999999999999.999999")),
+            cap_per_period: None,
+            payout: SpifPayout::Immediate,
+        };
+        assert_eq!(eval(&r, "1000000000000000", None), Decimal::MAX);
+    }
+}

@@ -1,10 +1,17 @@
 //! `incentive-ledger`: the command-line entry point. Parses arguments and wires the
 //! library crates together; all domain logic lives in `ledger-core`.
 
+mod bench_cmd;
+mod generate_cmd;
 mod replay_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+// The fold allocates many small, short-lived strings; mimalloc roughly halves the time
+// the system allocator spends on them (measured with `incentive-ledger bench`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -24,12 +31,18 @@ struct Cli {
 enum Command {
     /// Fold an event log and print the replay document (SPEC §7) as JSON.
     Replay(replay_cmd::ReplayArgs),
+    /// Measure intake and fold throughput over a generated stream and print figures.
+    Bench(bench_cmd::BenchArgs),
+    /// Write a seeded NDJSON event stream in the mix of real feeds to stdout.
+    Generate(generate_cmd::GenerateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
+        Command::Generate(args) => generate_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -115,6 +115,24 @@ impl From<&Payout> for PayoutRow {
     }
 }
 
+impl PayoutRow {
+    /// The `payout.issued` CloudEvent for this payout (schemas/payout-issued.schema.json).
+    /// `cause_time` is the `time` of the event that caused it, so that the message is
+    /// the same on every replay and redelivery.
+    pub fn cloudevent(&self, cause_time: &str) -> serde_json::Value {
+        serde_json::json!({
+            "specversion": "1.0",
+            "id": self.payout_id,
+            "source": "incentive-ledger",
+            "type": "payout.issued",
+            "time": cause_time,
+            "subject": format!("{}/{}/{}", self.partner_id, self.program_id, self.period),
+            "datacontenttype": "application/json",
+            "data": self,
+        })
+    }
+}
+
 /// A `rejected` row: `source` and `id` when known, else the input's `line`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRow {
@@ -139,22 +157,82 @@ pub struct Document {
 }
 
 /// Hex SHA-256 over the RFC 8785 JSON of `{"balances", "claims", "payouts"}`.
+///
+/// Rows are written one at a time into the hash (each through a small JSON value, whose
+/// keys `write_jcs` sorts), so the document is never held twice in memory.
 pub fn digest(balances: &[BalanceRow], claims: &[ClaimRow], payouts: &[PayoutRow]) -> String {
-    #[derive(Serialize)]
-    struct Digested<'a> {
-        balances: &'a [BalanceRow],
-        claims: &'a [ClaimRow],
-        payouts: &'a [PayoutRow],
+    let mut hasher = Sha256::new();
+    let mut buf = Vec::with_capacity(1024);
+    // Top-level keys in RFC 8785 order: balances < claims < payouts.
+    hasher.update(b"{\"balances\":");
+    hash_rows(&mut hasher, &mut buf, balances);
+    hasher.update(b",\"claims\":");
+    hash_rows(&mut hasher, &mut buf, claims);
+    hasher.update(b",\"payouts\":");
+    hash_rows(&mut hasher, &mut buf, payouts);
+    hasher.update(b"}");
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn hash_rows<T: Serialize>(hasher: &mut Sha256, buf: &mut Vec<u8>, rows: &[T]) {
+    hasher.update(b"[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            hasher.update(b",");
+        }
+        buf.clear();
+        // Rows are plain structs of strings and booleans: serializing cannot fail.
+        let value = serde_json::to_value(row).unwrap_or(serde_json::Value::Null);
+        crate::json::write_jcs(&value, buf);
+        hasher.update(&buf[..]);
     }
-    let value = serde_json::to_value(Digested {
-        balances,
-        claims,
-        payouts,
-    })
-    // Serializing plain structs of strings and booleans cannot fail.
-    .unwrap_or(serde_json::Value::Null);
-    let mut canonical = Vec::with_capacity(4096);
-    crate::json::write_jcs(&value, &mut canonical);
-    let hash = Sha256::digest(&canonical);
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    hasher.update(b"]");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_digest_equals_digest_of_the_whole_canonical_text() {
+        let balances = vec![BalanceRow {
+            partner_id: "P-1".into(),
+            program_id: "R".into(),
+            period: "2026-Q1".into(),
+            kind: "rebate".into(),
+            currency: "EUR".into(),
+            basis: "1".into(),
+            earned: "0.02".into(),
+            paid: "0.00".into(),
+            closed: false,
+            reserved: None,
+            expired: None,
+            available: None,
+            expired_bucket: None,
+        }];
+        let payouts = vec![PayoutRow {
+            payout_id: "x".into(),
+            partner_id: "P-1".into(),
+            program_id: "R".into(),
+            period: "2026-Q1".into(),
+            kind: "rebate".into(),
+            amount: "1.00".into(),
+            currency: "EUR".into(),
+            reason: "settlement".into(),
+            cause_source: "fin\u{1}é".into(),
+            cause_id: "c:1".into(),
+        }];
+        let whole = serde_json::json!({"payouts": payouts, "claims": [], "balances": balances});
+        let mut canonical = Vec::new();
+        crate::json::write_jcs(&whole, &mut canonical);
+        let expected: String = Sha256::digest(&canonical)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(digest(&balances, &[], &payouts), expected);
+    }
 }

@@ -63,7 +63,9 @@ impl EventType {
 pub struct Event {
     pub source: String,
     pub id: String,
-    /// The UTC calendar date of the CloudEvents `time` (SPEC §1 "Business time").
+    /// The CloudEvents `time` as written.
+    pub time: String,
+    /// The UTC calendar date of `time` (SPEC §1 "Business time").
     pub date: NaiveDate,
     pub data: EventData,
 }

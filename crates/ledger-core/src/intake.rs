@@ -15,10 +15,11 @@ use crate::rules::{
     Accelerator, Kind, Measure, RebateMode, Reward, Rules, SpifPayout, SpifRate, Threshold, Tier,
 };
 use crate::values::{
-    char_len, is_identifier, parse_amount, parse_date, parse_time_utc_date, Currency,
-    PeriodKind, PeriodLabel,
+    char_len, is_identifier, parse_amount, parse_date, parse_time_utc_date, Currency, PeriodKind,
+    PeriodLabel,
 };
 use rust_decimal::Decimal;
+use std::borrow::Cow;
 
 /// Largest input accepted, in bytes (an NDJSON line without its line ending).
 pub const MAX_INPUT_BYTES: usize = 65_536;
@@ -60,7 +61,8 @@ pub fn check(raw: &[u8]) -> Result<Accepted, IntakeRefusal> {
     let root = json::parse(raw)
         .map_err(|e| refuse(Code::MalformedJson, format!("not I-JSON: {e}"), None))?;
     let identity = identity_of(&root);
-    let envelope = envelope(&root).map_err(|m| refuse(Code::InvalidEnvelope, m, identity.clone()))?;
+    let envelope =
+        envelope(&root).map_err(|m| refuse(Code::InvalidEnvelope, m, identity.clone()))?;
     let Some(event_type) = EventType::parse(envelope.type_name) else {
         return Err(refuse(
             Code::UnknownType,
@@ -83,6 +85,7 @@ pub fn check(raw: &[u8]) -> Result<Accepted, IntakeRefusal> {
         event: Event {
             source: envelope.source.to_string(),
             id: envelope.id.to_string(),
+            time: envelope.time.to_string(),
             date: envelope.date,
             data,
         },
@@ -95,7 +98,7 @@ fn identity_of(root: &Json) -> Option<(String, String)> {
         (Some(Json::Str(source)), Some(Json::Str(id)))
             if (1..=256).contains(&char_len(source)) && (1..=128).contains(&char_len(id)) =>
         {
-            Some((source.clone(), id.clone()))
+            Some((source.to_string(), id.to_string()))
         }
         _ => None,
     }
@@ -105,8 +108,9 @@ struct Envelope<'a> {
     source: &'a str,
     id: &'a str,
     type_name: &'a str,
+    time: &'a str,
     date: chrono::NaiveDate,
-    data: &'a [(String, Json)],
+    data: &'a [(Cow<'a, str>, Json<'a>)],
 }
 
 /// A short rendering of a JSON value for messages.
@@ -114,7 +118,7 @@ fn show(v: &Json) -> String {
     let mut s = match v {
         Json::Null => "null".to_string(),
         Json::Bool(b) => b.to_string(),
-        Json::Num(n) => n.clone(),
+        Json::Num(n) => n.to_string(),
         Json::Str(s) => format!("{s:?}"),
         Json::Arr(items) => format!("an array of {} items", items.len()),
         Json::Obj(_) => "an object".to_string(),
@@ -126,18 +130,18 @@ fn show(v: &Json) -> String {
 }
 
 /// A present, non-null attribute (SPEC §1: an optional field that is `null` is absent).
-fn present<'a>(v: Option<&'a Json>) -> Option<&'a Json> {
+fn present<'a>(v: Option<&'a Json<'a>>) -> Option<&'a Json<'a>> {
     v.filter(|j| !matches!(j, Json::Null))
 }
 
-fn envelope(root: &Json) -> Result<Envelope<'_>, String> {
+fn envelope<'a>(root: &'a Json<'a>) -> Result<Envelope<'a>, String> {
     let Json::Obj(_) = root else {
         return Err(format!(
             "the event must be a JSON object (a CloudEvent), got {}",
             root.type_name()
         ));
     };
-    let string_attr = |name: &str, min: usize, max: usize| -> Result<&str, String> {
+    let string_attr = |name: &str, min: usize, max: usize| -> Result<&'a str, String> {
         match present(root.get(name)) {
             None => Err(format!("attribute {name} is required but missing")),
             Some(Json::Str(s)) => {
@@ -147,7 +151,7 @@ fn envelope(root: &Json) -> Result<Envelope<'_>, String> {
                         "attribute {name} must be {min}–{max} characters, got {n}"
                     ))
                 } else {
-                    Ok(s.as_str())
+                    Ok(s.as_ref())
                 }
             }
             Some(other) => Err(format!(
@@ -206,6 +210,7 @@ fn envelope(root: &Json) -> Result<Envelope<'_>, String> {
         source,
         id,
         type_name,
+        time,
         date,
         data,
     })
@@ -222,12 +227,12 @@ type DResult<T> = Result<T, DataError>;
 
 /// A reader over one JSON object inside `data`, naming fields by their path.
 struct Fields<'a> {
-    members: &'a [(String, Json)],
+    members: &'a [(Cow<'a, str>, Json<'a>)],
     path: String,
 }
 
 impl<'a> Fields<'a> {
-    fn new(members: &'a [(String, Json)], path: impl Into<String>) -> Fields<'a> {
+    fn new(members: &'a [(Cow<'a, str>, Json<'a>)], path: impl Into<String>) -> Fields<'a> {
         Fields {
             members,
             path: path.into(),
@@ -245,16 +250,11 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn opt(&self, key: &str) -> Option<&'a Json> {
-        present(
-            self.members
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v),
-        )
+    fn opt(&self, key: &str) -> Option<&'a Json<'a>> {
+        present(self.members.iter().find(|(k, _)| k == key).map(|(_, v)| v))
     }
 
-    fn req(&self, key: &str) -> DResult<&'a Json> {
+    fn req(&self, key: &str) -> DResult<&'a Json<'a>> {
         match self.opt(key) {
             Some(v) => Ok(v),
             None => self.err(key, "is required but missing"),
@@ -264,7 +264,7 @@ impl<'a> Fields<'a> {
     /// Refuses keys outside `allowed` (used inside `eligibility` and `rules`).
     fn deny_unknown(&self, allowed: &[&str]) -> DResult<()> {
         for (k, _) in self.members {
-            if !allowed.contains(&k.as_str()) {
+            if !allowed.contains(&k.as_ref()) {
                 return self.err(
                     k,
                     format!(
@@ -277,14 +277,14 @@ impl<'a> Fields<'a> {
         Ok(())
     }
 
-    fn string_value(&self, key: &str, v: &'a Json, expected: &str) -> DResult<&'a str> {
+    fn string_value(&self, key: &str, v: &'a Json<'a>, expected: &str) -> DResult<&'a str> {
         match v {
             Json::Str(s) => Ok(s),
             other => self.err(key, format!("expected {expected}, got {}", show(other))),
         }
     }
 
-    fn identifier_value(&self, key: &str, v: &'a Json) -> DResult<String> {
+    fn identifier_value(&self, key: &str, v: &'a Json<'a>) -> DResult<String> {
         const WHAT: &str = "an identifier (1–64 characters of A-Z a-z 0-9 . _ : -)";
         let s = self.string_value(key, v, WHAT)?;
         if is_identifier(s) {
@@ -305,7 +305,7 @@ impl<'a> Fields<'a> {
             .transpose()
     }
 
-    fn text_value(&self, key: &str, v: &'a Json, max: usize) -> DResult<String> {
+    fn text_value(&self, key: &str, v: &'a Json<'a>, max: usize) -> DResult<String> {
         let what = format!("a non-empty text of at most {max} characters");
         let s = self.string_value(key, v, &what)?;
         let n = char_len(s);
@@ -326,14 +326,16 @@ impl<'a> Fields<'a> {
             .transpose()
     }
 
-    fn amount_value(&self, key: &str, v: &'a Json, rule: AmountRule) -> DResult<Decimal> {
+    fn amount_value(&self, key: &str, v: &'a Json<'a>, rule: AmountRule) -> DResult<Decimal> {
         let what = rule.describe();
         let s = match v {
-            Json::Str(s) => s.as_str(),
+            Json::Str(s) => s.as_ref(),
             Json::Num(n) => {
                 return self.err(
                     key,
-                    format!("expected {what} as a JSON string (e.g. \"12.50\"), got the number {n}"),
+                    format!(
+                        "expected {what} as a JSON string (e.g. \"12.50\"), got the number {n}"
+                    ),
                 )
             }
             other => return self.err(key, format!("expected {what}, got {}", show(other))),
@@ -418,7 +420,10 @@ impl<'a> Fields<'a> {
         let s = self.string_value(key, v, "a date YYYY-MM-DD")?;
         match parse_date(s) {
             Some(d) => Ok(d),
-            None => self.err(key, format!("expected a calendar date YYYY-MM-DD, got {}", show(v))),
+            None => self.err(
+                key,
+                format!("expected a calendar date YYYY-MM-DD, got {}", show(v)),
+            ),
         }
     }
 
@@ -429,7 +434,10 @@ impl<'a> Fields<'a> {
             Some(c) => Ok(c),
             None => self.err(
                 key,
-                format!("expected a currency code of 3 upper-case letters, got {}", show(v)),
+                format!(
+                    "expected a currency code of 3 upper-case letters, got {}",
+                    show(v)
+                ),
             ),
         }
     }
@@ -458,14 +466,14 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn object(&self, key: &str, v: &'a Json) -> DResult<Fields<'a>> {
+    fn object(&self, key: &str, v: &'a Json<'a>) -> DResult<Fields<'a>> {
         match v {
             Json::Obj(members) => Ok(Fields::new(members, self.path_of(key))),
             other => self.err(key, format!("expected an object, got {}", show(other))),
         }
     }
 
-    fn array(&self, key: &str, v: &'a Json, min: usize, max: usize) -> DResult<&'a [Json]> {
+    fn array(&self, key: &str, v: &'a Json<'a>, min: usize, max: usize) -> DResult<&'a [Json<'a>]> {
         match v {
             Json::Arr(items) if items.len() >= min && items.len() <= max => Ok(items),
             Json::Arr(items) => self.err(
@@ -477,12 +485,14 @@ impl<'a> Fields<'a> {
     }
 
     /// The objects of an array, each with its own path.
-    fn objects(&self, key: &str, items: &'a [Json]) -> DResult<Vec<Fields<'a>>> {
+    fn objects(&self, key: &str, items: &'a [Json<'a>]) -> DResult<Vec<Fields<'a>>> {
         items
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
-                Json::Obj(members) => Ok(Fields::new(members, format!("{}[{i}]", self.path_of(key)))),
+                Json::Obj(members) => {
+                    Ok(Fields::new(members, format!("{}[{i}]", self.path_of(key))))
+                }
                 other => Err(DataError {
                     path: format!("{}[{i}]", self.path_of(key)),
                     problem: format!("expected an object, got {}", show(other)),
@@ -530,7 +540,7 @@ impl AmountRule {
     }
 }
 
-fn event_data(t: EventType, members: &[(String, Json)]) -> DResult<EventData> {
+fn event_data<'a>(t: EventType, members: &'a [(Cow<'a, str>, Json<'a>)]) -> DResult<EventData> {
     let f = Fields::new(members, "data");
     Ok(match t {
         EventType::ProgramPublished => EventData::ProgramPublished(program(&f)?),
@@ -696,17 +706,18 @@ fn rules(r: &Fields<'_>, kind: Kind, period: PeriodKind) -> DResult<Rules> {
                 let rate = t.amount("rate", rate_rule)?;
                 match tiers.last() {
                     None if !from.is_zero() => {
-                        return t.err("from", format!("the first tier must start at \"0\", got {from}"))
-                    }
-                    Some(prev) if from <= prev.from => {
                         return t.err(
                             "from",
-                            format!(
-                                "tier starts must be strictly increasing; {from} does not exceed {}",
-                                prev.from
-                            ),
+                            format!("the first tier must start at \"0\", got {from}"),
                         )
                     }
+                    Some(prev) if from <= prev.from => return t.err(
+                        "from",
+                        format!(
+                            "tier starts must be strictly increasing; {from} does not exceed {}",
+                            prev.from
+                        ),
+                    ),
                     _ => {}
                 }
                 tiers.push(Tier { from, rate });
@@ -721,10 +732,16 @@ fn rules(r: &Fields<'_>, kind: Kind, period: PeriodKind) -> DResult<Rules> {
                 (Some(p), None) => SpifRate::PerUnit(p),
                 (None, Some(x)) => SpifRate::Rate(x),
                 (Some(_), Some(_)) => {
-                    return r.err("rate", "exactly one of per_unit or rate may be given, got both")
+                    return r.err(
+                        "rate",
+                        "exactly one of per_unit or rate may be given, got both",
+                    )
                 }
                 (None, None) => {
-                    return r.err("per_unit", "exactly one of per_unit or rate is required, got neither")
+                    return r.err(
+                        "per_unit",
+                        "exactly one of per_unit or rate is required, got neither",
+                    )
                 }
             };
             Ok(Rules::Spif {
@@ -906,7 +923,10 @@ mod tests {
     fn intake_order_and_codes() {
         let sale = r#"{"sale_id":"S1","partner_id":"P-1","lines":[{"line_id":"1","sku":"A","quantity":1,"net_amount":"1.00","currency":"EUR"}]}"#;
         assert_eq!(code_of(&envelope_with(sale, "sale.recorded")), None);
-        assert_eq!(code_of(&envelope_with(sale, "sale.deleted")), Some(Code::UnknownType));
+        assert_eq!(
+            code_of(&envelope_with(sale, "sale.deleted")),
+            Some(Code::UnknownType)
+        );
         assert_eq!(code_of("{\"a\":"), Some(Code::MalformedJson));
         assert_eq!(code_of("[1]"), Some(Code::InvalidEnvelope));
         let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_INPUT_BYTES));
@@ -915,8 +935,14 @@ mod tests {
         let no_time = r#"{"specversion":"1.0","id":"e1","source":"erp","type":"nope","data":{}}"#;
         assert_eq!(code_of(no_time), Some(Code::InvalidEnvelope));
         // Unknown type is decided before the data shape.
-        assert_eq!(code_of(&envelope_with("{}", "nope")), Some(Code::UnknownType));
-        assert_eq!(code_of(&envelope_with("{}", "sale.recorded")), Some(Code::InvalidData));
+        assert_eq!(
+            code_of(&envelope_with("{}", "nope")),
+            Some(Code::UnknownType)
+        );
+        assert_eq!(
+            code_of(&envelope_with("{}", "sale.recorded")),
+            Some(Code::InvalidData)
+        );
     }
 
     #[test]
@@ -930,9 +956,18 @@ mod tests {
         assert_eq!(code_of(&base(r#","subject":null"#)), None);
         assert_eq!(code_of(&base(r#","subject":"x""#)), None);
         assert_eq!(code_of(&base(r#","x-ext":{"any":[1]}"#)), None);
-        assert_eq!(code_of(&base(r#","datacontenttype":"application/json""#)), None);
-        assert_eq!(code_of(&base(r#","subject":"""#)), Some(Code::InvalidEnvelope));
-        assert_eq!(code_of(&base(r#","datacontenttype":"text/plain""#)), Some(Code::InvalidEnvelope));
+        assert_eq!(
+            code_of(&base(r#","datacontenttype":"application/json""#)),
+            None
+        );
+        assert_eq!(
+            code_of(&base(r#","subject":"""#)),
+            Some(Code::InvalidEnvelope)
+        );
+        assert_eq!(
+            code_of(&base(r#","datacontenttype":"text/plain""#)),
+            Some(Code::InvalidEnvelope)
+        );
         let id129 = base("").replace("\"e1\"", &format!("\"{}\"", "i".repeat(129)));
         assert_eq!(code_of(&id129), Some(Code::InvalidEnvelope));
         let id128 = base("").replace("\"e1\"", &format!("\"{}\"", "é".repeat(128)));
@@ -947,22 +982,86 @@ mod tests {
     #[test]
     fn data_shapes() {
         let rows: &[(&str, &str, Option<Code>)] = &[
-            ("partner.enrolled", r#"{"partner_id":"P-1","program_id":"X"}"#, None),
-            ("partner.enrolled", r#"{"partner_id":"P-1","program_id":"X","target":"0"}"#, Some(Code::InvalidData)),
-            ("partner.enrolled", r#"{"partner_id":"P-1","program_id":"X","target":null}"#, None),
-            ("partner.enrolled", r#"{"partner_id":"P 1","program_id":"X"}"#, Some(Code::InvalidData)),
-            ("claim.submitted", r#"{"claim_id":"C","partner_id":"P","program_id":"M","amount":"0","activity":"a"}"#, Some(Code::InvalidData)),
-            ("claim.submitted", r#"{"claim_id":"C","partner_id":"P","program_id":"M","amount":"5","activity":"a","description":""}"#, Some(Code::InvalidData)),
-            ("claim.decided", r#"{"claim_id":"C","decision":"maybe"}"#, Some(Code::InvalidData)),
-            ("claim.decided", r#"{"claim_id":"C","decision":"approved","approved_amount":"0"}"#, None),
-            ("period.closed", r#"{"program_id":"P","period":"2026-13"}"#, Some(Code::InvalidData)),
-            ("adjustment.posted", r#"{"adjustment_id":"A","partner_id":"P","program_id":"R","period":"2026-Q1","amount":"-0.01","reason":"r"}"#, None),
-            ("adjustment.posted", r#"{"adjustment_id":"A","partner_id":"P","program_id":"R","period":"2026-Q1","amount":"0.00","reason":"r"}"#, Some(Code::InvalidData)),
-            ("sale.returned", r#"{"return_id":"R","sale_id":"S","partner_id":"P","lines":[{"line_id":"1","quantity":1}]}"#, Some(Code::InvalidData)),
-            ("sale.recorded", r#"{"sale_id":"S","partner_id":"P","lines":[{"line_id":"1","sku":"A","quantity":1.0,"net_amount":"1","currency":"EUR"}]}"#, Some(Code::InvalidData)),
-            ("sale.recorded", r#"{"sale_id":"S","partner_id":"P","lines":[{"line_id":"1","sku":"A","quantity":1000000001,"net_amount":"1","currency":"EUR"}]}"#, Some(Code::InvalidData)),
-            ("sale.recorded", r#"{"sale_id":"S","partner_id":"P","lines":[{"line_id":"1","sku":"A","quantity":1,"net_amount":"1","currency":"eur"}]}"#, Some(Code::InvalidData)),
-            ("training.completed", r#"{"partner_id":"P","person_id":"x","course_id":"c"}"#, None),
+            (
+                "partner.enrolled",
+                r#"{"partner_id":"P-1","program_id":"X"}"#,
+                None,
+            ),
+            (
+                "partner.enrolled",
+                r#"{"partner_id":"P-1","program_id":"X","target":"0"}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "partner.enrolled",
+                r#"{"partner_id":"P-1","program_id":"X","target":null}"#,
+                None,
+            ),
+            (
+                "partner.enrolled",
+                r#"{"partner_id":"P 1","program_id":"X"}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "claim.submitted",
+                r#"{"claim_id":"C","partner_id":"P","program_id":"M","amount":"0","activity":"a"}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "claim.submitted",
+                r#"{"claim_id":"C","partner_id":"P","program_id":"M","amount":"5","activity":"a","description":""}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "claim.decided",
+                r#"{"claim_id":"C","decision":"maybe"}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "claim.decided",
+                r#"{"claim_id":"C","decision":"approved","approved_amount":"0"}"#,
+                None,
+            ),
+            (
+                "period.closed",
+                r#"{"program_id":"P","period":"2026-13"}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "adjustment.posted",
+                r#"{"adjustment_id":"A","partner_id":"P","program_id":"R","period":"2026-Q1","amount":"-0.01","reason":"r"}"#,
+                None,
+            ),
+            (
+                "adjustment.posted",
+                r#"{"adjustment_id":"A","partner_id":"P","program_id":"R","period":"2026-Q1","amount":"0.00","reason":"r"}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "sale.returned",
+                r#"{"return_id":"R","sale_id":"S","partner_id":"P","lines":[{"line_id":"1","quantity":1}]}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "sale.recorded",
+                r#"{"sale_id":"S","partner_id":"P","lines":[{"line_id":"1","sku":"A","quantity":1.0,"net_amount":"1","currency":"EUR"}]}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "sale.recorded",
+                r#"{"sale_id":"S","partner_id":"P","lines":[{"line_id":"1","sku":"A","quantity":1000000001,"net_amount":"1","currency":"EUR"}]}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "sale.recorded",
+                r#"{"sale_id":"S","partner_id":"P","lines":[{"line_id":"1","sku":"A","quantity":1,"net_amount":"1","currency":"eur"}]}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "training.completed",
+                r#"{"partner_id":"P","person_id":"x","course_id":"c"}"#,
+                None,
+            ),
         ];
         for (t, data, want) in rows {
             assert_eq!(code_of(&envelope_with(data, t)), *want, "{t} {data}");
@@ -980,31 +1079,155 @@ mod tests {
             )
         };
         let rows: &[(&str, &str, &str, &str, Option<Code>)] = &[
-            ("rebate", "quarter", r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"}]}"#, "", None),
-            ("rebate", "quarter", r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"1","rate":"0.02"}]}"#, "", Some(Code::InvalidData)),
-            ("rebate", "quarter", r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"},{"from":"0","rate":"0.03"}]}"#, "", Some(Code::InvalidData)),
-            ("rebate", "quarter", r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"12"}]}"#, "", Some(Code::InvalidData)),
-            ("rebate", "quarter", r#"{"basis":"quantity","mode":"retroactive","tiers":[{"from":"0","rate":"12"}]}"#, "", None),
-            ("rebate", "quarter", r#"{"basis":"net_amount","mode":"retroactive","tiers":[]}"#, "", Some(Code::InvalidData)),
-            ("rebate", "quarter", r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02","note":"x"}]}"#, "", Some(Code::InvalidData)),
-            ("rebate", "quarter", r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"}],"cap":"1"}"#, "", Some(Code::InvalidData)),
-            ("spif", "month", r#"{"per_unit":"1","rate":"0.1","payout":"immediate"}"#, "", Some(Code::InvalidData)),
-            ("spif", "month", r#"{"payout":"immediate"}"#, "", Some(Code::InvalidData)),
-            ("spif", "month", r#"{"rate":"0.1"}"#, "", Some(Code::InvalidData)),
-            ("bonus", "year", r#"{"measure":"net_amount","thresholds":[{"attainment":"0","payout":"1"}]}"#, "", Some(Code::InvalidData)),
-            ("bonus", "year", r#"{"measure":"net_amount","thresholds":[{"attainment":"1","payout":"1"}],"accelerator":{"above":"1","rate":"0.1","x":1}}"#, "", Some(Code::InvalidData)),
-            ("training", "year", r#"{"rewards":[{"certification":"A","amount":"1"},{"certification":"A","amount":"2"}]}"#, "", Some(Code::InvalidData)),
-            ("mdf", "program", r#"{"accrual_rate":"0.1","expires_after_periods":1}"#, "", Some(Code::InvalidData)),
-            ("mdf", "program", r#"{"accrual_rate":"0.1","expires_after_periods":0}"#, "", None),
-            ("coop", "quarter", r#"{"accrual_rate":"0.1","expires_after_periods":-1}"#, "", Some(Code::InvalidData)),
-            ("mdf", "quarter", r#"{"accrual_rate":"0.1"}"#, r#","eligibility":{"skus":[],"colors":["red"]}"#, Some(Code::InvalidData)),
-            ("mdf", "quarter", r#"{"accrual_rate":"0.1"}"#, r#","eligibility":{"skus":[]},"unknown_top":1"#, None),
-            ("mdf", "quarter", r#"{"accrual_rate":"0.1"}"#, r#","requires_enrollment":"yes""#, Some(Code::InvalidData)),
+            (
+                "rebate",
+                "quarter",
+                r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"}]}"#,
+                "",
+                None,
+            ),
+            (
+                "rebate",
+                "quarter",
+                r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"1","rate":"0.02"}]}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "rebate",
+                "quarter",
+                r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"},{"from":"0","rate":"0.03"}]}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "rebate",
+                "quarter",
+                r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"12"}]}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "rebate",
+                "quarter",
+                r#"{"basis":"quantity","mode":"retroactive","tiers":[{"from":"0","rate":"12"}]}"#,
+                "",
+                None,
+            ),
+            (
+                "rebate",
+                "quarter",
+                r#"{"basis":"net_amount","mode":"retroactive","tiers":[]}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "rebate",
+                "quarter",
+                r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02","note":"x"}]}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "rebate",
+                "quarter",
+                r#"{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"}],"cap":"1"}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "spif",
+                "month",
+                r#"{"per_unit":"1","rate":"0.1","payout":"immediate"}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "spif",
+                "month",
+                r#"{"payout":"immediate"}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "spif",
+                "month",
+                r#"{"rate":"0.1"}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "bonus",
+                "year",
+                r#"{"measure":"net_amount","thresholds":[{"attainment":"0","payout":"1"}]}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "bonus",
+                "year",
+                r#"{"measure":"net_amount","thresholds":[{"attainment":"1","payout":"1"}],"accelerator":{"above":"1","rate":"0.1","x":1}}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "training",
+                "year",
+                r#"{"rewards":[{"certification":"A","amount":"1"},{"certification":"A","amount":"2"}]}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "mdf",
+                "program",
+                r#"{"accrual_rate":"0.1","expires_after_periods":1}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "mdf",
+                "program",
+                r#"{"accrual_rate":"0.1","expires_after_periods":0}"#,
+                "",
+                None,
+            ),
+            (
+                "coop",
+                "quarter",
+                r#"{"accrual_rate":"0.1","expires_after_periods":-1}"#,
+                "",
+                Some(Code::InvalidData),
+            ),
+            (
+                "mdf",
+                "quarter",
+                r#"{"accrual_rate":"0.1"}"#,
+                r#","eligibility":{"skus":[],"colors":["red"]}"#,
+                Some(Code::InvalidData),
+            ),
+            (
+                "mdf",
+                "quarter",
+                r#"{"accrual_rate":"0.1"}"#,
+                r#","eligibility":{"skus":[]},"unknown_top":1"#,
+                None,
+            ),
+            (
+                "mdf",
+                "quarter",
+                r#"{"accrual_rate":"0.1"}"#,
+                r#","requires_enrollment":"yes""#,
+                Some(Code::InvalidData),
+            ),
         ];
         for (kind, period, rules, extra, want) in rows {
             let input = program(kind, period, rules, extra);
             let got = check(input.as_bytes()).err();
-            assert_eq!(got.as_ref().map(|r| r.code), *want, "{kind} {rules} {extra}: {got:?}");
+            assert_eq!(
+                got.as_ref().map(|r| r.code),
+                *want,
+                "{kind} {rules} {extra}: {got:?}"
+            );
         }
     }
 
@@ -1016,7 +1239,11 @@ mod tests {
         );
         let r = check(input.as_bytes()).unwrap_err();
         assert_eq!(r.code, Code::InvalidData);
-        assert!(r.message.starts_with("data.lines[0].quantity"), "{}", r.message);
+        assert!(
+            r.message.starts_with("data.lines[0].quantity"),
+            "{}",
+            r.message
+        );
         assert!(r.message.contains("got 0"), "{}", r.message);
     }
 }

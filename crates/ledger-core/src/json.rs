@@ -12,21 +12,23 @@
 //! It does not map JSON to domain types; `intake` does that.
 
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Deepest nesting of arrays and objects that an input may have (SPEC §1).
 pub const MAX_DEPTH: usize = 128;
 
-/// A parsed JSON value. Objects keep their members in input order (keys are unique).
+/// A parsed JSON value, borrowing from the input where it can (strings without escapes,
+/// numbers). Objects keep their members in input order (keys are unique).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Json {
+pub enum Json<'a> {
     Null,
     Bool(bool),
     /// The number exactly as written; its grammar and range were checked.
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+    Num(&'a str),
+    Str(Cow<'a, str>),
+    Arr(Vec<Json<'a>>),
+    Obj(Vec<(Cow<'a, str>, Json<'a>)>),
 }
 
 /// Why an input is not I-JSON. `offset` is the byte where the problem was seen.
@@ -42,9 +44,9 @@ impl fmt::Display for JsonError {
     }
 }
 
-impl Json {
+impl<'a> Json<'a> {
     /// The member `key` of an object, or `None` (also for non-objects).
-    pub fn get(&self, key: &str) -> Option<&Json> {
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         match self {
             Json::Obj(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
@@ -95,7 +97,7 @@ impl Json {
             Json::Obj(members) => {
                 out.push(b'{');
                 out.extend_from_slice(&(members.len() as u64).to_le_bytes());
-                let mut sorted: Vec<&(String, Json)> = members.iter().collect();
+                let mut sorted: Vec<&(Cow<'a, str>, Json<'a>)> = members.iter().collect();
                 sorted.sort_by(|a, b| a.0.cmp(&b.0));
                 for (k, v) in sorted {
                     write_len_prefixed(k, out);
@@ -140,13 +142,16 @@ fn canonical_number(text: &str, out: &mut Vec<u8>) {
         let exp_text = std::str::from_utf8(&rest[i..]).unwrap_or("0");
         // Exponents beyond i64 cannot be in range for a double unless the digits are all
         // zero; saturate so that such inputs still compare consistently.
-        let e: i64 = exp_text.trim_start_matches('+').parse().unwrap_or_else(|_| {
-            if exp_text.starts_with('-') {
-                i64::MIN / 2
-            } else {
-                i64::MAX / 2
-            }
-        });
+        let e: i64 = exp_text
+            .trim_start_matches('+')
+            .parse()
+            .unwrap_or_else(|_| {
+                if exp_text.starts_with('-') {
+                    i64::MIN / 2
+                } else {
+                    i64::MAX / 2
+                }
+            });
         exponent = exponent.saturating_add(e);
     }
     let first_nonzero = digits.iter().position(|&d| d != b'0');
@@ -166,21 +171,20 @@ fn canonical_number(text: &str, out: &mut Vec<u8>) {
 }
 
 /// Parses one complete input as I-JSON.
-pub fn parse(input: &[u8]) -> Result<Json, JsonError> {
+pub fn parse(input: &[u8]) -> Result<Json<'_>, JsonError> {
     if input.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return Err(JsonError {
             offset: 0,
             reason: "a byte-order mark is not allowed".into(),
         });
     }
-    if let Err(e) = std::str::from_utf8(input) {
-        return Err(JsonError {
-            offset: e.valid_up_to(),
-            reason: "invalid UTF-8".into(),
-        });
-    }
+    let text = std::str::from_utf8(input).map_err(|e| JsonError {
+        offset: e.valid_up_to(),
+        reason: "invalid UTF-8".into(),
+    })?;
     let mut p = Parser {
         bytes: input,
+        text,
         pos: 0,
     };
     p.skip_ws();
@@ -194,10 +198,12 @@ pub fn parse(input: &[u8]) -> Result<Json, JsonError> {
 
 struct Parser<'a> {
     bytes: &'a [u8],
+    /// The same input as text: it was checked to be UTF-8 once, up front.
+    text: &'a str,
     pos: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn err(&self, reason: &str) -> JsonError {
         JsonError {
             offset: self.pos,
@@ -219,7 +225,7 @@ impl Parser<'_> {
         self.bytes.get(self.pos).copied()
     }
 
-    fn expect_literal(&mut self, lit: &[u8], value: Json) -> Result<Json, JsonError> {
+    fn expect_literal(&mut self, lit: &[u8], value: Json<'a>) -> Result<Json<'a>, JsonError> {
         if self.bytes[self.pos..].starts_with(lit) {
             self.pos += lit.len();
             Ok(value)
@@ -228,7 +234,7 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Json, JsonError> {
+    fn value(&mut self, depth: usize) -> Result<Json<'a>, JsonError> {
         match self.peek() {
             None => Err(self.err("unexpected end of input")),
             Some(b'{') => self.object(depth + 1),
@@ -242,14 +248,14 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Json, JsonError> {
+    fn object(&mut self, depth: usize) -> Result<Json<'a>, JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting deeper than 128 levels"));
         }
         self.pos += 1;
-        let mut members: Vec<(String, Json)> = Vec::new();
+        let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(8);
         // Small objects check repeated keys by scanning; big ones use a set.
-        let mut seen: Option<std::collections::HashSet<String>> = None;
+        let mut seen: Option<std::collections::HashSet<Cow<'a, str>>> = None;
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -301,7 +307,7 @@ impl Parser<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Json, JsonError> {
+    fn array(&mut self, depth: usize) -> Result<Json<'a>, JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting deeper than 128 levels"));
         }
@@ -344,7 +350,7 @@ impl Parser<'_> {
         Ok(v)
     }
 
-    fn string(&mut self) -> Result<String, JsonError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.pos += 1; // opening quote
         let start = self.pos;
         // Fast path: no escapes, ASCII printable only.
@@ -352,10 +358,13 @@ impl Parser<'_> {
             match b {
                 b'"' => {
                     // The input was checked to be UTF-8 and the slice lies on ASCII bounds.
-                    let s = std::str::from_utf8(&self.bytes[start..self.pos])
-                        .map_err(|_| self.err("invalid UTF-8"))?;
+                    // Both ends are ASCII quotes, so they lie on character boundaries.
+                    let text: &'a str = self.text;
+                    let s = text
+                        .get(start..self.pos)
+                        .ok_or_else(|| self.err("invalid UTF-8"))?;
                     self.pos += 1;
-                    return Ok(s.to_string());
+                    return Ok(Cow::Borrowed(s));
                 }
                 b'\\' | 0x80..=0xFF => break,
                 0x00..=0x1F => return Err(self.err("unescaped control character in a string")),
@@ -370,7 +379,7 @@ impl Parser<'_> {
             match b {
                 b'"' => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 b'\\' => {
                     self.pos += 1;
@@ -427,7 +436,7 @@ impl Parser<'_> {
                     out.push(c);
                 }
                 0x00..=0x1F => return Err(self.err("unescaped control character in a string")),
-                0x00..=0x7F => {
+                0x20..=0x7F => {
                     out.push(b as char);
                     self.pos += 1;
                 }
@@ -443,7 +452,10 @@ impl Parser<'_> {
                         .get(self.pos..self.pos + len)
                         .and_then(|s| std::str::from_utf8(s).ok())
                         .ok_or_else(|| self.err("invalid UTF-8"))?;
-                    let c = chunk.chars().next().ok_or_else(|| self.err("invalid UTF-8"))?;
+                    let c = chunk
+                        .chars()
+                        .next()
+                        .ok_or_else(|| self.err("invalid UTF-8"))?;
                     if is_noncharacter(c) {
                         return Err(self.err(&format!("noncharacter U+{:04X}", c as u32)));
                     }
@@ -454,7 +466,7 @@ impl Parser<'_> {
         }
     }
 
-    fn number(&mut self) -> Result<Json, JsonError> {
+    fn number(&mut self) -> Result<Json<'a>, JsonError> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
@@ -489,8 +501,10 @@ impl Parser<'_> {
                 self.pos += 1;
             }
         }
-        let text = std::str::from_utf8(&self.bytes[start..self.pos])
-            .map_err(|_| self.err("invalid number"))?;
+        let all: &'a str = self.text;
+        let text = all
+            .get(start..self.pos)
+            .ok_or_else(|| self.err("invalid number"))?;
         // Rust's float parser rounds correctly, so an infinite result means the value is
         // beyond the largest finite double.
         let as_double: f64 = text.parse().map_err(|_| self.err("invalid number"))?;
@@ -500,7 +514,7 @@ impl Parser<'_> {
                 reason: format!("number {text} is beyond the IEEE 754 double range"),
             });
         }
-        Ok(Json::Num(text.to_string()))
+        Ok(Json::Num(text))
     }
 }
 
@@ -642,7 +656,10 @@ mod tests {
     #[test]
     fn json_equality_by_value() {
         let d = |s: &str| parse(s.as_bytes()).unwrap().content_digest();
-        assert_eq!(d(r#"{"a":1,"b":"x"}"#), d(r#"{ "b" : "\u0078", "a" : 1.0 }"#));
+        assert_eq!(
+            d(r#"{"a":1,"b":"x"}"#),
+            d(r#"{ "b" : "\u0078", "a" : 1.0 }"#)
+        );
         assert_eq!(d(r#"{"a":100}"#), d(r#"{"a":1e2}"#));
         assert_eq!(d(r#"{"a":0}"#), d(r#"{"a":-0.0}"#));
         assert_ne!(d(r#"{"a":1}"#), d(r#"{"a":true}"#));

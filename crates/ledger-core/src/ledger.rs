@@ -18,8 +18,13 @@ use crate::refusal::{Code, Refusal};
 use crate::rules::{BasisView, Kind, Measure, Rules};
 use crate::values::{basis_limit, round_money, Currency, PeriodKind, PeriodLabel};
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Hash maps of the fold: a fast hasher with a per-process random seed. Nothing iterates
+/// them where order could reach a result (see the module docs).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// An interned partner or program id. Ordering of entries always uses the names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -480,15 +485,13 @@ impl Ledger {
     fn program_published(&mut self, def: &ProgramDef) -> Applied {
         let existing = self.program_by_name(&def.program_id).map(|(_, p)| p);
         match existing {
-            None if def.version != 1 => {
-                return refuse(
-                    Code::ProgramVersionConflict,
-                    format!(
-                        "program {} does not exist yet, so its first version must be 1; got version {}",
-                        def.program_id, def.version
-                    ),
-                )
-            }
+            None if def.version != 1 => return refuse(
+                Code::ProgramVersionConflict,
+                format!(
+                    "program {} does not exist yet, so its first version must be 1; got version {}",
+                    def.program_id, def.version
+                ),
+            ),
             Some(p) => {
                 let current = p.current();
                 if current.version.checked_add(1) != Some(def.version) {
@@ -530,7 +533,7 @@ impl Ledger {
                     sym,
                     Program {
                         versions: vec![def],
-                        closed: HashMap::new(),
+                        closed: HashMap::default(),
                         max_closed: None,
                         periods: BTreeMap::new(),
                         enrolled_partners: Vec::new(),
@@ -612,7 +615,10 @@ impl Ledger {
         if self.sales.contains_key(&sale.sale_id) {
             return refuse(
                 Code::DuplicateSale,
-                format!("sale_id {} was already recorded by an earlier event", sale.sale_id),
+                format!(
+                    "sale_id {} was already recorded by an earlier event",
+                    sale.sale_id
+                ),
             );
         }
         let partner = self.syms.get(&sale.partner_id);
@@ -719,7 +725,10 @@ impl Ledger {
         if self.returns.contains(&ret.return_id) {
             return refuse(
                 Code::DuplicateReturn,
-                format!("return_id {} was already recorded by an earlier event", ret.return_id),
+                format!(
+                    "return_id {} was already recorded by an earlier event",
+                    ret.return_id
+                ),
             );
         }
         let partner = self.syms.get(&ret.partner_id);
@@ -754,10 +763,7 @@ impl Ledger {
                 None => {
                     return refuse(
                         Code::UnknownLine,
-                        format!(
-                            "sale {} has no line {:?}",
-                            ret.sale_id, line.line_id
-                        ),
+                        format!("sale {} has no line {:?}", ret.sale_id, line.line_id),
                     )
                 }
             }
@@ -1189,7 +1195,10 @@ impl Ledger {
             period: label.index,
         };
         let entry = self.entry_or_create(key);
-        entry.adjustments = entry.adjustments.checked_add(amount).unwrap_or(entry.adjustments);
+        entry.adjustments = entry
+            .adjustments
+            .checked_add(amount)
+            .unwrap_or(entry.adjustments);
         self.dirty.push(key);
         Applied::default()
     }

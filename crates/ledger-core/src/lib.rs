@@ -10,6 +10,7 @@
 
 pub mod document;
 pub mod event;
+pub mod gen;
 pub mod intake;
 pub mod json;
 pub mod ledger;

@@ -7,14 +7,11 @@
 //! through [`Replay::apply_logged`], [`Replay::record_duplicate`] and
 //! [`Replay::record_quarantined`], and get the same document.
 
-use crate::document::{
-    digest, BalanceRow, ClaimRow, Counts, Document, PayoutRow, RejectedRow,
-};
+use crate::document::{digest, BalanceRow, ClaimRow, Counts, Document, PayoutRow, RejectedRow};
 use crate::event::Event;
 use crate::intake::{self, Accepted, IntakeRefusal};
 use crate::ledger::{Applied, Ledger, Payout};
 use crate::refusal::Code;
-use std::collections::HashMap;
 
 /// A refusal as the document and the `rejected` listing show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +46,8 @@ impl Rejection {
 /// What became of one input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Logged and applied; the payouts it caused.
-    Applied(Vec<Payout>),
+    /// Logged and applied; the payouts it caused are `payouts()[range]`.
+    Applied(std::ops::Range<usize>),
     /// An exact duplicate of a logged event: counted, otherwise ignored.
     Duplicate,
     /// Refused at intake (quarantined) or by the fold (logged, changed nothing).
@@ -68,12 +65,22 @@ pub enum Identity {
 /// An in-memory `(source, id) → content digest` index of the logged events.
 #[derive(Debug, Clone, Default)]
 pub struct IdentityIndex {
-    seen: HashMap<(String, String), [u8; 32]>,
+    seen: std::collections::HashMap<Box<str>, [u8; 32], foldhash::fast::RandomState>,
+}
+
+/// One string for `(source, id)`: the source's length, then both, so no two pairs meet.
+fn identity_key(event: &Event) -> String {
+    let mut key = String::with_capacity(event.source.len() + event.id.len() + 8);
+    key.push_str(&event.source.len().to_string());
+    key.push(':');
+    key.push_str(&event.source);
+    key.push_str(&event.id);
+    key
 }
 
 impl IdentityIndex {
     pub fn check(&self, event: &Event, content_digest: &[u8; 32]) -> Identity {
-        match self.seen.get(&(event.source.clone(), event.id.clone())) {
+        match self.seen.get(identity_key(event).as_str()) {
             None => Identity::New,
             Some(d) if d == content_digest => Identity::ExactDuplicate,
             Some(_) => Identity::Conflict,
@@ -82,7 +89,15 @@ impl IdentityIndex {
 
     pub fn insert(&mut self, event: &Event, content_digest: [u8; 32]) {
         self.seen
-            .insert((event.source.clone(), event.id.clone()), content_digest);
+            .insert(identity_key(event).into_boxed_str(), content_digest);
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
     }
 }
 
@@ -175,8 +190,9 @@ impl Replay {
             }
             None => {
                 self.counts.applied += 1;
-                self.payouts.extend(payouts.iter().cloned());
-                Step::Applied(payouts)
+                let first = self.payouts.len();
+                self.payouts.extend(payouts);
+                Step::Applied(first..self.payouts.len())
             }
         }
     }

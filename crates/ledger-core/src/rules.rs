@@ -154,11 +154,12 @@ pub struct BasisView<'a> {
 }
 
 fn mul(a: Decimal, b: Decimal) -> Decimal {
-    a.checked_mul(b).unwrap_or(if a.is_sign_negative() != b.is_sign_negative() {
-        Decimal::MIN
-    } else {
-        Decimal::MAX
-    })
+    a.checked_mul(b)
+        .unwrap_or(if a.is_sign_negative() != b.is_sign_negative() {
+            Decimal::MIN
+        } else {
+            Decimal::MAX
+        })
 }
 
 fn add(a: Decimal, b: Decimal) -> Decimal {
@@ -485,7 +486,12 @@ mod tests {
             cap_per_period: Some(d("3000.00")),
             expires_after_periods: 1,
         };
-        let rows = [("40000", "2000"), ("80000", "3000"), ("0", "0"), ("-10", "0")];
+        let rows = [
+            ("40000", "2000"),
+            ("80000", "3000"),
+            ("0", "0"),
+            ("-10", "0"),
+        ];
         for (b, want) in rows {
             assert_eq!(eval(&r, b, None), d(want), "B = {b}");
         }

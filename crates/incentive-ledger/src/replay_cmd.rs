@@ -11,8 +11,21 @@ use std::path::PathBuf;
 pub struct ReplayArgs {
     /// NDJSON files of CloudEvents, applied in the order given (`-` reads stdin).
     /// Line numbers continue across files.
-    #[arg(long = "events", value_name = "FILE", num_args = 1.., required = true)]
+    #[arg(long = "events", value_name = "FILE", num_args = 1.., required_unless_present = "data_dir", conflicts_with = "data_dir")]
     pub events: Vec<PathBuf>,
+    /// Replay a data directory's log instead of files.
+    #[arg(long, env = "INCENTIVE_LEDGER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// With --data-dir: the document as it stood after this log position.
+    #[arg(long, requires = "data_dir", conflicts_with = "as_of_time")]
+    pub as_of_seq: Option<u64>,
+    /// With --data-dir: the document after the last input that arrived before this
+    /// RFC 3339 time.
+    #[arg(long, requires = "data_dir")]
+    pub as_of_time: Option<String>,
+    /// With --data-dir: neither read nor write the checkpoint (fold the whole log).
+    #[arg(long, requires = "data_dir")]
+    pub no_checkpoint: bool,
     /// Print each refusal's human-readable message on stderr.
     #[arg(long)]
     pub messages: bool,
@@ -34,6 +47,31 @@ fn read_input(path: &PathBuf) -> Result<Vec<u8>> {
 }
 
 pub fn run(args: ReplayArgs) -> Result<()> {
+    let replay = match &args.data_dir {
+        Some(dir) => {
+            let replay = crate::log_cmd::replay_dir(
+                dir,
+                args.as_of_seq,
+                args.as_of_time.as_deref(),
+                !args.no_checkpoint,
+            )?;
+            if args.messages {
+                for r in replay.rejections() {
+                    let who = match &r.identity {
+                        Some((source, id)) => format!("{source}/{id}"),
+                        None => "-".to_string(),
+                    };
+                    eprintln!("{}: {who}: {}: {}", r.line, r.code, r.message);
+                }
+            }
+            replay
+        }
+        None => replay_files(&args)?,
+    };
+    print_document(&replay, args.compact)
+}
+
+fn replay_files(args: &ReplayArgs) -> Result<Replay> {
     let mut replay = Replay::new();
     let mut first_line = 1u64;
     let stderr = std::io::stderr();
@@ -59,10 +97,14 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         }
         first_line += physical_lines(&bytes);
     }
+    Ok(replay)
+}
+
+fn print_document(replay: &Replay, compact: bool) -> Result<()> {
     let doc = replay.document();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    if args.compact {
+    if compact {
         serde_json::to_writer(&mut out, &doc)?;
     } else {
         serde_json::to_writer_pretty(&mut out, &doc)?;

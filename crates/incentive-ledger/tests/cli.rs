@@ -56,7 +56,12 @@ fn several_files_number_lines_on_and_stdin_works() {
     let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
     std::fs::write(&a, lines[..12].join("\n") + "\n").unwrap();
     std::fs::write(&b, lines[12..].join("\n")).unwrap();
-    let out = bin().args(["replay", "--events"]).arg(&a).arg(&b).output().unwrap();
+    let out = bin()
+        .args(["replay", "--events"])
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
     assert_eq!(json(&out), expected(name), "split in two files");
 
     // The second half from stdin after the first from a file.
@@ -91,7 +96,10 @@ fn refusal_messages_go_to_stderr_on_request() {
     assert!(out.status.success());
     assert!(stderr.contains("malformed_json"), "{stderr}");
     assert!(stderr.contains("data.lines[0].quantity"), "{stderr}");
-    assert!(stderr.contains(":19: - : too_large") || stderr.contains(":19: -: too_large"), "{stderr}");
+    assert!(
+        stderr.contains(":19: - : too_large") || stderr.contains(":19: -: too_large"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 30, "one line per refusal: {stderr}");
 }
 
@@ -109,7 +117,10 @@ fn an_unreadable_file_fails_with_a_clear_message() {
 
 #[test]
 fn generated_streams_replay_and_help_is_there() {
-    let out = bin().args(["generate", "--events", "300", "--seed", "9"]).output().unwrap();
+    let out = bin()
+        .args(["generate", "--events", "300", "--seed", "9"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 300);
     let mut child = bin()

@@ -135,7 +135,7 @@ pub enum EventData {
 }
 
 /// One version of a program, as published.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProgramDef {
     pub program_id: String,
     pub version: u64,
@@ -151,7 +151,7 @@ pub struct ProgramDef {
 }
 
 /// Optional lists that a sale line must match, combined with AND.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Eligibility {
     pub skus: Option<Vec<String>>,
     pub product_families: Option<Vec<String>>,

@@ -711,13 +711,15 @@ fn rules(r: &Fields<'_>, kind: Kind, period: PeriodKind) -> DResult<Rules> {
                             format!("the first tier must start at \"0\", got {from}"),
                         )
                     }
-                    Some(prev) if from <= prev.from => return t.err(
-                        "from",
-                        format!(
+                    Some(prev) if from <= prev.from => {
+                        return t.err(
+                            "from",
+                            format!(
                             "tier starts must be strictly increasing; {from} does not exceed {}",
                             prev.from
                         ),
-                    ),
+                        )
+                    }
                     _ => {}
                 }
                 tiers.push(Tier { from, rate });

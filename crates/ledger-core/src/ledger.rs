@@ -27,10 +27,10 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// An interned partner or program id. Ordering of entries always uses the names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 struct Sym(u32);
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Interner {
     ids: HashMap<String, Sym>,
     names: Vec<String>,
@@ -57,14 +57,14 @@ impl Interner {
 }
 
 /// An entry: one partner, one program, one period (by index).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 struct EntryKey {
     partner: Sym,
     program: Sym,
     period: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Entry {
     basis: Decimal,
     adjustments: Decimal,
@@ -77,13 +77,13 @@ struct Entry {
 }
 
 /// What a period close froze: the program version then current, and the targets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Frozen {
     def: Arc<ProgramDef>,
     targets: HashMap<Sym, Decimal>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Program {
     versions: Vec<Arc<ProgramDef>>,
     closed: HashMap<i64, Frozen>,
@@ -148,19 +148,19 @@ impl Program {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Enrollment {
     enrolled: bool,
     target: Option<Decimal>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SaleRecord {
     partner: Sym,
     lines: Vec<LineRecord>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct LineRecord {
     line_id: String,
     quantity: u64,
@@ -172,7 +172,7 @@ struct LineRecord {
 }
 
 /// A claim's status (SPEC §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ClaimStatus {
     Pending,
     Approved,
@@ -191,7 +191,7 @@ impl ClaimStatus {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Claim {
     partner: Sym,
     program: Sym,
@@ -203,7 +203,7 @@ struct Claim {
 }
 
 /// Why a payout was issued (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PayoutReason {
     Claim,
     Accrual,
@@ -223,7 +223,7 @@ impl PayoutReason {
 }
 
 /// One payout, as published on `payout.issued` and listed in the replay document.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Payout {
     pub payout_id: uuid::Uuid,
     pub partner_id: String,
@@ -298,7 +298,7 @@ pub struct ClaimView {
 }
 
 /// The folded state of a log.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Ledger {
     syms: Interner,
     programs: HashMap<Sym, Program>,
@@ -315,6 +315,7 @@ pub struct Ledger {
     /// (program, partner, person, certification) completions already counted.
     trained: HashSet<(Sym, Sym, String, String)>,
     /// Entries the current event may have changed; drained by the sweep.
+    #[serde(skip)]
     dirty: Vec<EntryKey>,
 }
 
@@ -485,13 +486,15 @@ impl Ledger {
     fn program_published(&mut self, def: &ProgramDef) -> Applied {
         let existing = self.program_by_name(&def.program_id).map(|(_, p)| p);
         match existing {
-            None if def.version != 1 => return refuse(
-                Code::ProgramVersionConflict,
-                format!(
+            None if def.version != 1 => {
+                return refuse(
+                    Code::ProgramVersionConflict,
+                    format!(
                     "program {} does not exist yet, so its first version must be 1; got version {}",
                     def.program_id, def.version
                 ),
-            ),
+                )
+            }
             Some(p) => {
                 let current = p.current();
                 if current.version.checked_add(1) != Some(def.version) {

@@ -6,7 +6,9 @@
 use std::fmt;
 
 /// Every refusal code of the contract, in the spelling the replay document uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Code {
     // Intake (SPEC §1), decided before the log.
     TooLarge,

@@ -14,7 +14,7 @@ use crate::ledger::{Applied, Ledger, Payout};
 use crate::refusal::Code;
 
 /// A refusal as the document and the `rejected` listing show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rejection {
     pub code: Code,
     pub message: String,
@@ -63,7 +63,7 @@ pub enum Identity {
 }
 
 /// An in-memory `(source, id) → content digest` index of the logged events.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct IdentityIndex {
     seen: std::collections::HashMap<Box<str>, [u8; 32], foldhash::fast::RandomState>,
 }
@@ -111,7 +111,7 @@ pub fn conflict_message(event: &Event) -> String {
 }
 
 /// The state of a replay: the fold plus the document's counts, payouts and refusals.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Replay {
     ledger: Ledger,
     identities: IdentityIndex,

@@ -73,7 +73,9 @@ pub fn parse_amount(s: &str) -> Option<Decimal> {
 }
 
 /// A three-letter upper-case currency code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Currency([u8; 3]);
 
 impl Currency {
@@ -221,7 +223,7 @@ pub fn parse_time_utc_date(s: &str) -> Option<NaiveDate> {
 }
 
 /// The length of a program's periods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PeriodKind {
     Month,
     Quarter,
@@ -306,7 +308,7 @@ impl PeriodKind {
 }
 
 /// A syntactically valid period label (SPEC §2), before it is matched to a program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeriodLabel {
     pub kind: PeriodKind,
     pub index: i64,

@@ -1,0 +1,21 @@
+//! `ledger-log`: the durable memory of the incentive ledger, in a data directory.
+//!
+//! - [`Log`]: the append-only log over sled — records keyed by a gap-free sequence from
+//!   1, each holding the raw bytes as received, its arrival number and time, and a
+//!   SHA-256 hash chain; the identity index that makes intake idempotent; the quarantine
+//!   of inputs refused at intake; group commit with one flush per batch.
+//! - [`history`]: rebuilding the fold from the log (whole, as of a position or a time),
+//!   resuming from a checkpoint; writing checkpoints.
+//! - [`verify`]: re-checking everything from the bytes and naming the first damage.
+//!
+//! The domain (what is refused, what balances are) is `ledger-core`'s; this crate only
+//! stores and replays.
+
+pub mod history;
+pub mod layout;
+pub mod log;
+pub mod verify;
+
+pub use history::{rebuild, save_checkpoint, Bound, Rebuilt};
+pub use log::{Input, Log, LogError, Outcome, FORMAT_VERSION};
+pub use verify::{verify, CheckpointStatus, Report};

@@ -1,0 +1,412 @@
+//! [`Log`]: a data directory holding the append-only event log, the quarantine, the
+//! duplicate marks and a checkpoint of the folded state.
+//!
+//! Appends are group commits: [`Log::append_batch`] checks, dedupes and appends a batch
+//! with one atomic sled batch and one `flush`, and returns only after the flush — so a
+//! caller may acknowledge every input of the batch once it returns `Ok`. The identity
+//! index `(source, id) → (seq, content digest)` is kept in memory and rebuilt from the
+//! record headers when the directory is opened (no JSON is parsed for that).
+
+use crate::layout::{
+    self, chain_hash, decode_segment, identity_key, key, key_number, Duplicate, Head, Quarantined,
+    Record, DUPLICATE, HEAD, QUARANTINE, SEGMENT,
+};
+use ledger_core::intake::{self, Accepted};
+use ledger_core::replay::conflict_message;
+use ledger_core::Code;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Version of the data directory layout; a directory of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_FILE: &str = "FORMAT";
+const FORMAT_PREFIX: &str = "incentive-ledger data directory, format ";
+const CHECKPOINT_TREE: &str = "checkpoint";
+const CHECKPOINT_KEY: &[u8] = b"state";
+
+/// What went wrong with the storage; the variants say what the caller can do.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{path}: not an incentive-ledger data directory of format {expected}: {found}; use a directory written by this version, or a new one")]
+    Format {
+        path: PathBuf,
+        expected: u32,
+        found: String,
+    },
+    #[error("storage error in {path}: {source}; the batch was not acknowledged — retry once the disk is healthy")]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("{path}: {what}; run `incentive-ledger verify --data-dir` for a full report")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One input offered to the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub raw: &'a [u8],
+    /// Line number in its NDJSON file, or `None` for a message (its arrival number is used).
+    pub line: Option<u64>,
+    /// Wall-clock arrival time, nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+}
+
+/// What became of one input of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Appended to the log at this sequence.
+    Appended { seq: u64, arrival: u64 },
+    /// An exact duplicate of the record at `of_seq`: counted, nothing appended.
+    Duplicate { of_seq: u64, arrival: u64 },
+    /// Refused at intake and quarantined.
+    Quarantined {
+        arrival: u64,
+        code: Code,
+        message: String,
+        identity: Option<(String, String)>,
+    },
+}
+
+/// An open data directory.
+pub struct Log {
+    path: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    head: Head,
+    /// identity key → (seq, content digest) of every logged event.
+    index: HashMap<[u8; 16], (u64, [u8; 32]), foldhash::fast::RandomState>,
+}
+
+fn storage(path: &Path) -> impl Fn(sled::Error) -> LogError + '_ {
+    move |source| LogError::Storage {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Log {
+    /// Opens (or creates) a data directory.
+    pub fn open(path: &Path) -> Result<Log, LogError> {
+        let io = |source| LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(path).map_err(io)?;
+        let format_path = path.join(FORMAT_FILE);
+        let expected = format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n");
+        match std::fs::read_to_string(&format_path) {
+            Ok(found) if found == expected => {}
+            Ok(found) => {
+                return Err(LogError::Format {
+                    path: path.to_path_buf(),
+                    expected: FORMAT_VERSION,
+                    found: format!("its {FORMAT_FILE} file says {:?}", found.trim()),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let non_empty = std::fs::read_dir(path).map_err(io)?.next().is_some();
+                if non_empty {
+                    return Err(LogError::Format {
+                        path: path.to_path_buf(),
+                        expected: FORMAT_VERSION,
+                        found: format!("the directory is not empty and has no {FORMAT_FILE} file"),
+                    });
+                }
+                std::fs::write(&format_path, &expected).map_err(io)?;
+            }
+            Err(e) => return Err(io(e)),
+        }
+        let db = open_sled(&path.join("sled"))?;
+        let tree = db.open_tree("log").map_err(storage(path))?;
+        let mut log = Log {
+            path: path.to_path_buf(),
+            db,
+            tree,
+            head: Head::default(),
+            index: HashMap::default(),
+        };
+        log.load()?;
+        Ok(log)
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> LogError {
+        LogError::Corrupt {
+            path: self.path.clone(),
+            what: what.into(),
+        }
+    }
+
+    /// Reads the head and rebuilds the identity index from the record headers.
+    fn load(&mut self) -> Result<(), LogError> {
+        let head: Head = match self.tree.get(HEAD).map_err(storage(&self.path))? {
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| self.corrupt(format!("the head record does not decode: {e}")))?,
+            None => Head::default(),
+        };
+        let mut expected_seq = 1u64;
+        let mut last_hash = [0u8; 32];
+        for item in self.tree.scan_prefix([SEGMENT]) {
+            let (k, v) = item.map_err(storage(&self.path))?;
+            let first = key_number(&k, SEGMENT)
+                .ok_or_else(|| self.corrupt("a segment key has the wrong shape"))?;
+            let records = decode_segment(&v)
+                .map_err(|e| self.corrupt(format!("segment {first}: {}", e.reason)))?;
+            for r in records {
+                if r.seq != expected_seq {
+                    return Err(
+                        self.corrupt(format!("sequence {expected_seq} expected, found {}", r.seq))
+                    );
+                }
+                self.index.insert(r.identity, (r.seq, r.content));
+                last_hash = r.hash;
+                expected_seq += 1;
+            }
+        }
+        if head.last_seq != expected_seq - 1 || head.last_hash != last_hash {
+            return Err(self.corrupt(format!(
+                "the head says sequence {} but the log ends at {}",
+                head.last_seq,
+                expected_seq - 1
+            )));
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// Checks, dedupes and appends a batch; returns after it is durable (one flush).
+    /// On error nothing of the batch is acknowledged and the log is unchanged in memory.
+    pub fn append_batch(&mut self, inputs: &[Input<'_>]) -> Result<Vec<Outcome>, LogError> {
+        let mut head = self.head;
+        let mut batch = sled::Batch::default();
+        let mut segment: Vec<u8> = Vec::new();
+        let first_seq = head.last_seq + 1;
+        let mut new_index: HashMap<[u8; 16], (u64, [u8; 32])> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            head.last_arrival += 1;
+            let arrival = head.last_arrival;
+            let line = input.line.unwrap_or(arrival);
+            let quarantine =
+                |code, message: String, identity: Option<(String, String)>| Quarantined {
+                    arrival,
+                    time_ns: input.time_ns,
+                    line,
+                    code,
+                    message,
+                    identity,
+                    raw: input.raw.to_vec(),
+                };
+            let q = match intake::check(input.raw) {
+                Err(r) => quarantine(r.code, r.message, r.identity),
+                Ok(Accepted {
+                    event,
+                    content_digest,
+                }) => {
+                    let identity = identity_key(&event.source, &event.id);
+                    let known = new_index
+                        .get(&identity)
+                        .or_else(|| self.index.get(&identity))
+                        .copied();
+                    match known {
+                        Some((seq, content)) if content == content_digest => {
+                            let dup = Duplicate {
+                                arrival,
+                                time_ns: input.time_ns,
+                                of_seq: seq,
+                            };
+                            batch.insert(&key(DUPLICATE, arrival), encode(&dup));
+                            outcomes.push(Outcome::Duplicate {
+                                of_seq: seq,
+                                arrival,
+                            });
+                            continue;
+                        }
+                        Some(_) => quarantine(
+                            Code::DuplicateConflict,
+                            conflict_message(&event),
+                            Some((event.source.clone(), event.id.clone())),
+                        ),
+                        None => {
+                            head.last_seq += 1;
+                            let seq = head.last_seq;
+                            let hash = chain_hash(&head.last_hash, seq, input.raw);
+                            head.last_hash = hash;
+                            Record {
+                                seq,
+                                arrival,
+                                time_ns: input.time_ns,
+                                line,
+                                identity,
+                                content: content_digest,
+                                hash,
+                                raw: input.raw.to_vec(),
+                            }
+                            .encode_into(&mut segment);
+                            new_index.insert(identity, (seq, content_digest));
+                            outcomes.push(Outcome::Appended { seq, arrival });
+                            continue;
+                        }
+                    }
+                }
+            };
+            batch.insert(&key(QUARANTINE, arrival), encode(&q));
+            outcomes.push(Outcome::Quarantined {
+                arrival,
+                code: q.code,
+                message: q.message,
+                identity: q.identity,
+            });
+        }
+        if !segment.is_empty() {
+            batch.insert(&key(SEGMENT, first_seq), segment);
+        }
+        batch.insert(HEAD, encode(&head));
+        self.tree.apply_batch(batch).map_err(storage(&self.path))?;
+        self.db.flush().map_err(storage(&self.path))?;
+        // Durable: now the in-memory view may move on.
+        self.head = head;
+        self.index.extend(new_index);
+        debug_assert_eq!(outcomes.len(), inputs.len());
+        Ok(outcomes)
+    }
+
+    /// Every record with `seq ≥ from`, in order, segment by segment.
+    pub fn records_from(&self, from: u64) -> impl Iterator<Item = Result<Record, LogError>> + '_ {
+        // Start at the segment holding `from`: the last segment key ≤ from.
+        let start = self
+            .tree
+            .range(..=key(SEGMENT, from.max(1)))
+            .next_back()
+            .and_then(|r| r.ok())
+            .and_then(|(k, _)| key_number(&k, SEGMENT))
+            .unwrap_or(1);
+        self.tree
+            .range(key(SEGMENT, start)..key(SEGMENT, u64::MAX))
+            .flat_map(move |item| {
+                let records: Vec<Result<Record, LogError>> = match item {
+                    Err(e) => vec![Err(storage(&self.path)(e))],
+                    Ok((k, v)) => match decode_segment(&v) {
+                        Ok(rs) => rs.into_iter().filter(|r| r.seq >= from).map(Ok).collect(),
+                        Err(e) => vec![Err(self.corrupt(format!(
+                            "segment {}: {} at byte {}",
+                            key_number(&k, SEGMENT).unwrap_or(0),
+                            e.reason,
+                            e.offset
+                        )))],
+                    },
+                };
+                records
+            })
+    }
+
+    /// Every quarantined input, by arrival.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, LogError> {
+        self.tree
+            .scan_prefix([QUARANTINE])
+            .map(|item| {
+                let (_, v) = item.map_err(storage(&self.path))?;
+                postcard::from_bytes(&v)
+                    .map_err(|e| self.corrupt(format!("a quarantine entry does not decode: {e}")))
+            })
+            .collect()
+    }
+
+    /// Every exact duplicate, by arrival.
+    pub fn duplicates(&self) -> Result<Vec<Duplicate>, LogError> {
+        self.tree
+            .scan_prefix([DUPLICATE])
+            .map(|item| {
+                let (_, v) = item.map_err(storage(&self.path))?;
+                postcard::from_bytes(&v)
+                    .map_err(|e| self.corrupt(format!("a duplicate mark does not decode: {e}")))
+            })
+            .collect()
+    }
+
+    /// The identity index entry of `(source, id)`.
+    pub fn lookup(&self, source: &str, id: &str) -> Option<u64> {
+        self.index
+            .get(&identity_key(source, id))
+            .map(|(seq, _)| *seq)
+    }
+
+    pub fn identity_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Stores a checkpoint payload (written whole, then flushed).
+    pub fn save_checkpoint(&self, payload: &[u8]) -> Result<(), LogError> {
+        let tree = self
+            .db
+            .open_tree(CHECKPOINT_TREE)
+            .map_err(storage(&self.path))?;
+        tree.insert(CHECKPOINT_KEY, payload)
+            .map_err(storage(&self.path))?;
+        self.db.flush().map_err(storage(&self.path))?;
+        Ok(())
+    }
+
+    pub fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, LogError> {
+        let tree = self
+            .db
+            .open_tree(CHECKPOINT_TREE)
+            .map_err(storage(&self.path))?;
+        Ok(tree
+            .get(CHECKPOINT_KEY)
+            .map_err(storage(&self.path))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Direct access to the tree, for `verify` and for tests that damage a directory.
+    pub fn raw_tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.db.flush().map_err(storage(&self.path))?;
+        Ok(())
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Plain structs of integers, strings and byte arrays always encode.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// Opens sled, turning a panic inside sled (seen on some damaged files) into an error.
+fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
+    let config = sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        // Durability comes from the explicit flush of every batch, not from a timer.
+        .flush_every_ms(None);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+        Ok(result) => result.map_err(|source| LogError::Storage {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(_) => Err(LogError::Corrupt {
+            path: path.to_path_buf(),
+            what: "sled could not open its files (they appear damaged)".into(),
+        }),
+    }
+}
+
+/// Re-exported for `verify`: the record layout.
+pub use layout::RECORD_HEADER as HEADER_BYTES;

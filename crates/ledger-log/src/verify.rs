@@ -1,0 +1,252 @@
+//! `verify`: re-checks a data directory from its bytes — sequence, hash chain, record
+//! headers against their events, the identity index, the quarantine and duplicate marks,
+//! the head, and the checkpoint against a fresh fold — and reports the first damage.
+
+use crate::history::{fold_range, Limits};
+use crate::layout::{
+    chain_hash, decode_segment, identity_key, key_number, Head, DUPLICATE, HEAD, QUARANTINE,
+    SEGMENT,
+};
+use crate::log::{Log, LogError};
+use ledger_core::Replay;
+use std::collections::HashMap;
+
+/// The outcome of `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    pub records: u64,
+    pub quarantined: u64,
+    pub duplicates: u64,
+    /// Problems found, in the order found; empty when the directory is sound.
+    pub problems: Vec<String>,
+    /// The first log position that is damaged, missing or out of place.
+    pub first_bad_seq: Option<u64>,
+    /// Whether a checkpoint was present and matched a fresh fold.
+    pub checkpoint: CheckpointStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CheckpointStatus {
+    #[default]
+    Absent,
+    Matches {
+        seq: u64,
+    },
+    Differs(String),
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn bad(&mut self, seq: Option<u64>, problem: String) {
+        if self.first_bad_seq.is_none() {
+            self.first_bad_seq = seq;
+        }
+        self.problems.push(problem);
+    }
+}
+
+/// Verifies an open directory. Storage errors end the check and are returned as errors;
+/// damage to the content is reported in the `Report`.
+pub fn verify(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Report, LogError> {
+    let mut report = Report::default();
+    let tree = log.raw_tree();
+    let mut expected_seq = 1u64;
+    let mut previous_hash = [0u8; 32];
+    let mut last_arrival = 0u64;
+    let mut identities: HashMap<[u8; 16], u64> = HashMap::new();
+    'segments: for item in tree.scan_prefix([SEGMENT]) {
+        let (k, v) = item.map_err(|source| LogError::Storage {
+            path: log.path().to_path_buf(),
+            source,
+        })?;
+        let Some(first) = key_number(&k, SEGMENT) else {
+            report.bad(
+                Some(expected_seq),
+                "a segment key has the wrong shape".into(),
+            );
+            break;
+        };
+        let records = match decode_segment(&v) {
+            Ok(r) => r,
+            Err(e) => {
+                report.bad(
+                    Some(expected_seq),
+                    format!(
+                        "segment starting at {first} does not decode: {} at byte {}",
+                        e.reason, e.offset
+                    ),
+                );
+                break;
+            }
+        };
+        if records.first().map(|r| r.seq) != Some(first) {
+            report.bad(
+                Some(expected_seq.min(first)),
+                format!("segment key {first} does not match its first record"),
+            );
+            break;
+        }
+        for r in records {
+            if r.seq != expected_seq {
+                report.bad(
+                    Some(expected_seq),
+                    format!("sequence {expected_seq} expected, found {} (a record is missing or out of order)", r.seq),
+                );
+                break 'segments;
+            }
+            if r.arrival <= last_arrival {
+                report.bad(
+                    Some(r.seq),
+                    format!(
+                        "record {} arrived ({}) before its predecessor ({last_arrival})",
+                        r.seq, r.arrival
+                    ),
+                );
+            }
+            last_arrival = r.arrival;
+            let hash = chain_hash(&previous_hash, r.seq, &r.raw);
+            if hash != r.hash {
+                report.bad(Some(r.seq), format!("record {}: hash chain broken (bytes changed, or a record before it removed)", r.seq));
+                break 'segments;
+            }
+            previous_hash = hash;
+            match ledger_core::check(&r.raw) {
+                Err(refusal) => report.bad(
+                    Some(r.seq),
+                    format!(
+                        "record {}: its event no longer passes intake ({})",
+                        r.seq, refusal.code
+                    ),
+                ),
+                Ok(a) => {
+                    if identity_key(&a.event.source, &a.event.id) != r.identity {
+                        report.bad(
+                            Some(r.seq),
+                            format!(
+                                "record {}: identity index entry does not match its event",
+                                r.seq
+                            ),
+                        );
+                    }
+                    if a.content_digest != r.content {
+                        report.bad(
+                            Some(r.seq),
+                            format!("record {}: content digest does not match its event", r.seq),
+                        );
+                    }
+                }
+            }
+            if let Some(other) = identities.insert(r.identity, r.seq) {
+                report.bad(
+                    Some(r.seq),
+                    format!(
+                        "record {} repeats the (source, id) of record {other}",
+                        r.seq
+                    ),
+                );
+            }
+            report.records += 1;
+            expected_seq += 1;
+            progress(r.seq);
+        }
+    }
+    let head: Option<Head> = tree
+        .get(HEAD)
+        .ok()
+        .flatten()
+        .and_then(|b| postcard::from_bytes(&b).ok());
+    match head {
+        None if report.records > 0 => {
+            report.bad(None, "the head record is missing or damaged".into())
+        }
+        Some(h)
+            if report.ok() && (h.last_seq != report.records || h.last_hash != previous_hash) =>
+        {
+            report.bad(
+                Some(h.last_seq.min(report.records + 1)),
+                format!(
+                    "the head says the log ends at {}, but it ends at {}",
+                    h.last_seq, report.records
+                ),
+            )
+        }
+        _ => {}
+    }
+    for item in tree.scan_prefix([QUARANTINE]) {
+        let (k, v) = item.map_err(|source| LogError::Storage {
+            path: log.path().to_path_buf(),
+            source,
+        })?;
+        match postcard::from_bytes::<crate::layout::Quarantined>(&v) {
+            Ok(q) if Some(q.arrival) == key_number(&k, QUARANTINE) => report.quarantined += 1,
+            _ => report.bad(
+                None,
+                format!(
+                    "quarantine entry {:?} is damaged",
+                    key_number(&k, QUARANTINE)
+                ),
+            ),
+        }
+    }
+    for item in tree.scan_prefix([DUPLICATE]) {
+        let (k, v) = item.map_err(|source| LogError::Storage {
+            path: log.path().to_path_buf(),
+            source,
+        })?;
+        match postcard::from_bytes::<crate::layout::Duplicate>(&v) {
+            Ok(d)
+                if Some(d.arrival) == key_number(&k, DUPLICATE)
+                    && d.of_seq >= 1
+                    && d.of_seq <= report.records =>
+            {
+                report.duplicates += 1
+            }
+            _ => report.bad(
+                None,
+                format!("duplicate mark {:?} is damaged", key_number(&k, DUPLICATE)),
+            ),
+        }
+    }
+    if report.ok() {
+        report.checkpoint = check_checkpoint(log)?;
+        if let CheckpointStatus::Differs(why) = &report.checkpoint {
+            report.bad(None, format!("checkpoint: {why}"));
+        }
+    }
+    Ok(report)
+}
+
+/// Compares the checkpoint with a fresh fold of the same prefix.
+fn check_checkpoint(log: &Log) -> Result<CheckpointStatus, LogError> {
+    let Some(bytes) = log.load_checkpoint()? else {
+        return Ok(CheckpointStatus::Absent);
+    };
+    let Some((seq, arrival, saved)) = crate::history::peek_checkpoint(&bytes) else {
+        return Ok(CheckpointStatus::Differs(
+            "it does not decode (damaged or of another format)".into(),
+        ));
+    };
+    let mut fresh = Replay::new();
+    fold_range(
+        log,
+        &mut fresh,
+        0,
+        0,
+        Limits {
+            max_seq: seq,
+            max_arrival: arrival,
+            before_ns: u64::MAX,
+        },
+        &mut |_| {},
+    )?;
+    if fresh.document() == saved.document() {
+        Ok(CheckpointStatus::Matches { seq })
+    } else {
+        Ok(CheckpointStatus::Differs(format!(
+            "the state saved for position {seq} differs from a fresh fold of the log up to it"
+        )))
+    }
+}

@@ -10,7 +10,7 @@
 //! | `D` + arrival (u64 BE) | an exact duplicate: seq of the original (u64 BE) + arrival time |
 //! | `H` | the head ([`Head`]): last seq, last arrival, last hash |
 //!
-//! A record is a fixed 112-byte header followed by the raw bytes exactly as received:
+//! A record is a fixed 116-byte header followed by the raw bytes exactly as received:
 //! `seq u64 | arrival u64 | time_ns u64 | line u64 | identity [16] | content [32] |
 //! hash [32] | len u32 | raw`. `hash = SHA-256(previous hash ‖ seq BE ‖ raw)`, with 32
 //! zero bytes before the first record. Integers are big-endian.
@@ -23,7 +23,7 @@ pub const QUARANTINE: u8 = b'Q';
 pub const DUPLICATE: u8 = b'D';
 pub const HEAD: &[u8] = b"H";
 
-/// Bytes of a record header before the raw event.
+/// Bytes of a record header before the raw event (116).
 pub const RECORD_HEADER: usize = 8 * 4 + 16 + 32 + 32 + 4;
 
 pub fn key(kind: u8, n: u64) -> [u8; 9] {
@@ -206,7 +206,7 @@ mod tests {
         }
         assert_eq!(decode_segment(&buf).unwrap(), records);
         assert!(decode_segment(&buf[..buf.len() - 1]).is_err());
-        assert_eq!(RECORD_HEADER, 112);
+        assert_eq!(RECORD_HEADER, 116);
     }
 
     #[test]

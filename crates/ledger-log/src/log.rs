@@ -22,6 +22,10 @@ pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_FILE: &str = "FORMAT";
 const FORMAT_PREFIX: &str = "incentive-ledger data directory, format ";
 const CHECKPOINT_TREE: &str = "checkpoint";
+/// Outside sled: the last acknowledged position, written after every durable batch, so
+/// that sled files damaged into an older (or empty) state are noticed rather than
+/// silently trusted.
+const HIGHWATER_FILE: &str = "HIGHWATER";
 const CHECKPOINT_KEY: &[u8] = b"state";
 
 /// What went wrong with the storage; the variants say what the caller can do.
@@ -170,6 +174,20 @@ impl Log {
                 expected_seq += 1;
             }
         }
+        if let Ok(text) = std::fs::read_to_string(self.path.join(HIGHWATER_FILE)) {
+            let acknowledged: u64 = text
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| self.corrupt(format!("{HIGHWATER_FILE} is unreadable")))?;
+            if acknowledged > expected_seq - 1 {
+                return Err(self.corrupt(format!(
+                    "records up to sequence {acknowledged} were acknowledged, but the log holds only {}; the sled files are damaged — first missing sequence {}",
+                    expected_seq - 1,
+                    expected_seq
+                )));
+            }
+        }
         if head.last_seq != expected_seq - 1 || head.last_hash != last_hash {
             return Err(self.corrupt(format!(
                 "the head says sequence {} but the log ends at {}",
@@ -280,10 +298,25 @@ impl Log {
         self.tree.apply_batch(batch).map_err(storage(&self.path))?;
         self.db.flush().map_err(storage(&self.path))?;
         // Durable: now the in-memory view may move on.
+        if head.last_seq != self.head.last_seq {
+            self.write_highwater(&head)?;
+        }
         self.head = head;
         self.index.extend(new_index);
         debug_assert_eq!(outcomes.len(), inputs.len());
         Ok(outcomes)
+    }
+
+    fn write_highwater(&self, head: &Head) -> Result<(), LogError> {
+        let io = |source| LogError::Io {
+            path: self.path.join(HIGHWATER_FILE),
+            source,
+        };
+        let tmp = self.path.join(format!("{HIGHWATER_FILE}.tmp"));
+        let hash: String = head.last_hash.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&tmp, format!("{} {hash}\n", head.last_seq)).map_err(io)?;
+        std::fs::rename(&tmp, self.path.join(HIGHWATER_FILE)).map_err(io)?;
+        Ok(())
     }
 
     /// Every record with `seq ≥ from`, in order, segment by segment.

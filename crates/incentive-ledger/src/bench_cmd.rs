@@ -23,6 +23,13 @@ pub struct BenchArgs {
     /// Measure this NDJSON file instead of a generated stream.
     #[arg(long, value_name = "FILE")]
     pub from: Option<std::path::PathBuf>,
+    /// Also measure the durable log in this (new or empty) directory: group-commit ingest,
+    /// then replay from disk without and with a checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Inputs per group commit for the durable-log measurement.
+    #[arg(long, default_value_t = 4096)]
+    pub batch_size: usize,
 }
 
 fn rate(n: usize, d: Duration) -> String {
@@ -120,5 +127,63 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     println!("intake alone:      {}", rate(lines.len(), intake_time));
     println!("fold alone:        {}", rate(folded, fold_time));
+    drop(ledger);
+    drop(identities);
+    if let Some(dir) = &args.data_dir {
+        bench_log(dir, &lines, args.batch_size.max(1))?;
+    }
+    Ok(())
+}
+
+fn bench_log(dir: &std::path::Path, lines: &[String], batch_size: usize) -> Result<()> {
+    use ledger_log::{history, Bound, Input, Log};
+    let mut log = Log::open(dir)?;
+    anyhow::ensure!(
+        log.head().last_seq == 0,
+        "{} already holds a log; give a new directory",
+        dir.display()
+    );
+    let start = Instant::now();
+    let mut line_no = 0u64;
+    for chunk in lines.chunks(batch_size) {
+        let inputs: Vec<Input> = chunk
+            .iter()
+            .map(|l| {
+                line_no += 1;
+                Input {
+                    raw: l.as_bytes(),
+                    line: Some(line_no),
+                    time_ns: 0,
+                }
+            })
+            .collect();
+        log.append_batch(&inputs)?;
+    }
+    let ingest = start.elapsed();
+    println!(
+        "durable ingest:    {}  (batches of {batch_size}, one flush each, {} batches)",
+        rate(lines.len(), ingest),
+        lines.len().div_ceil(batch_size)
+    );
+    let records = log.head().last_seq as usize;
+    let start = Instant::now();
+    let rebuilt = history::rebuild(&log, Bound::All, false, &mut |_| {})?;
+    let full = start.elapsed();
+    println!(
+        "replay from disk:  {}  (no checkpoint, {records} records)",
+        rate(records, full)
+    );
+    let start = Instant::now();
+    history::save_checkpoint(&log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival)?;
+    println!("checkpoint write:  {:.3} s", start.elapsed().as_secs_f64());
+    drop(rebuilt);
+    let start = Instant::now();
+    let resumed = history::rebuild(&log, Bound::All, true, &mut |_| {})?;
+    println!(
+        "replay from disk:  {:.3} s with the checkpoint at {} (resumed: {})",
+        start.elapsed().as_secs_f64(),
+        resumed.seq,
+        resumed.resumed_from.is_some()
+    );
     Ok(())
 }

@@ -350,24 +350,26 @@ impl Log {
 
     /// Every quarantined input, by arrival.
     pub fn quarantined(&self) -> Result<Vec<Quarantined>, LogError> {
-        self.tree
-            .scan_prefix([QUARANTINE])
-            .map(|item| {
-                let (_, v) = item.map_err(storage(&self.path))?;
-                postcard::from_bytes(&v)
-                    .map_err(|e| self.corrupt(format!("a quarantine entry does not decode: {e}")))
-            })
-            .collect()
+        self.scan_decoded(QUARANTINE, "a quarantine entry")
     }
 
     /// Every exact duplicate, by arrival.
     pub fn duplicates(&self) -> Result<Vec<Duplicate>, LogError> {
+        self.scan_decoded(DUPLICATE, "a duplicate mark")
+    }
+
+    /// Decodes every value under a one-byte key prefix, in key order.
+    fn scan_decoded<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: u8,
+        what: &str,
+    ) -> Result<Vec<T>, LogError> {
         self.tree
-            .scan_prefix([DUPLICATE])
+            .scan_prefix([prefix])
             .map(|item| {
                 let (_, v) = item.map_err(storage(&self.path))?;
                 postcard::from_bytes(&v)
-                    .map_err(|e| self.corrupt(format!("a duplicate mark does not decode: {e}")))
+                    .map_err(|e| self.corrupt(format!("{what} does not decode: {e}")))
             })
             .collect()
     }

@@ -365,3 +365,34 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
     let (code, text) = verify_output(&dir);
     assert_eq!(code, 0, "{text}");
 }
+
+#[test]
+fn a_damaged_checkpoint_falls_back_to_a_full_replay_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let events = fixtures().join("mdf_claims_fifo_expiry/events.ndjson");
+    ingest(&dir, &events);
+    let expected = replay_file(&events);
+    assert_eq!(replay_dir(&dir, &[]), expected); // leaves a checkpoint
+    {
+        let log = Log::open(&dir).unwrap();
+        let mut bytes = log
+            .load_checkpoint()
+            .unwrap()
+            .expect("a checkpoint was written");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        log.save_checkpoint(&bytes).unwrap();
+    }
+    let out = bin()
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("warning: checkpoint not used"), "{stderr}");
+    assert_eq!(doc(out), expected);
+    let (code, text) = verify_output(&dir);
+    assert_eq!(code, 0, "the rewritten checkpoint is valid again: {text}");
+}

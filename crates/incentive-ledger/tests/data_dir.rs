@@ -52,6 +52,16 @@ fn replay_dir(dir: &Path, extra: &[&str]) -> serde_json::Value {
         .unwrap())
 }
 
+/// `replay --data-dir` as it ran, for tests that look at its exit status and stderr.
+fn replay_dir_raw(dir: &Path) -> Output {
+    bin()
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 fn replay_file(file: &Path) -> serde_json::Value {
     doc(bin()
         .arg("replay")
@@ -260,12 +270,7 @@ fn verify_detects_damage_and_names_the_first_bad_sequence() {
         "incentive-ledger data directory, format 999\n",
     )
     .unwrap();
-    let out = bin()
-        .arg("replay")
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = replay_dir_raw(&dir);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("format"));
 }
@@ -384,12 +389,7 @@ fn a_damaged_checkpoint_falls_back_to_a_full_replay_with_a_warning() {
         bytes[mid] ^= 0xff;
         log.save_checkpoint(&bytes).unwrap();
     }
-    let out = bin()
-        .arg("replay")
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = replay_dir_raw(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(stderr.contains("warning: checkpoint not used"), "{stderr}");
     assert_eq!(doc(out), expected);

@@ -53,15 +53,16 @@ impl Report {
 pub fn verify(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Report, LogError> {
     let mut report = Report::default();
     let tree = log.raw_tree();
+    let storage = |source| LogError::Storage {
+        path: log.path().to_path_buf(),
+        source,
+    };
     let mut expected_seq = 1u64;
     let mut previous_hash = [0u8; 32];
     let mut last_arrival = 0u64;
     let mut identities: HashMap<[u8; 16], u64> = HashMap::new();
     'segments: for item in tree.scan_prefix([SEGMENT]) {
-        let (k, v) = item.map_err(|source| LogError::Storage {
-            path: log.path().to_path_buf(),
-            source,
-        })?;
+        let (k, v) = item.map_err(storage)?;
         let Some(first) = key_number(&k, SEGMENT) else {
             report.bad(
                 Some(expected_seq),
@@ -176,10 +177,7 @@ pub fn verify(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Report, LogErr
         _ => {}
     }
     for item in tree.scan_prefix([QUARANTINE]) {
-        let (k, v) = item.map_err(|source| LogError::Storage {
-            path: log.path().to_path_buf(),
-            source,
-        })?;
+        let (k, v) = item.map_err(storage)?;
         match postcard::from_bytes::<crate::layout::Quarantined>(&v) {
             Ok(q) if Some(q.arrival) == key_number(&k, QUARANTINE) => report.quarantined += 1,
             _ => report.bad(
@@ -192,10 +190,7 @@ pub fn verify(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Report, LogErr
         }
     }
     for item in tree.scan_prefix([DUPLICATE]) {
-        let (k, v) = item.map_err(|source| LogError::Storage {
-            path: log.path().to_path_buf(),
-            source,
-        })?;
+        let (k, v) = item.map_err(storage)?;
         match postcard::from_bytes::<crate::layout::Duplicate>(&v) {
             Ok(d)
                 if Some(d.arrival) == key_number(&k, DUPLICATE)

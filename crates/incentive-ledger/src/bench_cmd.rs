@@ -70,6 +70,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
         std::hint::black_box(serde_json::from_slice::<serde_json::Value>(line.as_bytes()).is_ok());
     }
     println!("serde_json Value:  {}", rate(lines.len(), start.elapsed()));
+    let parsed: Vec<_> = lines
+        .iter()
+        .take(200_000)
+        .filter_map(|l| ledger_core::json::parse(l.as_bytes()).ok())
+        .collect();
+    let start = Instant::now();
+    for j in &parsed {
+        std::hint::black_box(j.content_digest());
+    }
+    println!("content digest:    {}", rate(parsed.len(), start.elapsed()));
+    drop(parsed);
+    let start = Instant::now();
+    for line in lines.iter().take(200_000) {
+        std::hint::black_box(intake::check(line.as_bytes()).is_ok());
+    }
+    println!("intake check:      {}", rate(lines.len().min(200_000), start.elapsed()));
 
     // 1. The whole pipeline of `replay --events`: intake + identity + fold + bookkeeping.
     let start = Instant::now();

@@ -85,7 +85,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for line in lines.iter().take(200_000) {
         std::hint::black_box(intake::check(line.as_bytes()).is_ok());
     }
-    println!("intake check:      {}", rate(lines.len().min(200_000), start.elapsed()));
+    println!(
+        "intake check:      {}",
+        rate(lines.len().min(200_000), start.elapsed())
+    );
 
     // 1. The whole pipeline of `replay --events`: intake + identity + fold + bookkeeping.
     let start = Instant::now();

@@ -4,6 +4,7 @@
 mod bench_cmd;
 mod generate_cmd;
 mod log_cmd;
+mod nats_cmd;
 mod progress;
 mod replay_cmd;
 
@@ -45,6 +46,14 @@ enum Command {
     Export(log_cmd::ExportArgs),
     /// List every refusal of a data directory (quarantine and business) with its message.
     Rejected(log_cmd::RejectedArgs),
+    /// Run the service: JetStream ingest, live projection, payout publishing, status.
+    Serve(Box<nats_cmd::ServeArgs>),
+    /// Send NDJSON events to the inbound JetStream subjects (backfills, demos).
+    Publish(nats_cmd::PublishArgs),
+    /// Ask a running service for its log position, digest and backlog.
+    Status(nats_cmd::StatusArgs),
+    /// Print the payout.issued messages stored in the payout stream.
+    Payouts(nats_cmd::PayoutsArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +70,10 @@ fn main() -> ExitCode {
         },
         Command::Export(args) => log_cmd::export(args),
         Command::Rejected(args) => log_cmd::rejected(args),
+        Command::Serve(args) => nats_cmd::serve(*args),
+        Command::Publish(args) => nats_cmd::publish(args),
+        Command::Status(args) => nats_cmd::status(args),
+        Command::Payouts(args) => nats_cmd::payouts(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

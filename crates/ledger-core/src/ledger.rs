@@ -236,6 +236,8 @@ pub struct Payout {
     pub reason: PayoutReason,
     pub cause_source: String,
     pub cause_id: String,
+    /// The `time` of the causing event as written (the `time` of `payout.issued`).
+    pub cause_time: String,
 }
 
 /// `uuid_v5(NAMESPACE_URL, "incentive-ledger:payout:" + parts joined by ":")`, each part
@@ -1066,6 +1068,7 @@ impl Ledger {
                     reason: PayoutReason::Claim,
                     cause_source: event.source.clone(),
                     cause_id: event.id.clone(),
+                    cause_time: event.time.clone(),
                 });
             }
             if let Some(c) = self.claims.get_mut(claim_id) {
@@ -1271,6 +1274,7 @@ impl Ledger {
                 reason,
                 cause_source: event.source.clone(),
                 cause_id: event.id.clone(),
+                cause_time: event.time.clone(),
             });
             if let Some(entry) = self.entries.get_mut(&key) {
                 entry.paid += due;

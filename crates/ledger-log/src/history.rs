@@ -247,6 +247,22 @@ pub fn rebuild(
     })
 }
 
+/// Folds everything appended after position `from_seq` / arrival `from_arrival` into
+/// `replay` (the live projection's step). Returns the new last seq and arrival.
+pub fn fold_new(
+    log: &Log,
+    replay: &mut Replay,
+    from_seq: u64,
+    from_arrival: u64,
+) -> Result<(u64, u64), LogError> {
+    let limits = Limits {
+        max_seq: u64::MAX,
+        max_arrival: u64::MAX,
+        before_ns: u64::MAX,
+    };
+    fold_range(log, replay, from_seq, from_arrival, limits, &mut |_| {})
+}
+
 /// Folds records after `from_seq` and other inputs after `from_arrival` into `replay`,
 /// in arrival order, within `limits`. Returns the last seq and arrival accounted for.
 pub(crate) fn fold_range(
@@ -258,10 +274,14 @@ pub(crate) fn fold_range(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(u64, u64), LogError> {
     let mut extras: Vec<Extra> = log
-        .quarantined()?
+        .quarantined_after(from_arrival)?
         .into_iter()
         .map(Extra::Quarantined)
-        .chain(log.duplicates()?.into_iter().map(Extra::Duplicate))
+        .chain(
+            log.duplicates_after(from_arrival)?
+                .into_iter()
+                .map(Extra::Duplicate),
+        )
         .filter(|e| {
             e.arrival() > from_arrival
                 && e.arrival() <= limits.max_arrival

@@ -350,22 +350,35 @@ impl Log {
 
     /// Every quarantined input, by arrival.
     pub fn quarantined(&self) -> Result<Vec<Quarantined>, LogError> {
-        self.scan_decoded(QUARANTINE, "a quarantine entry")
+        self.scan_decoded(QUARANTINE, 0, "a quarantine entry")
     }
 
     /// Every exact duplicate, by arrival.
     pub fn duplicates(&self) -> Result<Vec<Duplicate>, LogError> {
-        self.scan_decoded(DUPLICATE, "a duplicate mark")
+        self.scan_decoded(DUPLICATE, 0, "a duplicate mark")
     }
 
-    /// Decodes every value under a one-byte key prefix, in key order.
+    /// Quarantined inputs that arrived after `arrival`.
+    pub fn quarantined_after(&self, arrival: u64) -> Result<Vec<Quarantined>, LogError> {
+        self.scan_decoded(QUARANTINE, arrival, "a quarantine entry")
+    }
+
+    /// Exact duplicates that arrived after `arrival`.
+    pub fn duplicates_after(&self, arrival: u64) -> Result<Vec<Duplicate>, LogError> {
+        self.scan_decoded(DUPLICATE, arrival, "a duplicate mark")
+    }
+
+    /// Decodes every value under a one-byte key prefix with a number above `after`, in
+    /// key order.
     fn scan_decoded<T: serde::de::DeserializeOwned>(
         &self,
         prefix: u8,
+        after: u64,
         what: &str,
     ) -> Result<Vec<T>, LogError> {
+        let start = key(prefix, after.saturating_add(1));
         self.tree
-            .scan_prefix([prefix])
+            .range(start..=key(prefix, u64::MAX))
             .map(|item| {
                 let (_, v) = item.map_err(storage(&self.path))?;
                 postcard::from_bytes(&v)
@@ -406,6 +419,11 @@ impl Log {
             .get(CHECKPOINT_KEY)
             .map_err(storage(&self.path))?
             .map(|v| v.to_vec()))
+    }
+
+    /// Another tree of the same database (the service keeps its payout outbox there).
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, LogError> {
+        self.db.open_tree(name).map_err(storage(&self.path))
     }
 
     /// Direct access to the tree, for `verify` and for tests that damage a directory.

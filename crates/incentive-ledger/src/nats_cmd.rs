@@ -1,0 +1,351 @@
+//! Commands that talk to NATS: `serve`, `publish`, `status`, `payouts`.
+//!
+//! Every flag also reads `INCENTIVE_LEDGER_<FLAG_NAME>` from the environment; flags and
+//! environment override the `--config` TOML file, which overrides the defaults.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use ledger_nats::Config;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach NATS (shared by every NATS command).
+#[derive(Args, Clone, Default)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_URL", value_delimiter = ',')]
+    pub nats_url: Vec<String>,
+    /// User name (with --nats-password).
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_USER")]
+    pub nats_user: Option<String>,
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// An nkey seed (SU…).
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_NKEY_SEED", hide_env_values = true)]
+    pub nats_nkey_seed: Option<String>,
+    /// A .creds file (JWT and nkey seed).
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the server's certificate.
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), with --nats-tls-key, for mutual TLS.
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse to connect without TLS.
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_TLS_REQUIRED")]
+    pub nats_tls_required: bool,
+    /// A TOML configuration file (see deploy/incentive-ledger.toml).
+    #[arg(long, env = "INCENTIVE_LEDGER_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// The file's configuration (or the defaults) with these flags applied.
+    pub fn config(&self) -> Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read configuration file {}", path.display())
+                })?;
+                Config::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        let n = &mut c.nats;
+        if !self.nats_url.is_empty() {
+            n.urls = self.nats_url.clone();
+        }
+        set(&mut n.user, &self.nats_user);
+        set(&mut n.password, &self.nats_password);
+        set(&mut n.token, &self.nats_token);
+        set(&mut n.nkey_seed, &self.nats_nkey_seed);
+        set(&mut n.creds_file, &self.nats_creds);
+        set(&mut n.tls_ca, &self.nats_tls_ca);
+        set(&mut n.tls_cert, &self.nats_tls_cert);
+        set(&mut n.tls_key, &self.nats_tls_key);
+        n.tls_required |= self.nats_tls_required;
+        if n.user.is_some() != n.password.is_some() {
+            bail!("--nats-user and --nats-password go together");
+        }
+        if n.tls_cert.is_some() != n.tls_key.is_some() {
+            bail!("--nats-tls-cert and --nats-tls-key go together");
+        }
+        Ok(c)
+    }
+}
+
+fn set<T: Clone>(target: &mut Option<T>, value: &Option<T>) {
+    if value.is_some() {
+        *target = value.clone();
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Data directory of the durable log.
+    #[arg(long, env = "INCENTIVE_LEDGER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// JetStream stream for inbound events.
+    #[arg(long, env = "INCENTIVE_LEDGER_INBOUND_STREAM")]
+    pub inbound_stream: Option<String>,
+    /// Inbound subjects, comma-separated (default incentive.events.>).
+    #[arg(long, env = "INCENTIVE_LEDGER_INBOUND_SUBJECTS", value_delimiter = ',')]
+    pub inbound_subjects: Vec<String>,
+    /// Durable pull consumer name.
+    #[arg(long, env = "INCENTIVE_LEDGER_CONSUMER")]
+    pub consumer: Option<String>,
+    /// JetStream stream for payouts.
+    #[arg(long, env = "INCENTIVE_LEDGER_PAYOUT_STREAM")]
+    pub payout_stream: Option<String>,
+    /// Payouts are published on <prefix>.<kind>.
+    #[arg(long, env = "INCENTIVE_LEDGER_PAYOUT_PREFIX")]
+    pub payout_prefix: Option<String>,
+    /// Subject of refusal notices.
+    #[arg(long, env = "INCENTIVE_LEDGER_REJECTED_SUBJECT")]
+    pub rejected_subject: Option<String>,
+    /// Request/reply subject of the status responder.
+    #[arg(long, env = "INCENTIVE_LEDGER_STATUS_SUBJECT")]
+    pub status_subject: Option<String>,
+    /// Messages fetched and group-committed at once.
+    #[arg(long, env = "INCENTIVE_LEDGER_FETCH_BATCH")]
+    pub fetch_batch: Option<usize>,
+    /// Longest wait of one fetch, in milliseconds.
+    #[arg(long, env = "INCENTIVE_LEDGER_FETCH_WAIT_MS")]
+    pub fetch_wait_ms: Option<u64>,
+    /// Log positions between checkpoints.
+    #[arg(long, env = "INCENTIVE_LEDGER_CHECKPOINT_EVERY")]
+    pub checkpoint_every: Option<u64>,
+    /// Log output: human or json.
+    #[arg(long, env = "INCENTIVE_LEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<Config> {
+        let mut c = self.nats.config()?;
+        set_value(&mut c.data_dir, &self.data_dir);
+        set_value(&mut c.inbound.stream, &self.inbound_stream);
+        if !self.inbound_subjects.is_empty() {
+            c.inbound.subjects = self.inbound_subjects.clone();
+        }
+        set_value(&mut c.inbound.consumer, &self.consumer);
+        set_value(&mut c.payouts.stream, &self.payout_stream);
+        set_value(&mut c.payouts.subject_prefix, &self.payout_prefix);
+        set_value(&mut c.rejected_subject, &self.rejected_subject);
+        set_value(&mut c.status_subject, &self.status_subject);
+        set_value(&mut c.inbound.fetch_batch, &self.fetch_batch);
+        set_value(&mut c.inbound.fetch_wait_ms, &self.fetch_wait_ms);
+        set_value(&mut c.checkpoint_every, &self.checkpoint_every);
+        Ok(c)
+    }
+}
+
+fn set_value<T: Clone>(target: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *target = v.clone();
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INCENTIVE_LEDGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    init_logs(args.log_format);
+    let config = args.config()?;
+    tracing::info!(data_dir = %config.data_dir.display(), nats = %config.nats.urls.join(","), "starting");
+    let status = runtime()?.block_on(ledger_nats::run(config, shutdown_signal(), None))?;
+    tracing::info!(position = status.position, digest = %status.digest, outbox_backlog = status.outbox_backlog, "final status");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// NDJSON files to send, in order (`-` reads stdin). Blank lines are skipped.
+    #[arg(long = "events", value_name = "FILE", num_args = 1.., required = true)]
+    pub events: Vec<PathBuf>,
+    /// Inbound subject prefix; events go to <prefix>.<type>.
+    #[arg(
+        long,
+        env = "INCENTIVE_LEDGER_SUBJECT_PREFIX",
+        default_value = "incentive.events"
+    )]
+    pub subject_prefix: String,
+    /// Messages in flight waiting for JetStream acks, at most.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+}
+
+pub fn publish(args: PublishArgs) -> Result<()> {
+    let config = args.nats.config()?;
+    let mut inputs = Vec::new();
+    for path in &args.events {
+        let bytes = if path.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .context("cannot read stdin")?;
+            buf
+        } else {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read events file {}", path.display()))?
+        };
+        inputs.extend(ledger_core::replay::ndjson_lines(&bytes, 1).map(|(_, l)| l.to_vec()));
+    }
+    let count = inputs.len();
+    let summary = runtime()?.block_on(async {
+        let client = ledger_nats::service::connect(&config).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        ensure_inbound(&js, &config).await?;
+        let s = ledger_nats::publish::publish_all(&js, &args.subject_prefix, inputs, args.window)
+            .await
+            .map_err(|e| anyhow::anyhow!("publishing failed: {e}"))?;
+        client.flush().await.ok();
+        anyhow::Ok(s)
+    })?;
+    println!(
+        "sent {count}: {} stored by JetStream, {} dropped as exact re-sends",
+        summary.published, summary.duplicates
+    );
+    Ok(())
+}
+
+/// The inbound stream, so that `publish` works before the service first started.
+async fn ensure_inbound(js: &async_nats::jetstream::Context, c: &Config) -> Result<()> {
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: c.inbound.stream.clone(),
+        subjects: c.inbound.subjects.clone(),
+        storage: async_nats::jetstream::stream::StorageType::File,
+        num_replicas: c.inbound.replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot create or find stream {}: {e}", c.inbound.stream))?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[arg(long, env = "INCENTIVE_LEDGER_STATUS_SUBJECT")]
+    pub status_subject: Option<String>,
+    /// Seconds to wait for the service to answer.
+    #[arg(long, default_value_t = 5)]
+    pub timeout: u64,
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    let config = args.nats.config()?;
+    let subject = args
+        .status_subject
+        .clone()
+        .unwrap_or(config.status_subject.clone());
+    let reply = runtime()?.block_on(async {
+        let client = ledger_nats::service::connect(&config).await?;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(args.timeout),
+            client.request(subject.clone(), "".into()),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no answer on {subject} within {} s: is `incentive-ledger serve` running?",
+                args.timeout
+            )
+        })?
+        .map_err(|e| anyhow::anyhow!("status request on {subject} failed: {e}"))?;
+        anyhow::Ok(reply.payload)
+    })?;
+    let status: ledger_nats::Status =
+        serde_json::from_slice(&reply).context("the status reply is not a status document")?;
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PayoutsArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[arg(long, env = "INCENTIVE_LEDGER_PAYOUT_STREAM")]
+    pub payout_stream: Option<String>,
+}
+
+/// Prints every `payout.issued` message of the payout stream, one JSON object a line.
+pub fn payouts(args: PayoutsArgs) -> Result<()> {
+    let config = args.nats.config()?;
+    let name = args
+        .payout_stream
+        .clone()
+        .unwrap_or(config.payouts.stream.clone());
+    let lines = runtime()?.block_on(async {
+        let client = ledger_nats::service::connect(&config).await?;
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream(&name)
+            .await
+            .map_err(|e| anyhow::anyhow!("payout stream {name}: {e}"))?;
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| anyhow::anyhow!("payout stream {name}: {e}"))?;
+        let mut lines = Vec::new();
+        for seq in info.state.first_sequence.max(1)..=info.state.last_sequence {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                lines.push(String::from_utf8_lossy(&m.payload).into_owned());
+            }
+        }
+        anyhow::Ok(lines)
+    })?;
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}

@@ -1,0 +1,502 @@
+//! `serve`: JetStream ingest into the durable log, the live projection, payout
+//! publishing through the outbox, refusal notices and the status responder.
+//!
+//! One loop owns the log and the projection: fetch a batch from the durable pull
+//! consumer → group-commit it (one flush) → ack every message → fold what was appended →
+//! record new payouts in the outbox → publish the outbox and drop what JetStream acked →
+//! checkpoint every N positions. Nothing is acked before its batch is durable; if the
+//! log cannot be written, the batch is nak'ed with a growing delay and retried.
+
+use crate::config::Config;
+use crate::outbox::Outbox;
+use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
+use futures::StreamExt;
+use ledger_core::replay::Rejection;
+use ledger_core::Replay;
+use ledger_log::{history, Input, Log, Outcome};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::{error, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot connect to NATS at {urls}: {source}")]
+    Connect {
+        urls: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot read the NATS credentials file {path}: {source}")]
+    Credentials {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("JetStream setup failed ({what}): {message}")]
+    JetStream { what: String, message: String },
+    #[error(transparent)]
+    Log(#[from] ledger_log::LogError),
+    #[error("the payout outbox cannot be written: {0}")]
+    Outbox(#[from] sled::Error),
+}
+
+/// What the status responder reports.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Status {
+    /// Last log position folded into the projection.
+    pub position: u64,
+    pub arrival: u64,
+    pub digest: String,
+    pub events: ledger_core::document::Counts,
+    pub outbox_backlog: usize,
+    pub checkpoint_seq: u64,
+    /// Messages the consumer has not yet delivered (consumer lag), when known.
+    pub consumer_pending: Option<u64>,
+    /// The last storage or publishing fault, until it clears.
+    pub fault: Option<String>,
+}
+
+/// The projection shared with the status responder (and, later, the HTTP API).
+pub struct Projection {
+    pub replay: Replay,
+    pub seq: u64,
+    pub arrival: u64,
+    pub checkpoint_seq: u64,
+    pub fault: Option<String>,
+    pub outbox_backlog: usize,
+    pub consumer_pending: Option<u64>,
+}
+
+impl Projection {
+    pub fn status(&self) -> Status {
+        let doc = self.replay.document();
+        Status {
+            position: self.seq,
+            arrival: self.arrival,
+            digest: doc.digest,
+            events: doc.events,
+            outbox_backlog: self.outbox_backlog,
+            checkpoint_seq: self.checkpoint_seq,
+            consumer_pending: self.consumer_pending,
+            fault: self.fault.clone(),
+        }
+    }
+}
+
+pub type Shared = Arc<Mutex<Projection>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Projection> {
+    // A panic while holding the lock leaves consistent data (it is only read after).
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Connects with the configured authentication and TLS.
+pub async fn connect(config: &Config) -> Result<async_nats::Client, ServiceError> {
+    let n = &config.nats;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(&n.name)
+        .retry_on_initial_connect()
+        .max_reconnects(None);
+    if let (Some(user), Some(password)) = (&n.user, &n.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &n.token {
+        options = options.token(token.clone());
+    }
+    if let Some(seed) = &n.nkey_seed {
+        options = options.nkey(seed.clone());
+    }
+    if let Some(path) = &n.creds_file {
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| ServiceError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+    }
+    if let Some(ca) = &n.tls_ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&n.tls_cert, &n.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if n.tls_required {
+        options = options.require_tls(true);
+    }
+    let urls = n.urls.join(",");
+    options
+        .connect(urls.as_str())
+        .await
+        .map_err(|source| ServiceError::Connect { urls, source })
+}
+
+fn js_err(what: &str) -> impl Fn(String) -> ServiceError + '_ {
+    move |message| ServiceError::JetStream {
+        what: what.to_string(),
+        message,
+    }
+}
+
+/// Makes sure the inbound and payout streams and the durable consumer exist.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ServiceError> {
+    let inbound = js
+        .get_or_create_stream(stream::Config {
+            name: config.inbound.stream.clone(),
+            subjects: config.inbound.subjects.clone(),
+            storage: stream::StorageType::File,
+            num_replicas: config.inbound.replicas,
+            max_bytes: config.inbound.max_bytes,
+            max_age: Duration::from_secs(config.inbound.max_age_secs),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_err("inbound stream")(e.to_string()))?;
+    js.get_or_create_stream(stream::Config {
+        name: config.payouts.stream.clone(),
+        subjects: vec![format!("{}.>", config.payouts.subject_prefix)],
+        storage: stream::StorageType::File,
+        num_replicas: config.payouts.replicas,
+        duplicate_window: Duration::from_secs(config.payouts.duplicate_window_secs),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err("payout stream")(e.to_string()))?;
+    inbound
+        .get_or_create_consumer(
+            &config.inbound.consumer,
+            pull::Config {
+                durable_name: Some(config.inbound.consumer.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(config.inbound.ack_wait_secs),
+                max_ack_pending: config.inbound.max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| js_err("durable consumer")(e.to_string()))
+}
+
+/// A refusal notice on the rejected subject (a CloudEvent).
+fn rejection_notice(r: &Rejection, arrival: Option<u64>) -> Vec<u8> {
+    let stage = if r.code.is_intake() {
+        "quarantine"
+    } else {
+        "business"
+    };
+    let id = uuid_for(&format!(
+        "incentive-ledger:rejected:{}:{}",
+        stage,
+        arrival.unwrap_or(r.line)
+    ));
+    let mut data = serde_json::json!({
+        "stage": stage,
+        "code": r.code.as_str(),
+        "message": r.message,
+        "arrival": arrival.unwrap_or(r.line),
+    });
+    if let Some((source, event_id)) = &r.identity {
+        data["source"] = source.as_str().into();
+        data["id"] = event_id.as_str().into();
+    }
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "incentive-ledger",
+        "type": "refusal.recorded",
+        "datacontenttype": "application/json",
+        "data": data,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn uuid_for(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(name.as_bytes());
+    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Publishes what is in the outbox, in order, waiting for JetStream acks in windows.
+/// Returns the number published; stops at the first failure (retried next round).
+async fn drain_outbox(
+    js: &jetstream::Context,
+    outbox: &Outbox,
+    window: usize,
+) -> Result<usize, String> {
+    let mut published = 0;
+    loop {
+        let entries = tokio::task::block_in_place(|| outbox.pending(window.max(1)))
+            .map_err(|e| e.to_string())?;
+        if entries.is_empty() {
+            return Ok(published);
+        }
+        let mut acks = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", e.payout_id.as_str());
+            let ack = js
+                .publish_with_headers(e.subject.clone(), headers, e.payload.clone().into())
+                .await
+                .map_err(|err| format!("publishing payout {}: {err}", e.payout_id))?;
+            acks.push(ack);
+        }
+        let mut done = Vec::with_capacity(entries.len());
+        for (e, ack) in entries.iter().zip(acks) {
+            match ack.await {
+                Ok(_) => done.push(e.index),
+                Err(err) => {
+                    tokio::task::block_in_place(|| outbox.acknowledge(&done))
+                        .map_err(|e| e.to_string())?;
+                    return Err(format!("payout {} not acknowledged: {err}", e.payout_id));
+                }
+            }
+        }
+        tokio::task::block_in_place(|| outbox.acknowledge(&done)).map_err(|e| e.to_string())?;
+        published += done.len();
+    }
+}
+
+/// Runs the service until `shutdown` resolves; returns the final status.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    shared_out: Option<tokio::sync::oneshot::Sender<Shared>>,
+) -> Result<Status, ServiceError> {
+    let mut log = tokio::task::block_in_place(|| Log::open(&config.data_dir))?;
+    let outbox = Outbox::new(log.open_tree("outbox")?, &config.payouts.subject_prefix);
+    // Rebuild the projection (from the checkpoint when there is a valid one).
+    let rebuilt = tokio::task::block_in_place(|| {
+        history::rebuild(&log, history::Bound::All, true, &mut |_| {})
+    })?;
+    for w in &rebuilt.warnings {
+        warn!("{w}");
+    }
+    let recorded = outbox.recorded()?;
+    let total = rebuilt.replay.payouts().len() as u64;
+    if total > recorded {
+        // Folded before a crash but not yet recorded: record them now.
+        let missing = &rebuilt.replay.payouts()[recorded as usize..];
+        tokio::task::block_in_place(|| outbox.record(recorded, missing))?;
+    }
+    info!(
+        position = rebuilt.seq,
+        resumed_from = ?rebuilt.resumed_from,
+        payouts = total,
+        "projection rebuilt"
+    );
+    let shared: Shared = Arc::new(Mutex::new(Projection {
+        checkpoint_seq: rebuilt.resumed_from.unwrap_or(0),
+        seq: rebuilt.seq,
+        arrival: rebuilt.arrival,
+        replay: rebuilt.replay,
+        fault: None,
+        outbox_backlog: outbox.backlog(),
+        consumer_pending: None,
+    }));
+    if let Some(tx) = shared_out {
+        let _ = tx.send(shared.clone());
+    }
+
+    let client = connect(&config).await?;
+    let js = jetstream::new(client.clone());
+    let mut consumer = ensure_streams(&js, &config).await?;
+    let mut last_lag_check = std::time::Instant::now();
+    info!(stream = %config.inbound.stream, consumer = %config.inbound.consumer, "consuming");
+
+    // Status responder.
+    let status_sub = client
+        .subscribe(config.status_subject.clone())
+        .await
+        .map_err(|e| js_err("status subscription")(e.to_string()))?;
+    let status_shared = shared.clone();
+    let status_client = client.clone();
+    let responder = tokio::spawn(async move {
+        let mut sub = status_sub;
+        while let Some(msg) = sub.next().await {
+            if let Some(reply) = msg.reply {
+                let status = lock(&status_shared).status();
+                let body = serde_json::to_vec(&status).unwrap_or_default();
+                if let Err(e) = status_client.publish(reply, body.into()).await {
+                    warn!("status reply failed: {e}");
+                }
+            }
+        }
+    });
+
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(100);
+    let mut last_checkpoint = lock(&shared).checkpoint_seq;
+    loop {
+        // Publish whatever is waiting (after a restart, or after a failed publish).
+        match drain_outbox(&js, &outbox, config.payouts.publish_window).await {
+            Ok(_) => {}
+            Err(e) => {
+                warn!("payout publishing paused: {e}");
+                lock(&shared).fault = Some(e);
+            }
+        }
+        lock(&shared).outbox_backlog = outbox.backlog();
+
+        let fetch = consumer
+            .batch()
+            .max_messages(config.inbound.fetch_batch.max(1))
+            .expires(Duration::from_millis(config.inbound.fetch_wait_ms.max(10)))
+            .messages();
+        let batch = tokio::select! {
+            _ = &mut shutdown => break,
+            b = fetch => b,
+        };
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("fetch failed (will retry): {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        let mut messages = Vec::new();
+        while let Some(m) = batch.next().await {
+            match m {
+                Ok(m) => messages.push(m),
+                Err(e) => {
+                    warn!("message stream error: {e}");
+                    break;
+                }
+            }
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        let time_ns = now_ns();
+        let inputs: Vec<Input> = messages
+            .iter()
+            .map(|m| Input {
+                raw: &m.payload,
+                line: None,
+                time_ns,
+            })
+            .collect();
+        let outcomes = match tokio::task::block_in_place(|| log.append_batch(&inputs)) {
+            Ok(o) => {
+                backoff = Duration::from_millis(100);
+                o
+            }
+            Err(e) => {
+                error!(
+                    "the log cannot be written; nothing acknowledged, retrying in {backoff:?}: {e}"
+                );
+                lock(&shared).fault = Some(format!("log: {e}"));
+                for m in &messages {
+                    let _ = m.ack_with(AckKind::Nak(Some(backoff))).await;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        drop(inputs);
+        // Durable: acknowledge every message of the batch.
+        for m in &messages {
+            if let Err(e) = m.ack().await {
+                warn!("ack failed (the message will be redelivered and deduplicated): {e}");
+            }
+        }
+        // Fold what was appended; record payouts; announce refusals.
+        let (new_payouts, first_payout, new_rejections) = {
+            let mut p = lock(&shared);
+            let payouts_before = p.replay.payouts().len();
+            let rejections_before = p.replay.rejections().len();
+            let (seq, arrival) = (p.seq, p.arrival);
+            let folded = tokio::task::block_in_place(|| {
+                history::fold_new(&log, &mut p.replay, seq, arrival)
+            })?;
+            p.seq = folded.0;
+            p.arrival = folded.1;
+            p.fault = None;
+            (
+                p.replay.payouts()[payouts_before..].to_vec(),
+                payouts_before as u64,
+                p.replay.rejections()[rejections_before..].to_vec(),
+            )
+        };
+        tokio::task::block_in_place(|| outbox.record(first_payout, &new_payouts))?;
+        let arrivals: Vec<u64> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Quarantined { arrival, .. } => Some(*arrival),
+                _ => None,
+            })
+            .collect();
+        let mut quarantine_arrivals = arrivals.into_iter();
+        for r in &new_rejections {
+            let arrival = if r.code.is_intake() {
+                quarantine_arrivals.next()
+            } else {
+                None
+            };
+            if let Err(e) = client
+                .publish(
+                    config.rejected_subject.clone(),
+                    rejection_notice(r, arrival).into(),
+                )
+                .await
+            {
+                warn!("refusal notice not published: {e}");
+            }
+        }
+        // Checkpoint every N positions.
+        let seq = lock(&shared).seq;
+        if seq >= last_checkpoint + config.checkpoint_every.max(1) {
+            checkpoint(&log, &shared)?;
+            last_checkpoint = seq;
+        }
+        // Consumer lag, at most about once a second.
+        if last_lag_check.elapsed() >= Duration::from_secs(1) {
+            last_lag_check = std::time::Instant::now();
+            if let Ok(info) = consumer.info().await {
+                lock(&shared).consumer_pending = Some(info.num_pending);
+            }
+        }
+    }
+    info!("shutting down: finishing the outbox and writing a checkpoint");
+    if let Err(e) = drain_outbox(&js, &outbox, config.payouts.publish_window).await {
+        warn!("payouts left in the outbox for the next start: {e}");
+    }
+    checkpoint(&log, &shared)?;
+    log.flush()?;
+    responder.abort();
+    let _ = client.flush().await;
+    let mut status = lock(&shared).status();
+    status.outbox_backlog = outbox.backlog();
+    info!(position = status.position, digest = %status.digest, "stopped");
+    Ok(status)
+}
+
+fn checkpoint(log: &Log, shared: &Shared) -> Result<(), ServiceError> {
+    let mut p = lock(shared);
+    let (seq, arrival) = (p.seq, p.arrival);
+    tokio::task::block_in_place(|| history::save_checkpoint(log, &p.replay, seq, arrival))?;
+    p.checkpoint_seq = seq;
+    Ok(())
+}

@@ -180,6 +180,10 @@ pub struct Head {
     pub last_seq: u64,
     pub last_arrival: u64,
     pub last_hash: [u8; 32],
+    /// Highest position in the upstream source (the JetStream stream sequence) whose
+    /// input was appended, quarantined or counted as a duplicate; 0 for file ingest.
+    /// The service resumes consuming right after it, so the log keeps the stream's order.
+    pub source_position: u64,
 }
 
 #[cfg(test)]

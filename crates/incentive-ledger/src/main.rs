@@ -2,6 +2,7 @@
 //! library crates together; all domain logic lives in `ledger-core`.
 
 mod bench_cmd;
+mod bench_service;
 mod generate_cmd;
 mod log_cmd;
 mod nats_cmd;
@@ -54,6 +55,8 @@ enum Command {
     Status(nats_cmd::StatusArgs),
     /// Print the payout.issued messages stored in the payout stream.
     Payouts(nats_cmd::PayoutsArgs),
+    /// Measure the service end to end against a running nats-server and print figures.
+    BenchService(bench_service::BenchServiceArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Publish(args) => nats_cmd::publish(args),
         Command::Status(args) => nats_cmd::status(args),
         Command::Payouts(args) => nats_cmd::payouts(args),
+        Command::BenchService(args) => bench_service::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -257,21 +257,8 @@ pub fn publish(args: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-/// The inbound stream: found (producers need only `$JS.API.STREAM.INFO` on it), or
-/// created when the service has not started yet and the user may create streams.
 async fn ensure_inbound(js: &async_nats::jetstream::Context, c: &Config) -> Result<()> {
-    if js.get_stream(&c.inbound.stream).await.is_ok() {
-        return Ok(());
-    }
-    js.get_or_create_stream(async_nats::jetstream::stream::Config {
-        name: c.inbound.stream.clone(),
-        subjects: c.inbound.subjects.clone(),
-        storage: async_nats::jetstream::stream::StorageType::File,
-        num_replicas: c.inbound.replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot create or find stream {}: {e}", c.inbound.stream))?;
+    ledger_nats::service::ensure_inbound_stream(js, c).await?;
     Ok(())
 }
 

@@ -64,10 +64,15 @@ pub struct Input<'a> {
 }
 
 /// What became of one input of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Appended to the log at this sequence.
-    Appended { seq: u64, arrival: u64 },
+    /// Appended to the log at this sequence; the event as intake read it, so that a live
+    /// projection can fold it without reading it back.
+    Appended {
+        seq: u64,
+        arrival: u64,
+        event: Box<ledger_core::Event>,
+    },
     /// An exact duplicate of the record at `of_seq`: counted, nothing appended.
     Duplicate { of_seq: u64, arrival: u64 },
     /// Refused at intake and quarantined.
@@ -290,7 +295,11 @@ impl Log {
                             }
                             .encode_into(&mut segment);
                             new_index.insert(identity, (seq, content_digest));
-                            outcomes.push(Outcome::Appended { seq, arrival });
+                            outcomes.push(Outcome::Appended {
+                                seq,
+                                arrival,
+                                event: Box::new(event),
+                            });
                             continue;
                         }
                     }

@@ -4,8 +4,10 @@
 //! payouts beyond the recorded count are recorded, and everything still in the outbox
 //! is published again — with the same ids, so JetStream and subscribers drop repeats.
 //!
-//! Layout of the `outbox` tree: `n` → payouts recorded (u64 BE); `P` + index (u64 BE) →
-//! `subject \0 payload`.
+//! Layout of the `outbox` tree: `n` → payouts recorded (u64 BE); `P` + index of its
+//! first payout (u64 BE) → the payouts of one fold step: a count (u32 BE), then per
+//! payout `subject`, `payout id`, `payload`, each a u32 BE length and the bytes. One key
+//! per step keeps sled's writes per batch, not per payout.
 
 use ledger_core::document::PayoutRow;
 use ledger_core::Payout;
@@ -51,62 +53,86 @@ impl Outbox {
             .unwrap_or(0))
     }
 
-    /// Records `payouts`, the fold's payouts from index `first` on, and flushes.
+    /// Records `payouts`, the fold's payouts from index `first` on. Not flushed on its
+    /// own: the entries are a function of the log, so after a crash the ones lost with
+    /// the page cache are recorded again, identically, from the rebuilt fold.
     pub fn record(&self, first: u64, payouts: &[Payout]) -> Result<(), sled::Error> {
         if payouts.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for (i, p) in payouts.iter().enumerate() {
+        let mut value = Vec::with_capacity(payouts.len() * 600);
+        value.extend_from_slice(&(payouts.len() as u32).to_be_bytes());
+        for p in payouts {
             let row = PayoutRow::from(p);
             let subject = format!("{}.{}", self.subject_prefix, row.kind);
             let payload = row.cloudevent(&p.cause_time).to_string();
-            let mut value = Vec::with_capacity(subject.len() + 1 + payload.len());
-            value.extend_from_slice(subject.as_bytes());
-            value.push(0);
-            value.extend_from_slice(payload.as_bytes());
-            batch.insert(&entry_key(first + i as u64), value);
+            for part in [
+                subject.as_bytes(),
+                row.payout_id.as_bytes(),
+                payload.as_bytes(),
+            ] {
+                value.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                value.extend_from_slice(part);
+            }
         }
+        let mut batch = sled::Batch::default();
+        batch.insert(&entry_key(first), value);
         batch.insert(RECORDED, &(first + payouts.len() as u64).to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
-        Ok(())
+        self.tree.apply_batch(batch)
     }
 
-    /// Up to `limit` entries not yet acknowledged, oldest first.
-    pub fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>, sled::Error> {
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix([ENTRY]).take(limit) {
-            let (k, v) = item?;
-            let index = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
-            let split = v.iter().position(|&b| b == 0).unwrap_or(0);
-            let subject = String::from_utf8_lossy(&v[..split]).into_owned();
-            let payload = v[split + 1..].to_vec();
-            let payout_id = serde_json::from_slice::<serde_json::Value>(&payload)
-                .ok()
-                .and_then(|e| e["id"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            out.push(OutboxEntry {
-                index,
-                subject,
-                payout_id,
-                payload,
-            });
-        }
-        Ok(out)
+    /// The oldest recorded step not yet acknowledged: its key and its payouts.
+    pub fn next_step(&self) -> Result<Option<(u64, Vec<OutboxEntry>)>, sled::Error> {
+        let Some(item) = self.tree.scan_prefix([ENTRY]).next() else {
+            return Ok(None);
+        };
+        let (k, v) = item?;
+        let first = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
+        Ok(Some((first, decode_step(first, &v))))
     }
 
     /// Number of payouts waiting for a JetStream acknowledgement.
     pub fn backlog(&self) -> usize {
-        self.tree.scan_prefix([ENTRY]).count()
+        self.tree
+            .scan_prefix([ENTRY])
+            .filter_map(|item| item.ok())
+            .map(|(_, v)| {
+                v.get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_be_bytes) as usize
+            })
+            .sum()
     }
 
-    /// Removes acknowledged entries.
-    pub fn acknowledge(&self, indexes: &[u64]) -> Result<(), sled::Error> {
-        let mut batch = sled::Batch::default();
-        for &i in indexes {
-            batch.remove(&entry_key(i));
-        }
-        self.tree.apply_batch(batch)
+    /// Removes a step whose payouts JetStream has all acknowledged.
+    pub fn acknowledge(&self, first: u64) -> Result<(), sled::Error> {
+        self.tree.remove(entry_key(first)).map(|_| ())
     }
+}
+
+fn decode_step(first: u64, v: &[u8]) -> Vec<OutboxEntry> {
+    let mut out = Vec::new();
+    let mut at = 4;
+    let take = |at: &mut usize| -> Option<Vec<u8>> {
+        let len = u32::from_be_bytes(v.get(*at..*at + 4)?.try_into().ok()?) as usize;
+        let bytes = v.get(*at + 4..*at + 4 + len)?.to_vec();
+        *at += 4 + len;
+        Some(bytes)
+    };
+    let mut index = first;
+    while at < v.len() {
+        let (Some(subject), Some(id), Some(payload)) =
+            (take(&mut at), take(&mut at), take(&mut at))
+        else {
+            break;
+        };
+        out.push(OutboxEntry {
+            index,
+            subject: String::from_utf8_lossy(&subject).into_owned(),
+            payout_id: String::from_utf8_lossy(&id).into_owned(),
+            payload,
+        });
+        index += 1;
+    }
+    out
 }

@@ -147,6 +147,37 @@ fn js_err(what: &str) -> impl Fn(String) -> ServiceError + '_ {
     }
 }
 
+/// The inbound stream's configuration (the same for the service and the importer).
+pub fn inbound_stream_config(config: &Config) -> stream::Config {
+    stream::Config {
+        name: config.inbound.stream.clone(),
+        subjects: config.inbound.subjects.clone(),
+        storage: stream::StorageType::File,
+        num_replicas: config.inbound.replicas,
+        max_bytes: config.inbound.max_bytes,
+        max_age: Duration::from_secs(config.inbound.max_age_secs),
+        ..Default::default()
+    }
+}
+
+/// Finds the inbound stream, or creates it. Producers need only `$JS.API.STREAM.INFO`
+/// on it; when two processes create it at once, the loser finds the winner's.
+pub async fn ensure_inbound_stream(
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<stream::Stream, ServiceError> {
+    if let Ok(s) = js.get_stream(&config.inbound.stream).await {
+        return Ok(s);
+    }
+    match js.get_or_create_stream(inbound_stream_config(config)).await {
+        Ok(s) => Ok(s),
+        Err(e) => js
+            .get_stream(&config.inbound.stream)
+            .await
+            .map_err(|_| js_err("inbound stream")(e.to_string())),
+    }
+}
+
 /// Makes sure the inbound and payout streams exist, and (re)creates the durable pull
 /// consumer so that it delivers from the stream sequence after `resume_after` — the last
 /// one the log holds. Re-creating it at every start, rather than relying on redelivery of
@@ -157,18 +188,7 @@ pub async fn ensure_streams(
     config: &Config,
     resume_after: u64,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, ServiceError> {
-    let inbound = js
-        .get_or_create_stream(stream::Config {
-            name: config.inbound.stream.clone(),
-            subjects: config.inbound.subjects.clone(),
-            storage: stream::StorageType::File,
-            num_replicas: config.inbound.replicas,
-            max_bytes: config.inbound.max_bytes,
-            max_age: Duration::from_secs(config.inbound.max_age_secs),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| js_err("inbound stream")(e.to_string()))?;
+    let inbound = ensure_inbound_stream(js, config).await?;
     js.get_or_create_stream(stream::Config {
         name: config.payouts.stream.clone(),
         subjects: vec![format!("{}.>", config.payouts.subject_prefix)],
@@ -202,22 +222,18 @@ pub async fn ensure_streams(
 }
 
 /// A refusal notice on the rejected subject (a CloudEvent).
-fn rejection_notice(r: &Rejection, arrival: Option<u64>) -> Vec<u8> {
+fn rejection_notice(r: &Rejection) -> Vec<u8> {
     let stage = if r.code.is_intake() {
         "quarantine"
     } else {
         "business"
     };
-    let id = uuid_for(&format!(
-        "incentive-ledger:rejected:{}:{}",
-        stage,
-        arrival.unwrap_or(r.line)
-    ));
+    let id = uuid_for(&format!("incentive-ledger:rejected:{stage}:{}", r.line));
     let mut data = serde_json::json!({
         "stage": stage,
         "code": r.code.as_str(),
         "message": r.message,
-        "arrival": arrival.unwrap_or(r.line),
+        "arrival": r.line,
     });
     if let Some((source, event_id)) = &r.identity {
         data["source"] = source.as_str().into();
@@ -249,8 +265,9 @@ fn uuid_for(name: &str) -> String {
     )
 }
 
-/// Publishes what is in the outbox, in order, waiting for JetStream acks in windows.
-/// Returns the number published; stops at the first failure (retried next round).
+/// Publishes what is in the outbox, step by step in order, at most `window` payouts in
+/// flight; a step is removed once JetStream acknowledged all its payouts. Stops at the
+/// first failure (the step stays and is published again, with the same ids).
 async fn drain_outbox(
     js: &jetstream::Context,
     outbox: &Outbox,
@@ -258,34 +275,28 @@ async fn drain_outbox(
 ) -> Result<usize, String> {
     let mut published = 0;
     loop {
-        let entries = tokio::task::block_in_place(|| outbox.pending(window.max(1)))
-            .map_err(|e| e.to_string())?;
-        if entries.is_empty() {
+        let step = tokio::task::block_in_place(|| outbox.next_step()).map_err(|e| e.to_string())?;
+        let Some((first, entries)) = step else {
             return Ok(published);
-        }
-        let mut acks = Vec::with_capacity(entries.len());
-        for e in &entries {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", e.payout_id.as_str());
-            let ack = js
-                .publish_with_headers(e.subject.clone(), headers, e.payload.clone().into())
-                .await
-                .map_err(|err| format!("publishing payout {}: {err}", e.payout_id))?;
-            acks.push(ack);
-        }
-        let mut done = Vec::with_capacity(entries.len());
-        for (e, ack) in entries.iter().zip(acks) {
-            match ack.await {
-                Ok(_) => done.push(e.index),
-                Err(err) => {
-                    tokio::task::block_in_place(|| outbox.acknowledge(&done))
-                        .map_err(|e| e.to_string())?;
-                    return Err(format!("payout {} not acknowledged: {err}", e.payout_id));
-                }
+        };
+        for chunk in entries.chunks(window.max(1)) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", e.payout_id.as_str());
+                let ack = js
+                    .publish_with_headers(e.subject.clone(), headers, e.payload.clone().into())
+                    .await
+                    .map_err(|err| format!("publishing payout {}: {err}", e.payout_id))?;
+                acks.push((e, ack));
+            }
+            for (e, ack) in acks {
+                ack.await
+                    .map_err(|err| format!("payout {} not acknowledged: {err}", e.payout_id))?;
             }
         }
-        tokio::task::block_in_place(|| outbox.acknowledge(&done)).map_err(|e| e.to_string())?;
-        published += done.len();
+        tokio::task::block_in_place(|| outbox.acknowledge(first)).map_err(|e| e.to_string())?;
+        published += entries.len();
     }
 }
 
@@ -452,17 +463,45 @@ pub async fn run(
                 warn!("ack failed (the message will be redelivered and deduplicated): {e}");
             }
         }
-        // Fold what was appended; record payouts; announce refusals.
+        // Fold what was appended, in arrival order, from the events intake just read
+        // (the same as folding the log: a restart rebuilds exactly this from it).
         let (new_payouts, first_payout, new_rejections) = {
             let mut p = lock(&shared);
             let payouts_before = p.replay.payouts().len();
             let rejections_before = p.replay.rejections().len();
-            let (seq, arrival) = (p.seq, p.arrival);
-            let folded = tokio::task::block_in_place(|| {
-                history::fold_new(&log, &mut p.replay, seq, arrival)
-            })?;
-            p.seq = folded.0;
-            p.arrival = folded.1;
+            for o in outcomes {
+                match o {
+                    Outcome::Appended {
+                        seq,
+                        arrival,
+                        event,
+                    } => {
+                        p.replay.apply_logged(&event, arrival);
+                        p.seq = seq;
+                        p.arrival = arrival;
+                    }
+                    Outcome::Duplicate { arrival, .. } => {
+                        p.replay.record_duplicate();
+                        p.arrival = arrival;
+                    }
+                    Outcome::Quarantined {
+                        arrival,
+                        code,
+                        message,
+                        identity,
+                    } => {
+                        p.replay.record_quarantined(
+                            ledger_core::IntakeRefusal {
+                                code,
+                                message,
+                                identity,
+                            },
+                            arrival,
+                        );
+                        p.arrival = arrival;
+                    }
+                }
+            }
             p.fault = None;
             (
                 p.replay.payouts()[payouts_before..].to_vec(),
@@ -471,25 +510,10 @@ pub async fn run(
             )
         };
         tokio::task::block_in_place(|| outbox.record(first_payout, &new_payouts))?;
-        let arrivals: Vec<u64> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Quarantined { arrival, .. } => Some(*arrival),
-                _ => None,
-            })
-            .collect();
-        let mut quarantine_arrivals = arrivals.into_iter();
         for r in &new_rejections {
-            let arrival = if r.code.is_intake() {
-                quarantine_arrivals.next()
-            } else {
-                None
-            };
+            // For refusals at intake the arrival number stands in the `line` (SPEC §7).
             if let Err(e) = client
-                .publish(
-                    config.rejected_subject.clone(),
-                    rejection_notice(r, arrival).into(),
-                )
+                .publish(config.rejected_subject.clone(), rejection_notice(r).into())
                 .await
             {
                 warn!("refusal notice not published: {e}");

@@ -1,0 +1,252 @@
+//! `bench-service`: end-to-end figures of the service against a running nats-server —
+//! events published to JetStream → durable in the log → acked → folded → payouts
+//! published — as sustained throughput over a pre-filled stream, and publish-to-payout
+//! latency at a moderate publishing rate. Prints figures; asserts nothing.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use futures::StreamExt;
+use ledger_core::gen::{GenConfig, Generator};
+use ledger_core::Replay;
+use ledger_nats::service::Shared;
+use ledger_nats::Config;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct BenchServiceArgs {
+    /// A nats-server with JetStream (scripts/bench-service starts one).
+    #[arg(
+        long,
+        env = "INCENTIVE_LEDGER_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Events for the throughput run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Events for the latency run.
+    #[arg(long, default_value_t = 50_000)]
+    pub latency_events: usize,
+    /// Publishing rate of the latency run, events/s.
+    #[arg(long, default_value_t = 5_000)]
+    pub rate: u64,
+    /// Messages per fetch / group commit.
+    #[arg(long, default_value_t = 1000)]
+    pub fetch_batch: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn config(url: &str, tag: &str, data: &std::path::Path, fetch_batch: usize) -> Config {
+    let mut c = Config::default();
+    c.nats.urls = vec![url.to_string()];
+    c.data_dir = data.to_path_buf();
+    c.inbound.stream = format!("BENCH_EVENTS_{tag}");
+    c.inbound.subjects = vec![format!("bench.{tag}.events.>")];
+    c.inbound.consumer = format!("bench-{tag}");
+    c.inbound.fetch_batch = fetch_batch;
+    c.inbound.max_ack_pending = (fetch_batch as i64 * 4).max(1000);
+    c.payouts.stream = format!("BENCH_PAYOUTS_{tag}");
+    c.payouts.subject_prefix = format!("bench.{tag}.payouts");
+    c.status_subject = format!("bench.{tag}.status");
+    c.rejected_subject = format!("bench.{tag}.rejected");
+    c.checkpoint_every = 250_000;
+    c
+}
+
+/// Log positions a stream occupies (applied + business refusals), and its payouts.
+fn expected(lines: &[String]) -> (u64, usize) {
+    let mut replay = Replay::new();
+    for (i, l) in lines.iter().enumerate() {
+        replay.push(l.as_bytes(), i as u64 + 1);
+    }
+    let business = replay
+        .rejections()
+        .iter()
+        .filter(|r| !r.code.is_intake())
+        .count() as u64;
+    (replay.counts().applied + business, replay.payouts().len())
+}
+
+async fn wait_folded(shared: &Shared, positions: u64, limit: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        {
+            let p = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if p.seq >= positions && p.outbox_backlog == 0 {
+                return Ok(start.elapsed());
+            }
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "the service did not fold {positions} positions in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub fn run(args: BenchServiceArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: BenchServiceArgs) -> Result<()> {
+    let tmp = std::env::temp_dir().join(format!("il-bench-service-{}", std::process::id()));
+    let client = async_nats::connect(&args.nats_url)
+        .await
+        .with_context(|| format!("cannot connect to {}", args.nats_url))?;
+    let js = async_nats::jetstream::new(client.clone());
+
+    // 1. Throughput over a pre-filled stream.
+    eprintln!(
+        "generating {} events and their expected outcome ...",
+        args.events
+    );
+    let lines: Vec<String> = Generator::new(GenConfig::new(args.seed, args.events)).collect();
+    let (positions, payouts) = expected(&lines);
+    let tag = format!("T{}", std::process::id());
+    let c = config(
+        &args.nats_url,
+        &tag,
+        &tmp.join("throughput"),
+        args.fetch_batch,
+    );
+    ledger_nats::service::ensure_streams(&js, &c, 0).await?;
+    let start = Instant::now();
+    let summary = ledger_nats::publish::publish_all(
+        &js,
+        &format!("bench.{tag}.events"),
+        lines.iter().map(|l| l.clone().into_bytes()),
+        4096,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let publish_time = start.elapsed();
+    println!(
+        "publish to JetStream: {:>9.0} events/s ({} stored, {} dropped as re-sends, {:.2} s)",
+        lines.len() as f64 / publish_time.as_secs_f64(),
+        summary.published,
+        summary.duplicates,
+        publish_time.as_secs_f64()
+    );
+    drop(lines);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(ledger_nats::run(
+        c,
+        async {
+            let _ = stop_rx.await;
+        },
+        Some(tx),
+    ));
+    let shared = rx.await.context("the service did not start")?;
+    let took = wait_folded(&shared, positions, Duration::from_secs(3600)).await?;
+    println!(
+        "service end to end:   {:>9.0} events/s ({} messages → {} log positions → {} payouts published, {:.2} s, fetch batch {})",
+        summary.published as f64 / took.as_secs_f64(),
+        summary.published,
+        positions,
+        payouts,
+        took.as_secs_f64(),
+        args.fetch_batch
+    );
+    let _ = stop_tx.send(());
+    service.await??;
+
+    // 2. Latency at a moderate rate: publish → payout.issued received.
+    let lines: Vec<String> =
+        Generator::new(GenConfig::new(args.seed + 1, args.latency_events)).collect();
+    let (positions, payouts) = expected(&lines);
+    let tag = format!("L{}", std::process::id());
+    let c = config(&args.nats_url, &tag, &tmp.join("latency"), args.fetch_batch);
+    ledger_nats::service::ensure_streams(&js, &c, 0).await?;
+    let mut sub = client.subscribe(format!("bench.{tag}.payouts.>")).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(ledger_nats::run(
+        c,
+        async {
+            let _ = stop_rx.await;
+        },
+        Some(tx),
+    ));
+    let shared = rx.await.context("the service did not start")?;
+    let sent: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let sent_pub = sent.clone();
+    let js_pub = js.clone();
+    let prefix = format!("bench.{tag}.events");
+    let rate = args.rate.max(1);
+    let publisher = tokio::spawn(async move {
+        let per_tick = (rate / 100).max(1) as usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut acks = Vec::new();
+        for chunk in lines.chunks(per_tick) {
+            tick.tick().await;
+            for line in chunk {
+                let (subject, msg_id) = ledger_nats::publish::route(&prefix, line.as_bytes());
+                let id = serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_string));
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", msg_id.as_str());
+                if let Some(id) = id {
+                    sent_pub
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(id)
+                        .or_insert_with(Instant::now);
+                }
+                if let Ok(ack) = js_pub
+                    .publish_with_headers(subject, headers, line.clone().into_bytes().into())
+                    .await
+                {
+                    acks.push(ack);
+                }
+            }
+        }
+        for a in acks {
+            let _ = a.await;
+        }
+    });
+    let mut latencies = Vec::with_capacity(payouts);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while latencies.len() < payouts && Instant::now() < deadline {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), sub.next()).await else {
+            break;
+        };
+        let now = Instant::now();
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+        if let Some(cause) = v["data"]["cause_id"].as_str() {
+            if let Some(t) = sent.lock().unwrap_or_else(|e| e.into_inner()).get(cause) {
+                latencies.push(now - *t);
+            }
+        }
+    }
+    publisher.await?;
+    wait_folded(&shared, positions, Duration::from_secs(600)).await?;
+    let _ = stop_tx.send(());
+    service.await??;
+    latencies.sort();
+    println!(
+        "publish → payout at {} events/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} payouts timed)",
+        args.rate,
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        latencies.len()
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}

@@ -103,6 +103,13 @@ pub fn run(args: BenchServiceArgs) -> Result<()> {
 }
 
 async fn run_async(args: BenchServiceArgs) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("INCENTIVE_LEDGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let tmp = std::env::temp_dir().join(format!("il-bench-service-{}", std::process::id()));
     let client = async_nats::connect(&args.nats_url)
         .await

@@ -57,8 +57,10 @@ pub struct InboundConfig {
     pub max_age_secs: u64,
     /// Messages fetched and group-committed at once.
     pub fetch_batch: usize,
-    /// How long a fetch waits for messages before committing what it has.
+    /// How long the loop waits for a first message before looking at the outbox again.
     pub fetch_wait_ms: u64,
+    /// A batch grows while messages keep arriving with gaps shorter than this.
+    pub linger_ms: u64,
     /// Redelivery after this long without an ack.
     pub ack_wait_secs: u64,
     pub max_ack_pending: i64,
@@ -120,6 +122,7 @@ impl Default for InboundConfig {
             max_age_secs: 0,
             fetch_batch: 1000,
             fetch_wait_ms: 100,
+            linger_ms: 2,
             ack_wait_secs: 30,
             max_ack_pending: 20_000,
         }

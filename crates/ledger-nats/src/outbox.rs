@@ -31,6 +31,7 @@ pub struct OutboxEntry {
     pub payload: Vec<u8>,
 }
 
+#[derive(Clone)]
 pub struct Outbox {
     tree: sled::Tree,
     subject_prefix: String,

@@ -345,6 +345,7 @@ pub async fn run(
     let js = jetstream::new(client.clone());
     let resume_after = log.head().source_position;
     let mut consumer = ensure_streams(&js, &config, resume_after).await?;
+    let mut incoming = pull_stream(&consumer, &config).await?;
     let mut last_lag_check = std::time::Instant::now();
     info!(stream = %config.inbound.stream, consumer = %config.inbound.consumer, resume_after, "consuming");
 
@@ -368,50 +369,92 @@ pub async fn run(
         }
     });
 
+    // The publisher drains the outbox beside the ingest loop, woken after every fold step.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (stop_publisher, mut publisher_stop) = tokio::sync::watch::channel(false);
+    let publisher = {
+        let (js, outbox, wake, shared) = (js.clone(), outbox.clone(), wake.clone(), shared.clone());
+        let window = config.payouts.publish_window;
+        tokio::spawn(async move {
+            loop {
+                match drain_outbox(&js, &outbox, window).await {
+                    Ok(_) => {
+                        let mut p = lock(&shared);
+                        if p.fault.as_deref().is_some_and(|f| f.starts_with("publish")) {
+                            p.fault = None;
+                        }
+                    }
+                    Err(e) => {
+                        warn!("payout publishing paused: {e}");
+                        lock(&shared).fault = Some(format!("publish: {e}"));
+                    }
+                }
+                if *publisher_stop.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = publisher_stop.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        })
+    };
     tokio::pin!(shutdown);
+    let mut timing = StageTiming::default();
     let mut backoff = Duration::from_millis(100);
     let mut last_checkpoint = lock(&shared).checkpoint_seq;
     loop {
-        // Publish whatever is waiting (after a restart, or after a failed publish).
-        match drain_outbox(&js, &outbox, config.payouts.publish_window).await {
-            Ok(_) => {}
-            Err(e) => {
-                warn!("payout publishing paused: {e}");
-                lock(&shared).fault = Some(e);
-            }
-        }
         lock(&shared).outbox_backlog = outbox.backlog();
 
-        let fetch = consumer
-            .batch()
-            .max_messages(config.inbound.fetch_batch.max(1))
-            .expires(Duration::from_millis(config.inbound.fetch_wait_ms.max(10)))
-            .messages();
-        let batch = tokio::select! {
+        // Wait for the first message, then take what else is already buffered, up to a
+        // batch: the pull stream keeps requests outstanding while we commit and fold.
+        let t = std::time::Instant::now();
+        let first = tokio::select! {
             _ = &mut shutdown => break,
-            b = fetch => b,
-        };
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                warn!("fetch failed (will retry): {e}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                continue;
-            }
+            m = tokio::time::timeout(Duration::from_millis(config.inbound.fetch_wait_ms.max(10)), incoming.next()) => m,
         };
         let mut messages = Vec::new();
-        while let Some(m) = batch.next().await {
-            match m {
-                Ok(m) => messages.push(m),
-                Err(e) => {
-                    warn!("message stream error: {e}");
-                    break;
+        match first {
+            Err(_) => {} // nothing within the wait: publish and look again
+            Ok(None) => {
+                warn!("the consumer's message stream ended; re-creating it");
+                incoming = pull_stream(&consumer, &config).await?;
+            }
+            Ok(Some(Err(e))) => {
+                warn!("message stream error (will retry): {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(Some(Ok(m))) => {
+                messages.push(m);
+                // Group commit: keep taking messages while they keep coming (a gap of
+                // `linger_ms` ends the batch), so one flush serves many under load
+                // while a lone message waits at most that long.
+                let linger = Duration::from_millis(config.inbound.linger_ms);
+                while messages.len() < config.inbound.fetch_batch.max(1) {
+                    let next = match futures::FutureExt::now_or_never(incoming.next()) {
+                        Some(n) => Some(n),
+                        None if linger.is_zero() => None,
+                        None => tokio::time::timeout(linger, incoming.next()).await.ok(),
+                    };
+                    match next {
+                        Some(Some(Ok(m))) => messages.push(m),
+                        Some(Some(Err(e))) => {
+                            warn!("message stream error: {e}");
+                            break;
+                        }
+                        _ => break,
+                    }
                 }
             }
         }
+        timing.fetch += t.elapsed();
         if messages.is_empty() {
             continue;
         }
+        timing.batches += 1;
+        timing.messages += messages.len() as u64;
+        let t = std::time::Instant::now();
         let time_ns = now_ns();
         let inputs: Vec<Input> = messages
             .iter()
@@ -457,12 +500,16 @@ pub async fn run(
             break;
         };
         drop(inputs);
+        timing.append += t.elapsed();
+        let t = std::time::Instant::now();
         // Durable: acknowledge every message of the batch.
         for m in &messages {
             if let Err(e) = m.ack().await {
                 warn!("ack failed (the message will be redelivered and deduplicated): {e}");
             }
         }
+        timing.ack += t.elapsed();
+        let t = std::time::Instant::now();
         // Fold what was appended, in arrival order, from the events intake just read
         // (the same as folding the log: a restart rebuilds exactly this from it).
         let (new_payouts, first_payout, new_rejections) = {
@@ -510,6 +557,8 @@ pub async fn run(
             )
         };
         tokio::task::block_in_place(|| outbox.record(first_payout, &new_payouts))?;
+        wake.notify_one();
+        timing.fold += t.elapsed();
         for r in &new_rejections {
             // For refusals at intake the arrival number stands in the `line` (SPEC §7).
             if let Err(e) = client
@@ -533,9 +582,20 @@ pub async fn run(
             }
         }
     }
+    info!(
+        batches = timing.batches,
+        messages = timing.messages,
+        wait_ms = timing.fetch.as_millis() as u64,
+        append_ms = timing.append.as_millis() as u64,
+        ack_ms = timing.ack.as_millis() as u64,
+        fold_ms = timing.fold.as_millis() as u64,
+        "time spent per stage"
+    );
     info!("shutting down: finishing the outbox and writing a checkpoint");
-    if let Err(e) = drain_outbox(&js, &outbox, config.payouts.publish_window).await {
-        warn!("payouts left in the outbox for the next start: {e}");
+    let _ = stop_publisher.send(true);
+    let _ = publisher.await;
+    if outbox.backlog() > 0 {
+        warn!("payouts left in the outbox for the next start");
     }
     checkpoint(&log, &shared)?;
     log.flush()?;
@@ -545,6 +605,30 @@ pub async fn run(
     status.outbox_backlog = outbox.backlog();
     info!(position = status.position, digest = %status.digest, "stopped");
     Ok(status)
+}
+
+/// The consumer's continuous pull: up to a batch of requests kept outstanding.
+async fn pull_stream(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    config: &Config,
+) -> Result<pull::Stream, ServiceError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(config.inbound.fetch_batch.max(1))
+        .messages()
+        .await
+        .map_err(|e| js_err("message stream")(e.to_string()))
+}
+
+/// Where the loop spends its time (logged at shutdown).
+#[derive(Default)]
+struct StageTiming {
+    batches: u64,
+    messages: u64,
+    fetch: Duration,
+    append: Duration,
+    ack: Duration,
+    fold: Duration,
 }
 
 fn checkpoint(log: &Log, shared: &Shared) -> Result<(), ServiceError> {

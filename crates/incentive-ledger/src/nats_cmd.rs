@@ -130,6 +130,9 @@ pub struct ServeArgs {
     /// Log positions between checkpoints.
     #[arg(long, env = "INCENTIVE_LEDGER_CHECKPOINT_EVERY")]
     pub checkpoint_every: Option<u64>,
+    /// Address of the HTTP query API (e.g. 127.0.0.1:8080; port 0 picks a free one).
+    #[arg(long, env = "INCENTIVE_LEDGER_HTTP_ADDR")]
+    pub http_addr: Option<String>,
     /// Log output: human or json.
     #[arg(long, env = "INCENTIVE_LEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -151,6 +154,7 @@ impl ServeArgs {
         set_value(&mut c.inbound.fetch_batch, &self.fetch_batch);
         set_value(&mut c.inbound.fetch_wait_ms, &self.fetch_wait_ms);
         set_value(&mut c.checkpoint_every, &self.checkpoint_every);
+        set_value(&mut c.http_addr, &self.http_addr);
         Ok(c)
     }
 }
@@ -199,8 +203,62 @@ async fn shutdown_signal() {
 pub fn serve(args: ServeArgs) -> Result<()> {
     init_logs(args.log_format);
     let config = args.config()?;
-    tracing::info!(data_dir = %config.data_dir.display(), nats = %config.nats.urls.join(","), "starting");
-    let status = runtime()?.block_on(ledger_nats::run(config, shutdown_signal(), None))?;
+    let tokens: Vec<(String, ledger_api::Role)> = config
+        .auth
+        .tokens
+        .iter()
+        .map(|t| {
+            ledger_api::Role::parse(&t.role)
+                .map(|r| (t.token.clone(), r))
+                .with_context(|| {
+                    format!(
+                        "auth token role {:?}: expected admin, finance or partner:<id>",
+                        t.role
+                    )
+                })
+        })
+        .collect::<Result<_>>()?;
+    if tokens.is_empty() {
+        tracing::warn!("no [[auth.tokens]] configured: the HTTP API answers only /health/*");
+    }
+    tracing::info!(data_dir = %config.data_dir.display(), nats = %config.nats.urls.join(","), http = %config.http_addr, "starting");
+    let http_addr = config.http_addr.clone();
+    let status = runtime()?.block_on(async move {
+        let (shared_tx, shared_rx) = tokio::sync::oneshot::channel();
+        let mut service =
+            tokio::spawn(ledger_nats::run(config, shutdown_signal(), Some(shared_tx)));
+        let shared = tokio::select! {
+            s = shared_rx => s.ok(),
+            r = &mut service => {
+                r??;
+                anyhow::bail!("the service stopped before it started");
+            }
+        };
+        let Some(shared) = shared else {
+            service.await??;
+            anyhow::bail!("the service stopped before it started");
+        };
+        let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = tokio::net::TcpListener::bind(&http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {http_addr} for the HTTP API"))?;
+        tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+        let state = ledger_api::ApiState {
+            shared,
+            tokens: std::sync::Arc::new(tokens),
+        };
+        let api = tokio::spawn(async move {
+            axum::serve(listener, ledger_api::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stop_http_rx.await;
+                })
+                .await
+        });
+        let status = service.await??;
+        let _ = stop_http.send(());
+        let _ = api.await;
+        anyhow::Ok(status)
+    })?;
     tracing::info!(position = status.position, digest = %status.digest, outbox_backlog = status.outbox_backlog, "final status");
     Ok(())
 }

@@ -127,7 +127,14 @@ impl Service {
             .arg(nats.url())
             .arg("--data-dir")
             .arg(data)
-            .args(["--fetch-batch", "256", "--checkpoint-every", "3000"])
+            .args([
+                "--fetch-batch",
+                "256",
+                "--checkpoint-every",
+                "3000",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -562,4 +569,86 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
     service.terminate();
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// A minimal HTTP/1.1 GET over loopback: (status, body).
+fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn the_http_api_answers_from_the_live_projection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("js"));
+    let http_port = free_port();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http_addr = \"127.0.0.1:{http_port}\"\n[[auth.tokens]]\ntoken = \"fin\"\nrole = \"finance\"\n[[auth.tokens]]\ntoken = \"p100\"\nrole = \"partner:P-100\"\n"
+        ),
+    )
+    .unwrap();
+    let log = tmp.path().join("serve.log");
+    let stderr = std::fs::File::create(&log).unwrap();
+    let mut service = Service {
+        child: Some(
+            bin()
+                .arg("serve")
+                .arg("--config")
+                .arg(&config)
+                .arg("--nats-url")
+                .arg(nats.url())
+                .arg("--data-dir")
+                .arg(tmp.path().join("data"))
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap(),
+        ),
+    };
+    let file = root().join("replay-fixtures/rebate_retroactive_tiers/events.ndjson");
+    publish(&nats, &file);
+    let doc = document(&file);
+    wait_for(&nats, positions(&doc), &log);
+    assert_eq!(http_get(http_port, "/health/live", None).0, 200);
+    assert_eq!(
+        http_get(http_port, "/v1/partners/P-100/balances", None).0,
+        401
+    );
+    let (status, body) = http_get(
+        http_port,
+        "/v1/partners/P-100/balances?period=2026-Q1",
+        Some("p100"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["balances"][0]["earned"], "3750.00");
+    assert_eq!(
+        http_get(http_port, "/v1/partners/P-200/balances", Some("p100")).0,
+        404
+    );
+    let (status, body) = http_get(http_port, "/v1/status", Some("fin"));
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["digest"], doc["digest"]);
+    service.terminate();
 }

@@ -1343,6 +1343,40 @@ impl Ledger {
     }
 }
 
+/// A program as the query API shows it: the current version, every version, the closed
+/// periods.
+#[derive(Debug, Clone)]
+pub struct ProgramView {
+    pub current: Arc<ProgramDef>,
+    pub versions: Vec<Arc<ProgramDef>>,
+    /// Labels of the closed periods, in period order.
+    pub closed_periods: Vec<String>,
+}
+
+impl Ledger {
+    /// Every program, sorted by program_id.
+    pub fn programs(&self) -> Vec<ProgramView> {
+        let mut out: Vec<ProgramView> = self
+            .programs
+            .values()
+            .map(|p| {
+                let mut closed: Vec<i64> = p.closed.keys().copied().collect();
+                closed.sort_unstable();
+                ProgramView {
+                    current: Arc::clone(p.current()),
+                    versions: p.versions.clone(),
+                    closed_periods: closed
+                        .into_iter()
+                        .map(|i| p.period_kind().label(i))
+                        .collect(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.current.program_id.cmp(&b.current.program_id));
+        out
+    }
+}
+
 /// The field a later version may not change, if it does (SPEC §3 `program_immutable_field`).
 fn immutable_change(current: &ProgramDef, next: &ProgramDef) -> Option<String> {
     let id = &current.program_id;

@@ -19,6 +19,24 @@ pub struct Config {
     pub status_subject: String,
     /// Log positions folded between checkpoints (a checkpoint is also written on shutdown).
     pub checkpoint_every: u64,
+    /// Address of the HTTP query API.
+    pub http_addr: String,
+    pub auth: AuthConfig,
+}
+
+/// Bearer tokens of the HTTP API.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    /// `admin`, `finance` or `partner:<partner_id>`.
+    pub role: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -89,6 +107,8 @@ impl Default for Config {
             rejected_subject: "incentive.rejected".into(),
             status_subject: "incentive.status".into(),
             checkpoint_every: 100_000,
+            http_addr: "127.0.0.1:8080".into(),
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -1,0 +1,221 @@
+//! The router over a real projection (a fixture folded in memory): every endpoint, its
+//! status codes, pagination, the position header, and the scoping of every role.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use ledger_api::{router, ApiState, Role};
+use ledger_core::replay::{ndjson_lines, Replay};
+use ledger_nats::service::Projection;
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
+
+fn state() -> ApiState {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../replay-fixtures/mdf_claims_fifo_expiry/events.ndjson");
+    let bytes = std::fs::read(path).unwrap();
+    let mut replay = Replay::new();
+    for (n, line) in ndjson_lines(&bytes, 1) {
+        replay.push(line, n);
+    }
+    let seq = replay.counts().applied + 2; // any position; shown in the header
+    let shared = Arc::new(Mutex::new(Projection {
+        replay,
+        seq,
+        arrival: seq,
+        checkpoint_seq: 0,
+        fault: None,
+        outbox_backlog: 0,
+        consumer_pending: None,
+    }));
+    ApiState {
+        shared,
+        tokens: Arc::new(vec![
+            ("t-admin".into(), Role::Admin),
+            ("t-finance".into(), Role::Finance),
+            ("t-p1".into(), Role::Partner("P-1".into())),
+            ("t-p2".into(), Role::Partner("P-2".into())),
+        ]),
+    }
+}
+
+async fn get(path: &str, token: Option<&str>) -> (StatusCode, serde_json::Value, Option<String>) {
+    let mut req = Request::builder().uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = router(state())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let position = resp
+        .headers()
+        .get("x-ledger-position")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (status, json, position)
+}
+
+#[tokio::test]
+async fn health_needs_no_token_and_everything_else_does() {
+    assert_eq!(get("/health/live", None).await.0, StatusCode::OK);
+    assert_eq!(get("/health/ready", None).await.0, StatusCode::OK);
+    for path in [
+        "/v1/status",
+        "/v1/partners/P-1/balances",
+        "/v1/claims/CLM-1",
+        "/v1/payouts",
+        "/v1/rejected",
+        "/v1/programs",
+        "/v1/programs/MDF-2026",
+    ] {
+        let (status, body, position) = get(path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(body["code"], "unauthorized");
+        assert!(
+            position.is_some(),
+            "{path}: every response carries the position"
+        );
+        assert_eq!(
+            get(path, Some("nope")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn staff_read_everything() {
+    for token in ["t-admin", "t-finance"] {
+        let (s, body, position) = get("/v1/status", Some(token)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body["digest"].as_str().map(str::len), Some(64));
+        assert!(position.is_some());
+        let (s, body, _) = get("/v1/partners/P-1/balances", Some(token)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body["balances"].as_array().unwrap().len(), 3);
+        let (s, body, _) = get("/v1/partners/P-1/balances?period=2026-Q3", Some(token)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body["balances"][0]["available"], "600.00");
+        assert_eq!(get("/v1/claims/CLM-7", Some(token)).await.0, StatusCode::OK);
+        assert_eq!(get("/v1/rejected", Some(token)).await.0, StatusCode::OK);
+    }
+    let (s, body, _) = get("/v1/claims/CLM-1", Some("t-finance")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["status"], "approved");
+    assert_eq!(body["approved_amount"], "1500.00");
+}
+
+#[tokio::test]
+async fn a_partner_sees_only_its_own_data_and_never_learns_of_others() {
+    // Own data.
+    assert_eq!(
+        get("/v1/partners/P-1/balances", Some("t-p1")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get("/v1/claims/CLM-1", Some("t-p1")).await.0,
+        StatusCode::OK
+    );
+    // Another partner's existing data answers exactly like data that does not exist.
+    let other = get("/v1/partners/P-2/balances", Some("t-p1")).await;
+    let missing = get("/v1/partners/P-999/balances", Some("t-finance")).await;
+    assert_eq!(other.0, StatusCode::NOT_FOUND);
+    assert_eq!(missing.0, StatusCode::NOT_FOUND);
+    assert_eq!(other.1["code"], missing.1["code"]);
+    assert_eq!(
+        get("/v1/claims/CLM-7", Some("t-p1")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/v1/claims/CLM-404", Some("t-p1")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/v1/payouts?partner=P-2", Some("t-p1")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Payouts are filtered to the partner's own.
+    let (s, body, _) = get("/v1/payouts", Some("t-p2")).await;
+    assert_eq!(s, StatusCode::OK);
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert!(items.iter().all(|p| p["partner_id"] == "P-2"));
+    // Staff-only resources.
+    assert_eq!(
+        get("/v1/status", Some("t-p1")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get("/v1/rejected", Some("t-p1")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Program definitions are readable by partners.
+    assert_eq!(get("/v1/programs", Some("t-p1")).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn lists_paginate_with_cursors() {
+    let mut after = None::<String>;
+    let mut seen = Vec::new();
+    loop {
+        let path = match &after {
+            Some(c) => format!("/v1/payouts?limit=1&after={c}"),
+            None => "/v1/payouts?limit=1".to_string(),
+        };
+        let (s, body, _) = get(&path, Some("t-admin")).await;
+        assert_eq!(s, StatusCode::OK);
+        for p in body["items"].as_array().unwrap() {
+            seen.push(p["payout_id"].as_str().unwrap().to_string());
+        }
+        match body["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 4, "all payouts, each once");
+    let (s, body, _) = get("/v1/rejected?limit=2", Some("t-admin")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["items"].as_array().unwrap().len(), 2);
+    let next = body["next"].as_str().unwrap().to_string();
+    let (_, rest, _) = get(
+        &format!("/v1/rejected?limit=2&after={next}"),
+        Some("t-admin"),
+    )
+    .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert!(rest["next"].is_null());
+    assert_eq!(
+        get("/v1/payouts?after=x", Some("t-admin")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn programs_and_unknown_routes() {
+    let (s, body, _) = get("/v1/programs", Some("t-finance")).await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["program_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["COOP-1", "MDF-2026"]);
+    let (s, body, _) = get("/v1/programs/MDF-2026", Some("t-finance")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        body["closed_periods"],
+        serde_json::json!(["2026-Q1", "2026-Q2", "2026-Q3"])
+    );
+    assert_eq!(
+        get("/v1/programs/NOPE", Some("t-finance")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, body, _) = get("/v2/anything", Some("t-finance")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(body["code"], "not_found");
+}

@@ -107,6 +107,30 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, ledger_nats::service::Proj
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Every route with the status codes it can answer — the contract that
+/// `schemas/openapi.json` documents (a test keeps the two equal).
+pub const ROUTES: &[(&str, &str, &[u16])] = &[
+    ("get", "/health/live", &[200]),
+    ("get", "/health/ready", &[200, 503]),
+    ("get", "/metrics", &[200, 400, 401, 403, 503]),
+    ("get", "/v1/status", &[200, 400, 401, 403, 503]),
+    (
+        "get",
+        "/v1/partners/{id}/balances",
+        &[200, 400, 401, 404, 503],
+    ),
+    ("get", "/v1/claims/{id}", &[200, 400, 401, 404, 503]),
+    ("get", "/v1/payouts", &[200, 400, 401, 404, 503]),
+    ("get", "/v1/rejected", &[200, 400, 401, 403, 503]),
+    ("get", "/v1/programs", &[200, 400, 401, 503]),
+    ("get", "/v1/programs/{id}", &[200, 400, 401, 404, 503]),
+    (
+        "get",
+        "/v1/programs/{id}/leaderboard",
+        &[200, 400, 401, 403, 404, 503],
+    ),
+];
+
 /// The HTTP router over `state`.
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
@@ -117,6 +141,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/rejected", get(rejected))
         .route("/v1/programs", get(programs))
         .route("/v1/programs/{id}", get(program))
+        .route("/v1/programs/{id}/leaderboard", get(leaderboard))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            read_your_writes,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route(
@@ -172,6 +202,185 @@ async fn position_header(State(state): State<ApiState>, req: Request, next: Next
         response.headers_mut().insert("x-ledger-position", v);
     }
     response
+}
+
+/// `?min_position=N`: wait (at most `MIN_POSITION_WAIT`) until the projection has
+/// folded position N, else answer 503 with a retry hint.
+const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn read_your_writes(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let wanted = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "min_position")
+            .map(|(_, v)| v.parse::<u64>())
+    });
+    match wanted {
+        None => next.run(req).await,
+        Some(Err(_)) => ApiError::bad_request("min_position must be a log position (an integer)")
+            .into_response(),
+        Some(Ok(n)) => {
+            let deadline = tokio::time::Instant::now() + MIN_POSITION_WAIT;
+            loop {
+                if lock(&state.shared).seq >= n {
+                    return next.run(req).await;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let mut resp = ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        code: "position_not_reached",
+                        message: format!(
+                            "the ledger has not folded position {n} yet; retry shortly"
+                        ),
+                    }
+                    .into_response();
+                    resp.headers_mut().insert(
+                        axum::http::header::RETRY_AFTER,
+                        HeaderValue::from_static("1"),
+                    );
+                    return resp;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LeaderboardQuery {
+    period: Option<String>,
+}
+
+/// Partners of a program ranked by basis (highest first), ties by partner id.
+async fn leaderboard(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+    Path(id): Path<String>,
+    Query(q): Query<LeaderboardQuery>,
+) -> ApiResult {
+    staff_only(&role)?;
+    let Some(period) = q.period else {
+        return Err(ApiError::bad_request(
+            "the period query parameter is required (e.g. period=2026-Q1)",
+        ));
+    };
+    let p = lock(&state.shared);
+    let ledger = p.replay.ledger();
+    if !ledger.programs().iter().any(|v| v.current.program_id == id) {
+        return Err(ApiError::not_found(format!("no program {id}")));
+    }
+    let mut rows: Vec<_> = ledger
+        .balances()
+        .into_iter()
+        .filter(|b| b.program_id == id && b.period == period)
+        .collect();
+    rows.sort_by(|a, b| {
+        b.basis
+            .cmp(&a.basis)
+            .then_with(|| a.partner_id.cmp(&b.partner_id))
+    });
+    let items: Vec<serde_json::Value> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let row = BalanceRow::from(b);
+            json!({ "rank": i + 1, "partner_id": row.partner_id, "basis": row.basis, "earned": row.earned, "currency": row.currency })
+        })
+        .collect();
+    Ok(Json(json!({ "program_id": id, "period": period, "items": items })).into_response())
+}
+
+/// Prometheus text format: counts, positions, backlog and lag of the projection.
+async fn metrics(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+) -> ApiResult {
+    staff_only(&role)?;
+    let p = lock(&state.shared);
+    let counts = p.replay.counts();
+    let mut by_code: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for r in p.replay.rejections() {
+        *by_code.entry(r.code.as_str()).or_default() += 1;
+    }
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in lines {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    metric(
+        "ledger_events_received_total",
+        "Inputs received (messages and lines).",
+        "counter",
+        vec![(String::new(), counts.received)],
+    );
+    metric(
+        "ledger_events_applied_total",
+        "Events applied by the fold.",
+        "counter",
+        vec![(String::new(), counts.applied)],
+    );
+    metric(
+        "ledger_events_duplicate_total",
+        "Exact duplicates (counted, ignored).",
+        "counter",
+        vec![(String::new(), counts.duplicates)],
+    );
+    metric(
+        "ledger_events_refused_total",
+        "Refused inputs by refusal code.",
+        "counter",
+        by_code
+            .into_iter()
+            .map(|(c, n)| (format!("{{code=\"{c}\"}}"), n))
+            .collect(),
+    );
+    metric(
+        "ledger_log_position",
+        "Last log position folded.",
+        "gauge",
+        vec![(String::new(), p.seq)],
+    );
+    metric(
+        "ledger_checkpoint_position",
+        "Log position of the last checkpoint.",
+        "gauge",
+        vec![(String::new(), p.checkpoint_seq)],
+    );
+    metric(
+        "ledger_outbox_backlog",
+        "Payouts waiting for a JetStream acknowledgement.",
+        "gauge",
+        vec![(String::new(), p.outbox_backlog as u64)],
+    );
+    metric(
+        "ledger_consumer_pending",
+        "Inbound messages not yet delivered (consumer lag).",
+        "gauge",
+        vec![(String::new(), p.consumer_pending.unwrap_or(0))],
+    );
+    metric(
+        "ledger_payouts_total",
+        "Payouts issued.",
+        "counter",
+        vec![(String::new(), p.replay.payouts().len() as u64)],
+    );
+    metric(
+        "ledger_fault",
+        "1 while the service reports a fault.",
+        "gauge",
+        vec![(String::new(), u64::from(p.fault.is_some()))],
+    );
+    drop(p);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response())
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {

@@ -219,3 +219,90 @@ async fn programs_and_unknown_routes() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(body["code"], "not_found");
 }
+
+#[test]
+fn the_openapi_file_lists_exactly_the_routes_and_statuses_of_the_server() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for status in op["responses"].as_object().unwrap().keys() {
+                documented.insert((method.clone(), path.clone(), status.parse::<u16>().unwrap()));
+            }
+        }
+    }
+    let served: std::collections::BTreeSet<(String, String, u16)> = ledger_api::ROUTES
+        .iter()
+        .flat_map(|(m, p, codes)| {
+            codes
+                .iter()
+                .map(move |c| (m.to_string(), p.to_string(), *c))
+        })
+        .collect();
+    let missing: Vec<_> = served.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        missing.is_empty(),
+        "served but not in openapi.json: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "in openapi.json but not served: {extra:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_listed_route_is_routed() {
+    // A route of ROUTES that the router lacks would fall through to the fallback, whose
+    // 404 carries the message "no such endpoint".
+    for (_, path, _) in ledger_api::ROUTES {
+        let concrete = path.replace("{id}", "X");
+        let (_, body, _) = get(&concrete, Some("t-admin")).await;
+        assert_ne!(body["message"], "no such endpoint", "{path} is not routed");
+    }
+}
+
+#[tokio::test]
+async fn leaderboard_metrics_and_read_your_writes() {
+    let (s, body, _) = get(
+        "/v1/programs/MDF-2026/leaderboard?period=2026-Q1",
+        Some("t-finance"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["items"][0]["partner_id"], "P-1");
+    assert_eq!(body["items"][0]["rank"], 1);
+    assert_eq!(
+        get("/v1/programs/MDF-2026/leaderboard", Some("t-finance"))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(
+            "/v1/programs/MDF-2026/leaderboard?period=2026-Q1",
+            Some("t-p1")
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    let (s, _, _) = get("/metrics", Some("t-admin")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(get("/metrics", None).await.0, StatusCode::UNAUTHORIZED);
+    // Position already folded: answered at once; far ahead: 503 after the bounded wait.
+    assert_eq!(
+        get("/v1/programs?min_position=1", Some("t-p1")).await.0,
+        StatusCode::OK
+    );
+    let (s, body, _) = get("/v1/programs?min_position=999999", Some("t-p1")).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["code"], "position_not_reached");
+    assert_eq!(
+        get("/v1/programs?min_position=x", Some("t-p1")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -119,6 +119,11 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
         "/v1/partners/{id}/balances",
         &[200, 400, 401, 404, 503],
     ),
+    (
+        "get",
+        "/v1/partners/{id}/statement",
+        &[200, 400, 401, 404, 503],
+    ),
     ("get", "/v1/claims/{id}", &[200, 400, 401, 404, 503]),
     ("get", "/v1/payouts", &[200, 400, 401, 404, 503]),
     ("get", "/v1/rejected", &[200, 400, 401, 403, 503]),
@@ -136,6 +141,7 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/partners/{id}/balances", get(balances))
+        .route("/v1/partners/{id}/statement", get(statement))
         .route("/v1/claims/{id}", get(claim))
         .route("/v1/payouts", get(payouts))
         .route("/v1/rejected", get(rejected))
@@ -446,6 +452,72 @@ async fn balances(
         return Err(ApiError::not_found(format!("no partner {partner}")));
     }
     Ok(Json(json!({ "partner_id": partner, "balances": rows })).into_response())
+}
+
+#[derive(Deserialize)]
+struct StatementQuery {
+    program: Option<String>,
+    period: Option<String>,
+}
+
+/// Explains every number of one entry: each event that moved it (basis, earned, paid
+/// after it), each payout with its reason and cause, and how the rules read the basis.
+async fn statement(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+    Path(partner): Path<String>,
+    Query(q): Query<StatementQuery>,
+) -> ApiResult {
+    if !role.sees(&partner) {
+        return Err(ApiError::not_found(format!("no partner {partner}")));
+    }
+    let (Some(program), Some(period)) = (q.program, q.period) else {
+        return Err(ApiError::bad_request(
+            "program and period are required, e.g. ?program=REB-EMEA-2026&period=2026-Q1",
+        ));
+    };
+    let p = lock(&state.shared);
+    let Some(st) = p.replay.ledger().statement(&partner, &program, &period) else {
+        return Err(ApiError::not_found(format!(
+            "no entry for partner {partner} in {program} {period}"
+        )));
+    };
+    let currency = st.balance.currency;
+    let money = |d| ledger_core::values::format_money(d, currency);
+    let exact = ledger_core::values::format_exact;
+    let mut previous: Option<&ledger_core::ledger::JournalLine> = None;
+    let lines: Vec<serde_json::Value> = st
+        .lines
+        .iter()
+        .map(|l| {
+            let (db, de) = match previous {
+                Some(prev) => (l.basis - prev.basis, l.earned - prev.earned),
+                None => (l.basis, l.earned),
+            };
+            previous = Some(l);
+            json!({
+                "cause_source": l.cause_source, "cause_id": l.cause_id, "type": l.event_type, "time": l.time,
+                "basis": exact(l.basis), "basis_change": exact(db),
+                "earned": money(l.earned), "earned_change": money(de),
+                "adjustments": money(l.adjustments), "paid": money(l.paid), "reserved": money(l.reserved),
+                "payout": l.payout.map(|(id, amount, reason)| json!({"payout_id": id.to_string(), "amount": money(amount), "reason": reason.as_str()})),
+            })
+        })
+        .collect();
+    let payouts: Vec<PayoutRow> = p
+        .replay
+        .payouts()
+        .iter()
+        .filter(|x| x.partner_id == partner && x.program_id == program && x.period == period)
+        .map(PayoutRow::from)
+        .collect();
+    Ok(Json(json!({
+        "balance": BalanceRow::from(&st.balance),
+        "lines": lines,
+        "payouts": payouts,
+        "explanation": st.explanation,
+    }))
+    .into_response())
 }
 
 async fn claim(

@@ -15,6 +15,7 @@ fn state() -> ApiState {
         .join("../../replay-fixtures/mdf_claims_fifo_expiry/events.ndjson");
     let bytes = std::fs::read(path).unwrap();
     let mut replay = Replay::new();
+    replay.enable_journal();
     for (n, line) in ndjson_lines(&bytes, 1) {
         replay.push(line, n);
     }
@@ -304,5 +305,59 @@ async fn leaderboard_metrics_and_read_your_writes() {
     assert_eq!(
         get("/v1/programs?min_position=x", Some("t-p1")).await.0,
         StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn a_statement_explains_every_number_of_an_entry() {
+    let (s, body, _) = get(
+        "/v1/partners/P-1/statement?program=MDF-2026&period=2026-Q1",
+        Some("t-p1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["balance"]["earned"], "2500.00");
+    assert_eq!(body["balance"]["expired"], "1000.00");
+    let lines = body["lines"].as_array().unwrap();
+    let causes: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    // Sale, reservation, approval, two closes (the second expires it), the late sale.
+    assert_eq!(causes.first(), Some(&"sale.recorded"));
+    assert!(
+        causes.contains(&"claim.submitted")
+            && causes.contains(&"claim.decided")
+            && causes.contains(&"period.closed"),
+        "{causes:?}"
+    );
+    assert_eq!(lines[0]["basis"], "40000");
+    assert_eq!(lines[0]["earned_change"], "2000.00");
+    let last = lines.last().unwrap();
+    assert_eq!(last["basis"], "50000");
+    assert_eq!(last["basis_change"], "10000");
+    assert_eq!(body["explanation"]["expired"], true);
+    assert_eq!(body["explanation"]["expires_when_closed"], "2026-Q2");
+    // Scoping and shape.
+    assert_eq!(
+        get(
+            "/v1/partners/P-1/statement?program=MDF-2026&period=2026-Q1",
+            Some("t-p2")
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/v1/partners/P-1/statement?program=MDF-2026", Some("t-p1"))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(
+            "/v1/partners/P-1/statement?program=MDF-2026&period=2027-Q1",
+            Some("t-p1")
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
     );
 }

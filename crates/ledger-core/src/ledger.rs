@@ -319,6 +319,25 @@ pub struct Ledger {
     /// Entries the current event may have changed; drained by the sweep.
     #[serde(skip)]
     dirty: Vec<EntryKey>,
+    /// Per entry, what every event that touched it left behind (for statements); kept
+    /// only when enabled, as it grows with the log.
+    journal: Option<HashMap<EntryKey, Vec<JournalLine>>>,
+}
+
+/// One line of an entry's statement: the event that touched it and the entry after it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JournalLine {
+    pub cause_source: String,
+    pub cause_id: String,
+    pub event_type: String,
+    pub time: String,
+    pub basis: Decimal,
+    pub adjustments: Decimal,
+    pub earned: Decimal,
+    pub paid: Decimal,
+    pub reserved: Decimal,
+    /// The payout the event issued for this entry, if any.
+    pub payout: Option<(uuid::Uuid, Decimal, PayoutReason)>,
 }
 
 fn refuse(code: Code, message: String) -> Applied {
@@ -331,6 +350,17 @@ fn refuse(code: Code, message: String) -> Applied {
 impl Ledger {
     pub fn new() -> Ledger {
         Ledger::default()
+    }
+
+    /// Keeps a journal per entry from now on (what statements explain).
+    pub fn enable_journal(&mut self) {
+        if self.journal.is_none() {
+            self.journal = Some(HashMap::default());
+        }
+    }
+
+    pub fn journal_enabled(&self) -> bool {
+        self.journal.is_some()
     }
 
     /// Applies one event that passed intake, at the next position of the log.
@@ -974,6 +1004,7 @@ impl Ledger {
                 if let Some(entry) = self.entries.get_mut(&key) {
                     entry.reserved += take;
                 }
+                self.dirty.push(key);
             }
             debug_assert!(remaining.is_zero(), "claimable covered the claim");
         }
@@ -1039,14 +1070,16 @@ impl Ledger {
             for (period, took) in reservations {
                 let charge = took.min(remaining);
                 remaining -= charge;
-                if let Some(entry) = self.entries.get_mut(&EntryKey {
+                let key = EntryKey {
                     partner,
                     program,
                     period,
-                }) {
+                };
+                if let Some(entry) = self.entries.get_mut(&key) {
                     entry.paid += charge;
                     entry.reserved -= took;
                 }
+                self.dirty.push(key);
             }
             if !amount.is_zero() {
                 let partner_id = self.syms.name(partner).to_string();
@@ -1078,13 +1111,15 @@ impl Ledger {
             }
         } else {
             for (period, took) in reservations {
-                if let Some(entry) = self.entries.get_mut(&EntryKey {
+                let key = EntryKey {
                     partner,
                     program,
                     period,
-                }) {
+                };
+                if let Some(entry) = self.entries.get_mut(&key) {
                     entry.reserved -= took;
                 }
+                self.dirty.push(key);
             }
             if let Some(c) = self.claims.get_mut(claim_id) {
                 c.status = ClaimStatus::Rejected;
@@ -1232,61 +1267,88 @@ impl Ledger {
             _ => None,
         };
         for key in dirty {
-            let Some(entry) = self.entries.get(&key) else {
-                continue;
-            };
-            let Some(program) = self.programs.get(&key.program) else {
-                continue;
-            };
-            if program.kind().is_fund() {
-                continue; // only claim approvals pay MDF/co-op (SPEC §4.2)
+            let payout = self.settle(key, event, closing);
+            if self.journal.is_some() {
+                if let Some(entry) = self.entries.get(&key) {
+                    let line = JournalLine {
+                        cause_source: event.source.clone(),
+                        cause_id: event.id.clone(),
+                        event_type: event.event_type().as_str().to_string(),
+                        time: event.time.clone(),
+                        basis: entry.basis,
+                        adjustments: entry.adjustments,
+                        earned: self.earned(key, entry),
+                        paid: entry.paid,
+                        reserved: entry.reserved,
+                        payout: payout.as_ref().map(|p| (p.payout_id, p.amount, p.reason)),
+                    };
+                    if let Some(journal) = self.journal.as_mut() {
+                        journal.entry(key).or_default().push(line);
+                    }
+                }
             }
-            let closed = program.closed.contains_key(&key.period);
-            let Some((def, _)) = self.evaluation(key) else {
-                continue;
-            };
-            let always = def.rules.always_payable();
-            if !(always || closed) {
-                continue;
-            }
-            let due = self.earned(key, entry) - entry.paid;
-            if due.is_zero() {
-                continue;
-            }
-            let reason = if always {
-                PayoutReason::Accrual
-            } else if closing == Some((key.program, key.period)) {
-                PayoutReason::Settlement
-            } else {
-                PayoutReason::TrueUp
-            };
-            let partner_id = self.syms.name(key.partner).to_string();
-            let program_id = self.syms.name(key.program).to_string();
-            let period = program.period_kind().label(key.period);
-            payouts.push(Payout {
-                payout_id: payout_id([&event.source, &event.id, &partner_id, &program_id, &period]),
-                partner_id,
-                program_id,
-                period,
-                kind: program.kind(),
-                amount: due,
-                currency: program.currency(),
-                reason,
-                cause_source: event.source.clone(),
-                cause_id: event.id.clone(),
-                cause_time: event.time.clone(),
-            });
-            if let Some(entry) = self.entries.get_mut(&key) {
-                entry.paid += due;
+            if let Some(p) = payout {
+                payouts.push(p);
             }
         }
+    }
+
+    /// Pays `earned − paid` of one entry if it is payable and not zero (SPEC §5).
+    fn settle(
+        &mut self,
+        key: EntryKey,
+        event: &Event,
+        closing: Option<(Sym, i64)>,
+    ) -> Option<Payout> {
+        let entry = self.entries.get(&key)?;
+        let program = self.programs.get(&key.program)?;
+        if program.kind().is_fund() {
+            return None; // only claim approvals pay MDF/co-op (SPEC §4.2)
+        }
+        let closed = program.closed.contains_key(&key.period);
+        let (def, _) = self.evaluation(key)?;
+        let always = def.rules.always_payable();
+        if !(always || closed) {
+            return None;
+        }
+        let due = self.earned(key, entry) - entry.paid;
+        if due.is_zero() {
+            return None;
+        }
+        let reason = if always {
+            PayoutReason::Accrual
+        } else if closing == Some((key.program, key.period)) {
+            PayoutReason::Settlement
+        } else {
+            PayoutReason::TrueUp
+        };
+        let partner_id = self.syms.name(key.partner).to_string();
+        let program_id = self.syms.name(key.program).to_string();
+        let period = program.period_kind().label(key.period);
+        let payout = Payout {
+            payout_id: payout_id([&event.source, &event.id, &partner_id, &program_id, &period]),
+            partner_id,
+            program_id,
+            period,
+            kind: program.kind(),
+            amount: due,
+            currency: program.currency(),
+            reason,
+            cause_source: event.source.clone(),
+            cause_id: event.id.clone(),
+            cause_time: event.time.clone(),
+        };
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.paid += due;
+        }
+        Some(payout)
     }
 
     // ----- views ---------------------------------------------------------------------
 
     /// Every entry, sorted by partner_id, program_id and period index (SPEC §7).
     pub fn balances(&self) -> Vec<Balance> {
-        let mut keys: Vec<&EntryKey> = self.entries.keys().collect();
+        let mut keys: Vec<EntryKey> = self.entries.keys().copied().collect();
         keys.sort_by(|a, b| {
             self.syms
                 .name(a.partner)
@@ -1294,7 +1356,11 @@ impl Ledger {
                 .then_with(|| self.syms.name(a.program).cmp(self.syms.name(b.program)))
                 .then(a.period.cmp(&b.period))
         });
-        keys.into_iter()
+        self.balances_of(&keys)
+    }
+
+    fn balances_of(&self, keys: &[EntryKey]) -> Vec<Balance> {
+        keys.iter()
             .filter_map(|&key| {
                 let entry = self.entries.get(&key)?;
                 let program = self.programs.get(&key.program)?;
@@ -1374,6 +1440,125 @@ impl Ledger {
             .collect();
         out.sort_by(|a, b| a.current.program_id.cmp(&b.current.program_id));
         out
+    }
+}
+
+/// Everything that explains one entry's numbers.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub balance: Balance,
+    /// Every event that touched the entry, in log order (empty unless the journal is on).
+    pub lines: Vec<JournalLine>,
+    /// How the formula reads the basis now: tiers, target and attainment, cap, expiry…
+    pub explanation: serde_json::Value,
+}
+
+impl Ledger {
+    /// The statement of (partner, program, period label), if that entry exists.
+    pub fn statement(&self, partner_id: &str, program_id: &str, period: &str) -> Option<Statement> {
+        let partner = self.syms.get(partner_id)?;
+        let program_sym = self.syms.get(program_id)?;
+        let program = self.programs.get(&program_sym)?;
+        let label = PeriodLabel::parse(period).filter(|l| l.kind == program.period_kind())?;
+        let key = EntryKey {
+            partner,
+            program: program_sym,
+            period: label.index,
+        };
+        let entry = self.entries.get(&key)?;
+        let balance = self.balances_of(&[key]).into_iter().next()?;
+        let (def, target) = self.evaluation(key)?;
+        let b = entry.basis;
+        let money = |d: Decimal| crate::values::format_money(d, def.currency);
+        let exact = crate::values::format_exact;
+        let explanation = match &def.rules {
+            Rules::Rebate { basis, mode, tiers } => {
+                let current = tiers.iter().rev().find(|t| t.from <= b);
+                let next = tiers.iter().find(|t| t.from > b);
+                serde_json::json!({
+                    "basis_measure": basis.as_str(),
+                    "mode": match mode { crate::rules::RebateMode::Retroactive => "retroactive", crate::rules::RebateMode::Incremental => "incremental" },
+                    "tier_reached": current.map(|t| serde_json::json!({"from": exact(t.from), "rate": exact(t.rate)})),
+                    "next_tier": next.map(|t| serde_json::json!({"from": exact(t.from), "rate": exact(t.rate), "still_needed": exact(t.from - b)})),
+                })
+            }
+            Rules::Bonus {
+                measure,
+                thresholds,
+                accelerator,
+            } => {
+                let attainment = target.filter(|t| !t.is_zero()).map(|t| b / t);
+                let next = target.and_then(|t| {
+                    thresholds
+                        .iter()
+                        .find(|th| b < th.attainment * t)
+                        .map(|th| (th, th.attainment * t - b))
+                });
+                serde_json::json!({
+                    "measure": measure.as_str(),
+                    "target": target.map(exact),
+                    "attainment": attainment.map(|a| exact(a.round_dp(6))),
+                    "next_threshold": next.map(|(th, need)| serde_json::json!({"attainment": exact(th.attainment), "payout": money(th.payout), "still_needed": exact(need)})),
+                    "accelerator": accelerator.as_ref().map(|a| serde_json::json!({"above": exact(a.above), "rate": exact(a.rate)})),
+                })
+            }
+            Rules::Spif {
+                rate,
+                cap_per_period,
+                payout,
+            } => serde_json::json!({
+                "rate": match rate { crate::rules::SpifRate::PerUnit(r) => serde_json::json!({"per_unit": exact(*r)}), crate::rules::SpifRate::Rate(r) => serde_json::json!({"rate": exact(*r)}) },
+                "cap_per_period": cap_per_period.map(money),
+                "payout": match payout { crate::rules::SpifPayout::Immediate => "immediate", crate::rules::SpifPayout::PeriodClose => "period_close" },
+            }),
+            Rules::Training {
+                rewards,
+                cap_per_period,
+            } => serde_json::json!({
+                "completions": entry.completions,
+                "rewards": rewards.iter().map(|r| serde_json::json!({"certification": r.certification, "amount": money(r.amount)})).collect::<Vec<_>>(),
+                "cap_per_period": cap_per_period.map(money),
+            }),
+            Rules::Fund {
+                accrual_rate,
+                cap_per_period,
+                expires_after_periods,
+            } => {
+                let expires_index = i128::from(label.index) + i128::from(*expires_after_periods);
+                let claims: Vec<serde_json::Value> = {
+                    let mut ids: Vec<&String> = self.claims.keys().collect();
+                    ids.sort();
+                    ids.into_iter()
+                        .filter_map(|id| {
+                            let c = self.claims.get(id)?;
+                            let took = c.reservations.iter().find(|(p, _)| *p == label.index)?;
+                            (c.partner == partner && c.program == program_sym).then(
+                                || serde_json::json!({"claim_id": id, "reserved": money(took.1)}),
+                            )
+                        })
+                        .collect()
+                };
+                serde_json::json!({
+                    "accrual_rate": exact(*accrual_rate),
+                    "cap_per_period": cap_per_period.map(money),
+                    "expires_after_periods": expires_after_periods,
+                    "expires_when_closed": i64::try_from(expires_index).ok().map(|i| program.period_kind().label(i)),
+                    "expired": program.bucket_expired(label.index),
+                    "pending_claims_reserving": claims,
+                })
+            }
+        };
+        let lines = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.get(&key))
+            .cloned()
+            .unwrap_or_default();
+        Some(Statement {
+            balance,
+            lines,
+            explanation,
+        })
     }
 }
 

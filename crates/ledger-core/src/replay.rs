@@ -201,6 +201,11 @@ impl Replay {
         &self.ledger
     }
 
+    /// Keeps per-entry journals from now on (for statements).
+    pub fn enable_journal(&mut self) {
+        self.ledger.enable_journal();
+    }
+
     pub fn counts(&self) -> Counts {
         self.counts
     }

@@ -201,6 +201,22 @@ pub fn rebuild(
     use_checkpoint: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Rebuilt, LogError> {
+    rebuild_inner(log, bound, use_checkpoint, false, progress)
+}
+
+/// As [`rebuild`] of everything, with per-entry journals (for statements): a checkpoint
+/// written without journals is not used.
+pub fn rebuild_with_journal(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Rebuilt, LogError> {
+    rebuild_inner(log, Bound::All, true, true, progress)
+}
+
+fn rebuild_inner(
+    log: &Log,
+    bound: Bound,
+    use_checkpoint: bool,
+    journal: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Rebuilt, LogError> {
     let limits = Limits::of(log, bound)?;
     let mut warnings = Vec::new();
     let mut start: Option<Checkpoint> = None;
@@ -226,6 +242,8 @@ pub fn rebuild(
                             "checkpoint not used: it covers position {} but the log's record there differs or is missing; replaying the whole log",
                             cp.seq
                         ));
+                    } else if journal && !cp.replay.ledger().journal_enabled() {
+                        warnings.push("checkpoint not used: it holds no statement journals; replaying the whole log".into());
                     } else if cp.seq <= limits.max_seq && cp.arrival <= limits.max_arrival {
                         start = Some(cp);
                     }
@@ -235,7 +253,13 @@ pub fn rebuild(
     }
     let (mut replay, from_seq, from_arrival, resumed_from) = match start {
         Some(cp) => (cp.replay, cp.seq, cp.arrival, Some(cp.seq)),
-        None => (Replay::new(), 0, 0, None),
+        None => {
+            let mut fresh = Replay::new();
+            if journal {
+                fresh.enable_journal();
+            }
+            (fresh, 0, 0, None)
+        }
     };
     let (seq, arrival) = fold_range(log, &mut replay, from_seq, from_arrival, limits, progress)?;
     Ok(Rebuilt {

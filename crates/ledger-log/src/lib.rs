@@ -16,6 +16,6 @@ pub mod layout;
 pub mod log;
 pub mod verify;
 
-pub use history::{rebuild, save_checkpoint, Bound, Rebuilt};
+pub use history::{rebuild, rebuild_with_journal, save_checkpoint, Bound, Rebuilt};
 pub use log::{Input, Log, LogError, Outcome, FORMAT_VERSION};
 pub use verify::{verify, CheckpointStatus, Report};

@@ -308,10 +308,9 @@ pub async fn run(
 ) -> Result<Status, ServiceError> {
     let mut log = tokio::task::block_in_place(|| Log::open(&config.data_dir))?;
     let outbox = Outbox::new(log.open_tree("outbox")?, &config.payouts.subject_prefix);
-    // Rebuild the projection (from the checkpoint when there is a valid one).
-    let rebuilt = tokio::task::block_in_place(|| {
-        history::rebuild(&log, history::Bound::All, true, &mut |_| {})
-    })?;
+    // Rebuild the projection, with the journals statements explain (from the checkpoint
+    // when there is a valid one).
+    let rebuilt = tokio::task::block_in_place(|| history::rebuild_with_journal(&log, &mut |_| {}))?;
     for w in &rebuilt.warnings {
         warn!("{w}");
     }

@@ -31,6 +31,9 @@ pub struct BenchServiceArgs {
     /// Publishing rate of the latency run, events/s.
     #[arg(long, default_value_t = 5_000)]
     pub rate: u64,
+    /// HTTP queries per second during the latency run (balances and statements).
+    #[arg(long, default_value_t = 1000)]
+    pub query_rate: u64,
     /// Messages per fetch / group commit.
     #[arg(long, default_value_t = 1000)]
     pub fetch_batch: usize,
@@ -190,6 +193,31 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         Some(tx),
     ));
     let shared = rx.await.context("the service did not start")?;
+    // The HTTP API over the same projection, queried at a fixed rate while ingesting.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http_port = listener.local_addr()?.port();
+    let api_state = ledger_api::ApiState {
+        shared: shared.clone(),
+        tokens: std::sync::Arc::new(vec![("bench".to_string(), ledger_api::Role::Finance)]),
+    };
+    let api =
+        tokio::spawn(async move { axum::serve(listener, ledger_api::router(api_state)).await });
+    let query_rate = args.query_rate;
+    let query_duration =
+        Duration::from_secs_f64(args.latency_events as f64 / args.rate.max(1) as f64);
+    // Two client threads, each at half the rate, so that one slow answer does not hold
+    // back the schedule.
+    let queries = tokio::task::spawn_blocking(move || {
+        let half = (query_rate / 2).max(1);
+        let other = std::thread::spawn(move || http_load(http_port, half, query_duration, 1));
+        let (mut b, mut s, mut f) = http_load(http_port, half, query_duration, 0);
+        if let Ok((b2, s2, f2)) = other.join() {
+            b.extend(b2);
+            s.extend(s2);
+            f += f2;
+        }
+        (b, s, f)
+    });
     let sent: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let sent_pub = sent.clone();
     let js_pub = js.clone();
@@ -243,8 +271,28 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     }
     publisher.await?;
     wait_folded(&shared, positions, Duration::from_secs(600)).await?;
+    let (mut balance_lat, mut statement_lat, failures) = queries.await?;
+    api.abort();
     let _ = stop_tx.send(());
     service.await??;
+    balance_lat.sort();
+    statement_lat.sort();
+    for (what, lat) in [
+        ("balance query", &balance_lat),
+        ("statement query", &statement_lat),
+    ] {
+        println!(
+            "{what} at {} req/s during ingest: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",
+            args.query_rate,
+            percentile(lat, 0.50).as_secs_f64() * 1000.0,
+            percentile(lat, 0.99).as_secs_f64() * 1000.0,
+            lat.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+            lat.len()
+        );
+    }
+    if failures > 0 {
+        println!("({failures} HTTP requests failed)");
+    }
     latencies.sort();
     println!(
         "publish → payout at {} events/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} payouts timed)",
@@ -256,4 +304,55 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// Issues GETs over loopback at `rate` per second for `duration`, alternating a
+/// partner's balances and a statement; returns the latencies of each and the failures.
+fn http_load(
+    port: u16,
+    rate: u64,
+    duration: Duration,
+    offset: u64,
+) -> (Vec<Duration>, Vec<Duration>, u64) {
+    use std::io::{Read, Write};
+    let mut balances = Vec::new();
+    let mut statements = Vec::new();
+    let mut failures = 0;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let start = Instant::now();
+    let mut n: u64 = 0;
+    while start.elapsed() < duration {
+        let due = start + interval * n as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let partner = format!("P-{:03}", (n + offset * 7) % 40);
+        let path = if (n + offset).is_multiple_of(2) {
+            format!("/v1/partners/{partner}/balances")
+        } else {
+            format!("/v1/partners/{partner}/statement?program=REBATE-0&period=2026-Q1")
+        };
+        let t = Instant::now();
+        let ok = (|| -> std::io::Result<bool> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            s.set_nodelay(true)?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer bench\r\nConnection: close\r\n\r\n")?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf)?;
+            Ok(buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.1 404"))
+        })();
+        let took = t.elapsed();
+        match ok {
+            Ok(true) => {
+                if (n + offset).is_multiple_of(2) {
+                    balances.push(took)
+                } else {
+                    statements.push(took)
+                }
+            }
+            _ => failures += 1,
+        }
+        n += 1;
+    }
+    (balances, statements, failures)
 }

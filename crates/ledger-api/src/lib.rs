@@ -436,9 +436,8 @@ async fn balances(
     let rows: Vec<BalanceRow> = lock(&state.shared)
         .replay
         .ledger()
-        .balances()
+        .partner_balances(&partner)
         .iter()
-        .filter(|b| b.partner_id == partner)
         .map(BalanceRow::from)
         .filter(|b| filter.program.as_ref().is_none_or(|p| &b.program_id == p))
         .filter(|b| filter.period.as_ref().is_none_or(|p| &b.period == p))

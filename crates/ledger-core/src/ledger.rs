@@ -1359,6 +1359,36 @@ impl Ledger {
         self.balances_of(&keys)
     }
 
+    /// One partner's entries, in the order of `balances()` — without visiting the others.
+    pub fn partner_balances(&self, partner_id: &str) -> Vec<Balance> {
+        let Some(partner) = self.syms.get(partner_id) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<EntryKey> = self
+            .program_order
+            .iter()
+            .filter_map(|&program| {
+                self.partner_entries
+                    .get(&(partner, program))
+                    .map(|periods| (program, periods))
+            })
+            .flat_map(|(program, periods)| {
+                periods.iter().map(move |&period| EntryKey {
+                    partner,
+                    program,
+                    period,
+                })
+            })
+            .collect();
+        keys.sort_by(|a, b| {
+            self.syms
+                .name(a.program)
+                .cmp(self.syms.name(b.program))
+                .then(a.period.cmp(&b.period))
+        });
+        self.balances_of(&keys)
+    }
+
     fn balances_of(&self, keys: &[EntryKey]) -> Vec<Balance> {
         keys.iter()
             .filter_map(|&key| {

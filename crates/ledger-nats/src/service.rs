@@ -511,11 +511,16 @@ pub async fn run(
         let t = std::time::Instant::now();
         // Fold what was appended, in arrival order, from the events intake just read
         // (the same as folding the log: a restart rebuilds exactly this from it).
-        let (new_payouts, first_payout, new_rejections) = {
+        // The lock is taken per slice of the batch, so that queries wait for at most a
+        // slice's fold, not a whole batch's.
+        let (payouts_before, rejections_before) = {
+            let p = lock(&shared);
+            (p.replay.payouts().len(), p.replay.rejections().len())
+        };
+        let mut outcomes = outcomes.into_iter().peekable();
+        while outcomes.peek().is_some() {
             let mut p = lock(&shared);
-            let payouts_before = p.replay.payouts().len();
-            let rejections_before = p.replay.rejections().len();
-            for o in outcomes {
+            for o in outcomes.by_ref().take(FOLD_SLICE) {
                 match o {
                     Outcome::Appended {
                         seq,
@@ -548,6 +553,9 @@ pub async fn run(
                     }
                 }
             }
+        }
+        let (new_payouts, first_payout, new_rejections) = {
+            let mut p = lock(&shared);
             p.fault = None;
             (
                 p.replay.payouts()[payouts_before..].to_vec(),
@@ -605,6 +613,9 @@ pub async fn run(
     info!(position = status.position, digest = %status.digest, "stopped");
     Ok(status)
 }
+
+/// Events folded per hold of the projection lock.
+const FOLD_SLICE: usize = 64;
 
 /// The consumer's continuous pull: up to a batch of requests kept outstanding.
 async fn pull_stream(

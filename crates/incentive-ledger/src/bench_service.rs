@@ -161,7 +161,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         },
         Some(tx),
     ));
-    let shared = rx.await.context("the service did not start")?;
+    let (shared, _) = rx.await.context("the service did not start")?;
     let took = wait_folded(&shared, positions, Duration::from_secs(3600)).await?;
     println!(
         "service end to end:   {:>9.0} events/s ({} messages → {} log positions → {} payouts published, {:.2} s, fetch batch {})",
@@ -192,12 +192,13 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         },
         Some(tx),
     ));
-    let shared = rx.await.context("the service did not start")?;
+    let (shared, reader) = rx.await.context("the service did not start")?;
     // The HTTP API over the same projection, queried at a fixed rate while ingesting.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http_port = listener.local_addr()?.port();
     let api_state = ledger_api::ApiState {
         shared: shared.clone(),
+        log: Some(reader),
         tokens: std::sync::Arc::new(vec![("bench".to_string(), ledger_api::Role::Finance)]),
     };
     let api =

@@ -234,7 +234,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 anyhow::bail!("the service stopped before it started");
             }
         };
-        let Some(shared) = shared else {
+        let Some((shared, reader)) = shared else {
             service.await??;
             anyhow::bail!("the service stopped before it started");
         };
@@ -245,6 +245,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
         let state = ledger_api::ApiState {
             shared,
+            log: Some(reader),
             tokens: std::sync::Arc::new(tokens),
         };
         let api = tokio::spawn(async move {

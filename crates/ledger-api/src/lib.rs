@@ -54,6 +54,8 @@ impl Role {
 #[derive(Clone)]
 pub struct ApiState {
     pub shared: Shared,
+    /// A reader on the data directory, for `?as_of_seq=` (rebuilt from the log).
+    pub log: Option<Arc<ledger_log::Log>>,
     /// token → role
     pub tokens: Arc<Vec<(String, Role)>>,
 }
@@ -422,6 +424,28 @@ struct BalanceFilter {
     program: Option<String>,
     period: Option<String>,
     kind: Option<String>,
+    as_of_seq: Option<u64>,
+}
+
+/// The fold as it stood after log position `n`, rebuilt from the data directory (with
+/// journals, for statements). Costs a replay of the log up to `n`: for audits.
+async fn as_of(state: &ApiState, n: u64) -> Result<ledger_core::Replay, ApiError> {
+    let Some(log) = state.log.clone() else {
+        return Err(ApiError::bad_request(
+            "as_of_seq needs the service's data directory, which this deployment does not expose",
+        ));
+    };
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        ledger_log::history::rebuild_with_journal(&log, ledger_log::Bound::Seq(n), &mut |_| {})
+    })
+    .await
+    .map_err(|e| ApiError::bad_request(format!("as_of_seq rebuild failed: {e}")))?
+    .map_err(|e| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "log_unavailable",
+        message: format!("cannot rebuild from the log: {e}"),
+    })?;
+    Ok(rebuilt.replay)
 }
 
 async fn balances(
@@ -433,16 +457,20 @@ async fn balances(
     if !role.sees(&partner) {
         return Err(ApiError::not_found(format!("no partner {partner}")));
     }
-    let rows: Vec<BalanceRow> = lock(&state.shared)
-        .replay
-        .ledger()
-        .partner_balances(&partner)
-        .iter()
-        .map(BalanceRow::from)
-        .filter(|b| filter.program.as_ref().is_none_or(|p| &b.program_id == p))
-        .filter(|b| filter.period.as_ref().is_none_or(|p| &b.period == p))
-        .filter(|b| filter.kind.as_ref().is_none_or(|k| &b.kind == k))
-        .collect();
+    let select = |ledger: &ledger_core::Ledger| -> Vec<BalanceRow> {
+        ledger
+            .partner_balances(&partner)
+            .iter()
+            .map(BalanceRow::from)
+            .filter(|b| filter.program.as_ref().is_none_or(|p| &b.program_id == p))
+            .filter(|b| filter.period.as_ref().is_none_or(|p| &b.period == p))
+            .filter(|b| filter.kind.as_ref().is_none_or(|k| &b.kind == k))
+            .collect()
+    };
+    let rows = match filter.as_of_seq {
+        Some(n) => select(as_of(&state, n).await?.ledger()),
+        None => select(lock(&state.shared).replay.ledger()),
+    };
     if rows.is_empty()
         && filter.program.is_none()
         && filter.period.is_none()
@@ -457,6 +485,7 @@ async fn balances(
 struct StatementQuery {
     program: Option<String>,
     period: Option<String>,
+    as_of_seq: Option<u64>,
 }
 
 /// Explains every number of one entry: each event that moved it (basis, earned, paid
@@ -475,8 +504,19 @@ async fn statement(
             "program and period are required, e.g. ?program=REB-EMEA-2026&period=2026-Q1",
         ));
     };
-    let p = lock(&state.shared);
-    let Some(st) = p.replay.ledger().statement(&partner, &program, &period) else {
+    let historic = match q.as_of_seq {
+        Some(n) => Some(as_of(&state, n).await?),
+        None => None,
+    };
+    let guard;
+    let replay = match &historic {
+        Some(r) => r,
+        None => {
+            guard = lock(&state.shared);
+            &guard.replay
+        }
+    };
+    let Some(st) = replay.ledger().statement(&partner, &program, &period) else {
         return Err(ApiError::not_found(format!(
             "no entry for partner {partner} in {program} {period}"
         )));
@@ -503,8 +543,7 @@ async fn statement(
             })
         })
         .collect();
-    let payouts: Vec<PayoutRow> = p
-        .replay
+    let payouts: Vec<PayoutRow> = replay
         .payouts()
         .iter()
         .filter(|x| x.partner_id == partner && x.program_id == program && x.period == period)

@@ -31,6 +31,7 @@ fn state() -> ApiState {
     }));
     ApiState {
         shared,
+        log: None,
         tokens: Arc::new(vec![
             ("t-admin".into(), Role::Admin),
             ("t-finance".into(), Role::Finance),
@@ -360,4 +361,79 @@ async fn a_statement_explains_every_number_of_an_entry() {
         .0,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_seq_answers_from_the_log_as_it_stood() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../replay-fixtures/mdf_claims_fifo_expiry/events.ndjson");
+    let bytes = std::fs::read(path).unwrap();
+    let mut log = ledger_log::Log::open(&dir.path().join("data")).unwrap();
+    let inputs: Vec<ledger_log::Input> = ndjson_lines(&bytes, 1)
+        .map(|(n, raw)| ledger_log::Input {
+            raw,
+            line: Some(n),
+            time_ns: n,
+        })
+        .collect();
+    log.append_batch(&inputs).unwrap();
+    let rebuilt =
+        ledger_log::rebuild_with_journal(&log, ledger_log::Bound::All, &mut |_| {}).unwrap();
+    let mut st = state();
+    st.shared = Arc::new(Mutex::new(Projection {
+        replay: rebuilt.replay,
+        seq: rebuilt.seq,
+        arrival: rebuilt.arrival,
+        checkpoint_seq: 0,
+        fault: None,
+        outbox_backlog: 0,
+        consumer_pending: None,
+    }));
+    st.log = Some(Arc::new(log.reader()));
+    let call = |path: String| {
+        let st = st.clone();
+        async move {
+            let resp = router(st)
+                .oneshot(
+                    Request::builder()
+                        .uri(path)
+                        .header("authorization", "Bearer t-finance")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+            )
+        }
+    };
+    // Now: Q1 earned 2500.00 after the late sale. After position 4 (the first sale): 2000.00.
+    let (s, now) = call("/v1/partners/P-1/balances?period=2026-Q1".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(now["balances"][0]["earned"], "2500.00");
+    let (s, then) = call("/v1/partners/P-1/balances?period=2026-Q1&as_of_seq=4".into()).await;
+    assert_eq!(s, StatusCode::OK, "{then}");
+    assert_eq!(then["balances"][0]["earned"], "2000.00");
+    let (s, st_then) =
+        call("/v1/partners/P-1/statement?program=MDF-2026&period=2026-Q1&as_of_seq=4".into()).await;
+    assert_eq!(s, StatusCode::OK, "{st_then}");
+    assert_eq!(st_then["lines"].as_array().unwrap().len(), 1);
+    let (s, _) = call("/v1/partners/P-1/balances?as_of_seq=0".into()).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "nothing had happened at position 0"
+    );
+}
+
+#[tokio::test]
+async fn as_of_seq_without_a_data_directory_is_a_clear_error() {
+    let (s, body, _) = get("/v1/partners/P-1/balances?as_of_seq=3", Some("t-finance")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().unwrap().contains("as_of_seq"));
 }

@@ -204,10 +204,14 @@ pub fn rebuild(
     rebuild_inner(log, bound, use_checkpoint, false, progress)
 }
 
-/// As [`rebuild`] of everything, with per-entry journals (for statements): a checkpoint
-/// written without journals is not used.
-pub fn rebuild_with_journal(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Rebuilt, LogError> {
-    rebuild_inner(log, Bound::All, true, true, progress)
+/// As [`rebuild`], with per-entry journals (for statements): a checkpoint written
+/// without journals is not used.
+pub fn rebuild_with_journal(
+    log: &Log,
+    bound: Bound,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Rebuilt, LogError> {
+    rebuild_inner(log, bound, true, true, progress)
 }
 
 fn rebuild_inner(

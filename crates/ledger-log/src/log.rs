@@ -208,6 +208,18 @@ impl Log {
         &self.path
     }
 
+    /// A second handle on the same directory for readers (as-of queries) beside the
+    /// writer: it shares sled's trees, has no identity index, and must not append.
+    pub fn reader(&self) -> Log {
+        Log {
+            path: self.path.clone(),
+            db: self.db.clone(),
+            tree: self.tree.clone(),
+            head: self.head,
+            index: HashMap::default(),
+        }
+    }
+
     pub fn head(&self) -> Head {
         self.head
     }

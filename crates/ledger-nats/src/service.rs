@@ -304,13 +304,15 @@ async fn drain_outbox(
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
-    shared_out: Option<tokio::sync::oneshot::Sender<Shared>>,
+    shared_out: Option<tokio::sync::oneshot::Sender<(Shared, Arc<Log>)>>,
 ) -> Result<Status, ServiceError> {
     let mut log = tokio::task::block_in_place(|| Log::open(&config.data_dir))?;
     let outbox = Outbox::new(log.open_tree("outbox")?, &config.payouts.subject_prefix);
     // Rebuild the projection, with the journals statements explain (from the checkpoint
     // when there is a valid one).
-    let rebuilt = tokio::task::block_in_place(|| history::rebuild_with_journal(&log, &mut |_| {}))?;
+    let rebuilt = tokio::task::block_in_place(|| {
+        history::rebuild_with_journal(&log, history::Bound::All, &mut |_| {})
+    })?;
     for w in &rebuilt.warnings {
         warn!("{w}");
     }
@@ -337,7 +339,7 @@ pub async fn run(
         consumer_pending: None,
     }));
     if let Some(tx) = shared_out {
-        let _ = tx.send(shared.clone());
+        let _ = tx.send((shared.clone(), Arc::new(log.reader())));
     }
 
     let client = connect(&config).await?;

@@ -196,11 +196,11 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     // The HTTP API over the same projection, queried at a fixed rate while ingesting.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http_port = listener.local_addr()?.port();
-    let api_state = ledger_api::ApiState {
-        shared: shared.clone(),
-        log: Some(reader),
-        tokens: std::sync::Arc::new(vec![("bench".to_string(), ledger_api::Role::Finance)]),
-    };
+    let api_state = ledger_api::ApiState::new(
+        shared.clone(),
+        Some(reader),
+        vec![("bench".to_string(), ledger_api::Role::Finance)],
+    );
     let api =
         tokio::spawn(async move { axum::serve(listener, ledger_api::router(api_state)).await });
     let query_rate = args.query_rate;

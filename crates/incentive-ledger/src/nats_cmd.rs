@@ -243,11 +243,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {http_addr} for the HTTP API"))?;
         tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
-        let state = ledger_api::ApiState {
-            shared,
-            log: Some(reader),
-            tokens: std::sync::Arc::new(tokens),
-        };
+        let state = ledger_api::ApiState::new(shared, Some(reader), tokens);
         let api = tokio::spawn(async move {
             axum::serve(listener, ledger_api::router(state))
                 .with_graceful_shutdown(async move {

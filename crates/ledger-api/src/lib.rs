@@ -58,6 +58,25 @@ pub struct ApiState {
     pub log: Option<Arc<ledger_log::Log>>,
     /// token → role
     pub tokens: Arc<Vec<(String, Role)>>,
+    /// Request latency per route pattern.
+    pub http_latency: Arc<
+        std::sync::Mutex<std::collections::BTreeMap<String, ledger_nats::histogram::Histogram>>,
+    >,
+}
+
+impl ApiState {
+    pub fn new(
+        shared: Shared,
+        log: Option<Arc<ledger_log::Log>>,
+        tokens: Vec<(String, Role)>,
+    ) -> ApiState {
+        ApiState {
+            shared,
+            log,
+            tokens: Arc::new(tokens),
+            http_latency: Default::default(),
+        }
+    }
 }
 
 /// An API error: status, machine-readable code and a message.
@@ -202,9 +221,19 @@ async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Nex
     }
 }
 
-/// Every response says which log position it reflects.
+/// Every response says which log position it reflects; its latency is recorded per
+/// route pattern.
 async fn position_header(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let started = std::time::Instant::now();
     let mut response = next.run(req).await;
+    if let Ok(mut h) = state.http_latency.lock() {
+        h.entry(route).or_default().observe(started.elapsed());
+    }
     let position = lock(&state.shared).seq;
     if let Ok(v) = HeaderValue::from_str(&position.to_string()) {
         response.headers_mut().insert("x-ledger-position", v);
@@ -380,7 +409,20 @@ async fn metrics(
         "gauge",
         vec![(String::new(), u64::from(p.fault.is_some()))],
     );
+    out.push_str("# HELP ledger_batch_flush_seconds Time of one group commit (checks, write, flush).\n# TYPE ledger_batch_flush_seconds histogram\n");
+    p.batch_flush
+        .render("ledger_batch_flush_seconds", "", &mut out);
     drop(p);
+    out.push_str("# HELP ledger_http_request_seconds HTTP request latency by route.\n# TYPE ledger_http_request_seconds histogram\n");
+    if let Ok(h) = state.http_latency.lock() {
+        for (route, hist) in h.iter() {
+            hist.render(
+                "ledger_http_request_seconds",
+                &format!("route=\"{route}\""),
+                &mut out,
+            );
+        }
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

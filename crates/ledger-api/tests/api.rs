@@ -28,17 +28,18 @@ fn state() -> ApiState {
         fault: None,
         outbox_backlog: 0,
         consumer_pending: None,
+        batch_flush: Default::default(),
     }));
-    ApiState {
+    ApiState::new(
         shared,
-        log: None,
-        tokens: Arc::new(vec![
+        None,
+        vec![
             ("t-admin".into(), Role::Admin),
             ("t-finance".into(), Role::Finance),
             ("t-p1".into(), Role::Partner("P-1".into())),
             ("t-p2".into(), Role::Partner("P-2".into())),
-        ]),
-    }
+        ],
+    )
 }
 
 async fn get(path: &str, token: Option<&str>) -> (StatusCode, serde_json::Value, Option<String>) {
@@ -292,8 +293,36 @@ async fn leaderboard_metrics_and_read_your_writes() {
         .0,
         StatusCode::FORBIDDEN
     );
-    let (s, _, _) = get("/metrics", Some("t-admin")).await;
-    assert_eq!(s, StatusCode::OK);
+    // /metrics: counters, gauges and the two latency histograms.
+    let st = state();
+    let app = router(st.clone());
+    let req = |path: &str| {
+        Request::builder()
+            .uri(path)
+            .header("authorization", "Bearer t-admin")
+            .body(Body::empty())
+            .unwrap()
+    };
+    app.clone().oneshot(req("/v1/status")).await.unwrap();
+    let resp = app.oneshot(req("/metrics")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for needle in [
+        "ledger_events_received_total 26",
+        "ledger_events_refused_total{code=\"claim_not_pending\"} 2",
+        "# TYPE ledger_batch_flush_seconds histogram",
+        "ledger_http_request_seconds_count{route=\"/v1/status\"} 1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
     assert_eq!(get("/metrics", None).await.0, StatusCode::UNAUTHORIZED);
     // Position already folded: answered at once; far ahead: 503 after the bounded wait.
     assert_eq!(
@@ -389,6 +418,7 @@ async fn as_of_seq_answers_from_the_log_as_it_stood() {
         fault: None,
         outbox_backlog: 0,
         consumer_pending: None,
+        batch_flush: Default::default(),
     }));
     st.log = Some(Arc::new(log.reader()));
     let call = |path: String| {

@@ -7,6 +7,7 @@
 //! - [`config`]: the TOML configuration and its defaults.
 
 pub mod config;
+pub mod histogram;
 pub mod outbox;
 pub mod publish;
 pub mod service;

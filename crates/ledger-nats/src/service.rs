@@ -66,6 +66,8 @@ pub struct Projection {
     pub fault: Option<String>,
     pub outbox_backlog: usize,
     pub consumer_pending: Option<u64>,
+    /// Time of each group commit (intake, dedupe, write and flush of one batch).
+    pub batch_flush: crate::histogram::Histogram,
 }
 
 impl Projection {
@@ -337,6 +339,7 @@ pub async fn run(
         fault: None,
         outbox_backlog: outbox.backlog(),
         consumer_pending: None,
+        batch_flush: Default::default(),
     }));
     if let Some(tx) = shared_out {
         let _ = tx.send((shared.clone(), Arc::new(log.reader())));
@@ -502,6 +505,7 @@ pub async fn run(
         };
         drop(inputs);
         timing.append += t.elapsed();
+        lock(&shared).batch_flush.observe(t.elapsed());
         let t = std::time::Instant::now();
         // Durable: acknowledge every message of the batch.
         for m in &messages {

@@ -364,6 +364,42 @@ async fn metrics(
         "counter",
         vec![(String::new(), counts.duplicates)],
     );
+    let by_type: Vec<(Option<ledger_core::EventType>, [u64; 3])> = p
+        .replay
+        .counts_by_type()
+        .iter()
+        .map(|(t, c)| (*t, *c))
+        .collect();
+    let label = |t: &Option<ledger_core::EventType>| {
+        format!("type=\"{}\"", t.map_or("unknown", |t| t.as_str()))
+    };
+    for (i, (name, help)) in [
+        (
+            "ledger_events_accepted_by_type_total",
+            "Events applied, by event type.",
+        ),
+        (
+            "ledger_events_refused_by_type_total",
+            "Inputs refused, by event type (unknown: unreadable type).",
+        ),
+        (
+            "ledger_events_duplicate_by_type_total",
+            "Exact duplicates, by event type.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        metric(
+            name,
+            help,
+            "counter",
+            by_type
+                .iter()
+                .map(|(t, c)| (format!("{{{}}}", label(t)), c[i]))
+                .collect(),
+        );
+    }
     metric(
         "ledger_events_refused_total",
         "Refused inputs by refusal code.",

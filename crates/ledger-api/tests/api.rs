@@ -320,6 +320,8 @@ async fn leaderboard_metrics_and_read_your_writes() {
         "ledger_events_refused_total{code=\"claim_not_pending\"} 2",
         "# TYPE ledger_batch_flush_seconds histogram",
         "ledger_http_request_seconds_count{route=\"/v1/status\"} 1",
+        "ledger_events_accepted_by_type_total{type=\"claim.submitted\"}",
+        "ledger_events_refused_by_type_total{type=\"claim.decided\"} 3",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }

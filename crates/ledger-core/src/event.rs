@@ -10,7 +10,9 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 /// The inbound event types of SPEC §3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum EventType {
     ProgramPublished,
     PartnerEnrolled,

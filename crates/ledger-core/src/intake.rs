@@ -39,6 +39,8 @@ pub struct IntakeRefusal {
     /// `(source, id)` when the input was a JSON object whose `source` and `id` are
     /// strings within their bounds (SPEC §7), even if the rest is invalid.
     pub identity: Option<(String, String)>,
+    /// The `type` attribute when it is one of the event types (for metrics by type).
+    pub event_type: Option<EventType>,
 }
 
 /// Runs SPEC §1 checks 1–5 on one input.
@@ -47,6 +49,7 @@ pub fn check(raw: &[u8]) -> Result<Accepted, IntakeRefusal> {
         code,
         message,
         identity,
+        event_type: None,
     };
     if raw.len() > MAX_INPUT_BYTES {
         return Err(refuse(
@@ -74,8 +77,9 @@ pub fn check(raw: &[u8]) -> Result<Accepted, IntakeRefusal> {
             identity,
         ));
     };
-    let data = event_data(event_type, envelope.data).map_err(|e| {
-        refuse(
+    let data = event_data(event_type, envelope.data).map_err(|e| IntakeRefusal {
+        event_type: Some(event_type),
+        ..refuse(
             Code::InvalidData,
             format!("{}: {}", e.path, e.problem),
             identity.clone(),

@@ -8,7 +8,7 @@
 //! [`Replay::record_quarantined`], and get the same document.
 
 use crate::document::{digest, BalanceRow, ClaimRow, Counts, Document, PayoutRow, RejectedRow};
-use crate::event::Event;
+use crate::event::{Event, EventType};
 use crate::intake::{self, Accepted, IntakeRefusal};
 use crate::ledger::{Applied, Ledger, Payout};
 use crate::refusal::Code;
@@ -118,6 +118,8 @@ pub struct Replay {
     counts: Counts,
     payouts: Vec<Payout>,
     rejected: Vec<Rejection>,
+    /// Per event type (None: the type could not be read): applied, refused, duplicates.
+    by_type: std::collections::BTreeMap<Option<EventType>, [u64; 3]>,
 }
 
 impl Replay {
@@ -134,12 +136,13 @@ impl Replay {
                 event,
                 content_digest,
             }) => match self.identities.check(&event, &content_digest) {
-                Identity::ExactDuplicate => self.record_duplicate(),
+                Identity::ExactDuplicate => self.record_duplicate(Some(event.event_type())),
                 Identity::Conflict => {
                     let refusal = IntakeRefusal {
                         code: Code::DuplicateConflict,
                         message: conflict_message(&event),
                         identity: Some((event.source.clone(), event.id.clone())),
+                        event_type: Some(event.event_type()),
                     };
                     self.record_quarantined(refusal, line)
                 }
@@ -155,6 +158,7 @@ impl Replay {
     pub fn record_quarantined(&mut self, refusal: IntakeRefusal, line: u64) -> Step {
         self.counts.received += 1;
         self.counts.rejected += 1;
+        self.by_type.entry(refusal.event_type).or_default()[1] += 1;
         let rejection = Rejection {
             code: refusal.code,
             message: refusal.message,
@@ -165,10 +169,11 @@ impl Replay {
         Step::Rejected(rejection)
     }
 
-    /// Counts an exact duplicate.
-    pub fn record_duplicate(&mut self) -> Step {
+    /// Counts an exact duplicate (of an event of this type, when known).
+    pub fn record_duplicate(&mut self, event_type: Option<EventType>) -> Step {
         self.counts.received += 1;
         self.counts.duplicates += 1;
+        self.by_type.entry(event_type).or_default()[2] += 1;
         Step::Duplicate
     }
 
@@ -176,6 +181,8 @@ impl Replay {
     pub fn apply_logged(&mut self, event: &Event, line: u64) -> Step {
         self.counts.received += 1;
         let Applied { refusal, payouts } = self.ledger.apply(event);
+        let slot = self.by_type.entry(Some(event.event_type())).or_default();
+        slot[usize::from(refusal.is_some())] += 1;
         match refusal {
             Some(r) => {
                 self.counts.rejected += 1;
@@ -208,6 +215,11 @@ impl Replay {
 
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+
+    /// Applied, refused and duplicate inputs per event type (`None`: type unreadable).
+    pub fn counts_by_type(&self) -> &std::collections::BTreeMap<Option<EventType>, [u64; 3]> {
+        &self.by_type
     }
 
     pub fn payouts(&self) -> &[Payout] {

@@ -180,12 +180,13 @@ impl Extra {
                         code: q.code,
                         message: q.message,
                         identity: q.identity,
+                        event_type: q.event_type,
                     },
                     q.line,
                 );
             }
-            Extra::Duplicate(_) => {
-                replay.record_duplicate();
+            Extra::Duplicate(d) => {
+                replay.record_duplicate(Some(d.event_type));
             }
         }
     }

@@ -163,15 +163,18 @@ pub struct Quarantined {
     pub code: Code,
     pub message: String,
     pub identity: Option<(String, String)>,
+    /// The `type` attribute, when it named an event type (for counts by type).
+    pub event_type: Option<ledger_core::EventType>,
     pub raw: Vec<u8>,
 }
 
 /// An exact duplicate: when it arrived and which record it repeated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Duplicate {
     pub arrival: u64,
     pub time_ns: u64,
     pub of_seq: u64,
+    pub event_type: ledger_core::EventType,
 }
 
 /// The position of the log: what the next append continues from.

@@ -74,13 +74,18 @@ pub enum Outcome {
         event: Box<ledger_core::Event>,
     },
     /// An exact duplicate of the record at `of_seq`: counted, nothing appended.
-    Duplicate { of_seq: u64, arrival: u64 },
+    Duplicate {
+        of_seq: u64,
+        arrival: u64,
+        event_type: ledger_core::EventType,
+    },
     /// Refused at intake and quarantined.
     Quarantined {
         arrival: u64,
         code: Code,
         message: String,
         identity: Option<(String, String)>,
+        event_type: Option<ledger_core::EventType>,
     },
 }
 
@@ -251,17 +256,21 @@ impl Log {
             let arrival = head.last_arrival;
             let line = input.line.unwrap_or(arrival);
             let quarantine =
-                |code, message: String, identity: Option<(String, String)>| Quarantined {
+                |code,
+                 message: String,
+                 identity: Option<(String, String)>,
+                 event_type: Option<ledger_core::EventType>| Quarantined {
                     arrival,
                     time_ns: input.time_ns,
                     line,
                     code,
                     message,
                     identity,
+                    event_type,
                     raw: input.raw.to_vec(),
                 };
             let q = match intake::check(input.raw) {
-                Err(r) => quarantine(r.code, r.message, r.identity),
+                Err(r) => quarantine(r.code, r.message, r.identity, r.event_type),
                 Ok(Accepted {
                     event,
                     content_digest,
@@ -277,11 +286,13 @@ impl Log {
                                 arrival,
                                 time_ns: input.time_ns,
                                 of_seq: seq,
+                                event_type: event.event_type(),
                             };
                             batch.insert(&key(DUPLICATE, arrival), encode(&dup));
                             outcomes.push(Outcome::Duplicate {
                                 of_seq: seq,
                                 arrival,
+                                event_type: event.event_type(),
                             });
                             continue;
                         }
@@ -289,6 +300,7 @@ impl Log {
                             Code::DuplicateConflict,
                             conflict_message(&event),
                             Some((event.source.clone(), event.id.clone())),
+                            Some(event.event_type()),
                         ),
                         None => {
                             head.last_seq += 1;
@@ -323,6 +335,7 @@ impl Log {
                 code: q.code,
                 message: q.message,
                 identity: q.identity,
+                event_type: q.event_type,
             });
         }
         if !segment.is_empty() {

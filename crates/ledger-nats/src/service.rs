@@ -537,8 +537,12 @@ pub async fn run(
                         p.seq = seq;
                         p.arrival = arrival;
                     }
-                    Outcome::Duplicate { arrival, .. } => {
-                        p.replay.record_duplicate();
+                    Outcome::Duplicate {
+                        arrival,
+                        event_type,
+                        ..
+                    } => {
+                        p.replay.record_duplicate(Some(event_type));
                         p.arrival = arrival;
                     }
                     Outcome::Quarantined {
@@ -546,12 +550,14 @@ pub async fn run(
                         code,
                         message,
                         identity,
+                        event_type,
                     } => {
                         p.replay.record_quarantined(
                             ledger_core::IntakeRefusal {
                                 code,
                                 message,
                                 identity,
+                                event_type,
                             },
                             arrival,
                         );

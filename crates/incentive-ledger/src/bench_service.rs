@@ -89,6 +89,28 @@ async fn wait_folded(shared: &Shared, positions: u64, limit: Duration) -> Result
     }
 }
 
+type Running = (
+    tokio::task::JoinHandle<Result<ledger_nats::Status, ledger_nats::service::ServiceError>>,
+    tokio::sync::oneshot::Sender<()>,
+    Shared,
+    std::sync::Arc<ledger_log::Log>,
+);
+
+/// Starts the service in this process; it stops when the returned sender fires.
+async fn start_service(c: Config) -> Result<Running> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(ledger_nats::run(
+        c,
+        async {
+            let _ = stop_rx.await;
+        },
+        Some(tx),
+    ));
+    let (shared, reader) = rx.await.context("the service did not start")?;
+    Ok((service, stop_tx, shared, reader))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -152,16 +174,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         publish_time.as_secs_f64()
     );
     drop(lines);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(ledger_nats::run(
-        c,
-        async {
-            let _ = stop_rx.await;
-        },
-        Some(tx),
-    ));
-    let (shared, _) = rx.await.context("the service did not start")?;
+    let (service, stop_tx, shared, _) = start_service(c).await?;
     let took = wait_folded(&shared, positions, Duration::from_secs(3600)).await?;
     println!(
         "service end to end:   {:>9.0} events/s ({} messages → {} log positions → {} payouts published, {:.2} s, fetch batch {})",
@@ -183,16 +196,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     let c = config(&args.nats_url, &tag, &tmp.join("latency"), args.fetch_batch);
     ledger_nats::service::ensure_streams(&js, &c, 0).await?;
     let mut sub = client.subscribe(format!("bench.{tag}.payouts.>")).await?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(ledger_nats::run(
-        c,
-        async {
-            let _ = stop_rx.await;
-        },
-        Some(tx),
-    ));
-    let (shared, reader) = rx.await.context("the service did not start")?;
+    let (service, stop_tx, shared, reader) = start_service(c).await?;
     // The HTTP API over the same projection, queried at a fixed rate while ingesting.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http_port = listener.local_addr()?.port();

@@ -277,20 +277,9 @@ pub fn rejected(args: RejectedArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for r in replay.rejections() {
-        let stage = if r.code.is_intake() {
-            "quarantine"
-        } else {
-            "business"
-        };
+        let stage = r.stage();
         if args.json {
-            let mut row = serde_json::json!({
-                "stage": stage, "code": r.code.as_str(), "message": r.message, "line": r.line,
-            });
-            if let Some((source, id)) = &r.identity {
-                row["source"] = source.as_str().into();
-                row["id"] = id.as_str().into();
-            }
-            writeln!(out, "{row}")?;
+            writeln!(out, "{}", r.to_json())?;
         } else {
             let who = match &r.identity {
                 Some((s, i)) => format!("{s}/{i}"),

@@ -726,19 +726,7 @@ async fn rejected(
         .iter()
         .skip(start)
         .take(limit)
-        .map(|r| {
-            let mut row = json!({
-                "stage": if r.code.is_intake() { "quarantine" } else { "business" },
-                "code": r.code.as_str(),
-                "message": r.message,
-                "line": r.line,
-            });
-            if let Some((source, id)) = &r.identity {
-                row["source"] = source.as_str().into();
-                row["id"] = id.as_str().into();
-            }
-            row
-        })
+        .map(|r| r.to_json())
         .collect();
     let next = (start + items.len() < all.len()).then(|| (start + items.len()).to_string());
     Ok(Json(json!({ "items": items, "next": next })).into_response())

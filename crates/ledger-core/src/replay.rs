@@ -25,6 +25,31 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// `quarantine` for refusals at intake, `business` for refusals by the fold.
+    pub fn stage(&self) -> &'static str {
+        if self.code.is_intake() {
+            "quarantine"
+        } else {
+            "business"
+        }
+    }
+
+    /// The refusal with its message, as the listings show it: stage, code, message,
+    /// line (or arrival number), and source and id when known.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut row = serde_json::json!({
+            "stage": self.stage(),
+            "code": self.code.as_str(),
+            "message": self.message,
+            "line": self.line,
+        });
+        if let Some((source, id)) = &self.identity {
+            row["source"] = source.as_str().into();
+            row["id"] = id.as_str().into();
+        }
+        row
+    }
+
     pub fn row(&self) -> RejectedRow {
         match &self.identity {
             Some((source, id)) => RejectedRow {

@@ -225,22 +225,14 @@ pub async fn ensure_streams(
 
 /// A refusal notice on the rejected subject (a CloudEvent).
 fn rejection_notice(r: &Rejection) -> Vec<u8> {
-    let stage = if r.code.is_intake() {
-        "quarantine"
-    } else {
-        "business"
-    };
-    let id = uuid_for(&format!("incentive-ledger:rejected:{stage}:{}", r.line));
-    let mut data = serde_json::json!({
-        "stage": stage,
-        "code": r.code.as_str(),
-        "message": r.message,
-        "arrival": r.line,
-    });
-    if let Some((source, event_id)) = &r.identity {
-        data["source"] = source.as_str().into();
-        data["id"] = event_id.as_str().into();
-    }
+    let id = uuid_for(&format!(
+        "incentive-ledger:rejected:{}:{}",
+        r.stage(),
+        r.line
+    ));
+    // For messages the line is the arrival number (SPEC §7).
+    let mut data = r.to_json();
+    data["arrival"] = r.line.into();
     serde_json::json!({
         "specversion": "1.0",
         "id": id,

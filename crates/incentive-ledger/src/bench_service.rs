@@ -205,8 +205,11 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         Some(reader),
         vec![("bench".to_string(), ledger_api::Role::Finance)],
     );
-    let api =
-        tokio::spawn(async move { axum::serve(listener, ledger_api::router(api_state)).await });
+    let api = tokio::spawn(ledger_api::serve(
+        listener,
+        api_state,
+        std::future::pending(),
+    ));
     let query_rate = args.query_rate;
     let query_duration =
         Duration::from_secs_f64(args.latency_events as f64 / args.rate.max(1) as f64);

@@ -242,15 +242,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&http_addr)
             .await
             .with_context(|| format!("cannot listen on {http_addr} for the HTTP API"))?;
-        tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
         let state = ledger_api::ApiState::new(shared, Some(reader), tokens);
-        let api = tokio::spawn(async move {
-            axum::serve(listener, ledger_api::router(state))
-                .with_graceful_shutdown(async move {
-                    let _ = stop_http_rx.await;
-                })
-                .await
-        });
+        let api = tokio::spawn(ledger_api::serve(listener, state, async move {
+            let _ = stop_http_rx.await;
+        }));
         let status = service.await??;
         let _ = stop_http.send(());
         let _ = api.await;

@@ -779,13 +779,13 @@ async fn program(State(state): State<ApiState>, Path(id): Path<String>) -> ApiRe
     }
 }
 
-/// Serves the API on `addr` until `shutdown` resolves.
+/// Serves the API on a bound listener until `shutdown` resolves. The caller binds, so
+/// that an address already in use is reported before the service starts its work.
 pub async fn serve(
-    addr: &str,
+    listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

@@ -1432,11 +1432,6 @@ impl Ledger {
             })
             .collect()
     }
-
-    /// Number of entries (for progress and metrics).
-    pub fn entry_count(&self) -> usize {
-        self.entries.len()
-    }
 }
 
 /// A program as the query API shows it: the current version, every version, the closed

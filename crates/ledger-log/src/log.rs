@@ -8,7 +8,7 @@
 //! record headers when the directory is opened (no JSON is parsed for that).
 
 use crate::layout::{
-    self, chain_hash, decode_segment, identity_key, key, key_number, Duplicate, Head, Quarantined,
+    chain_hash, decode_segment, identity_key, key, key_number, Duplicate, Head, Quarantined,
     Record, DUPLICATE, HEAD, QUARANTINE, SEGMENT,
 };
 use ledger_core::intake::{self, Accepted};
@@ -434,17 +434,6 @@ impl Log {
             .collect()
     }
 
-    /// The identity index entry of `(source, id)`.
-    pub fn lookup(&self, source: &str, id: &str) -> Option<u64> {
-        self.index
-            .get(&identity_key(source, id))
-            .map(|(seq, _)| *seq)
-    }
-
-    pub fn identity_count(&self) -> usize {
-        self.index.len()
-    }
-
     /// Stores a checkpoint payload (written whole, then flushed).
     pub fn save_checkpoint(&self, payload: &[u8]) -> Result<(), LogError> {
         let tree = self
@@ -507,6 +496,3 @@ fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
         }),
     }
 }
-
-/// Re-exported for `verify`: the record layout.
-pub use layout::RECORD_HEADER as HEADER_BYTES;

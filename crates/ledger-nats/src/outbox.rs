@@ -25,7 +25,6 @@ fn entry_key(index: u64) -> [u8; 9] {
 /// One payout message ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
-    pub index: u64,
     pub subject: String,
     pub payout_id: String,
     pub payload: Vec<u8>,
@@ -89,7 +88,7 @@ impl Outbox {
         };
         let (k, v) = item?;
         let first = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
-        Ok(Some((first, decode_step(first, &v))))
+        Ok(Some((first, decode_step(&v))))
     }
 
     /// Number of payouts waiting for a JetStream acknowledgement.
@@ -111,7 +110,7 @@ impl Outbox {
     }
 }
 
-fn decode_step(first: u64, v: &[u8]) -> Vec<OutboxEntry> {
+fn decode_step(v: &[u8]) -> Vec<OutboxEntry> {
     let mut out = Vec::new();
     let mut at = 4;
     let take = |at: &mut usize| -> Option<Vec<u8>> {
@@ -120,7 +119,6 @@ fn decode_step(first: u64, v: &[u8]) -> Vec<OutboxEntry> {
         *at += 4 + len;
         Some(bytes)
     };
-    let mut index = first;
     while at < v.len() {
         let (Some(subject), Some(id), Some(payload)) =
             (take(&mut at), take(&mut at), take(&mut at))
@@ -128,12 +126,10 @@ fn decode_step(first: u64, v: &[u8]) -> Vec<OutboxEntry> {
             break;
         };
         out.push(OutboxEntry {
-            index,
             subject: String::from_utf8_lossy(&subject).into_owned(),
             payout_id: String::from_utf8_lossy(&id).into_owned(),
             payload,
         });
-        index += 1;
     }
     out
 }

@@ -23,10 +23,14 @@ pub struct BenchArgs {
     /// Measure this NDJSON file instead of a generated stream.
     #[arg(long, value_name = "FILE")]
     pub from: Option<std::path::PathBuf>,
-    /// Also measure the durable log in this (new or empty) directory: group-commit ingest,
-    /// then replay from disk without and with a checkpoint.
+    /// Also measure the durable log in this directory: group-commit ingest of the stream
+    /// (when the directory is new or empty), then replay from disk without and with a
+    /// checkpoint (of whatever log the directory holds).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
+    /// With --data-dir: skip the in-memory measurements of the core.
+    #[arg(long, requires = "data_dir")]
+    pub log_only: bool,
     /// Inputs per group commit for the durable-log measurement.
     #[arg(long, default_value_t = 4096)]
     pub batch_size: usize,
@@ -41,6 +45,11 @@ fn rate(n: usize, d: Duration) -> String {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let (true, Some(dir)) = (args.log_only, &args.data_dir) {
+        if ledger_log::Log::open(dir)?.head().last_seq > 0 {
+            return bench_log(dir, &[], args.batch_size.max(1));
+        }
+    }
     let lines: Vec<String> = match &args.from {
         Some(path) => std::fs::read_to_string(path)?
             .lines()
@@ -58,6 +67,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         lines.len(),
         bytes as f64 / 1048576.0
     );
+    if let (true, Some(dir)) = (args.log_only, &args.data_dir) {
+        return bench_log(dir, &lines, args.batch_size.max(1));
+    }
 
     // 0. The JSON reader alone, for scale.
     let start = Instant::now();
@@ -154,14 +166,42 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// This process's resident memory now and at its peak, as the kernel reports it.
+fn memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or("?".to_string(), |v| v.trim().to_string())
+    };
+    format!("RSS {}, peak {}", field("VmRSS:"), field("VmHWM:"))
+}
+
 fn bench_log(dir: &std::path::Path, lines: &[String], batch_size: usize) -> Result<()> {
-    use ledger_log::{history, Bound, Input, Log};
+    use ledger_log::Log;
+    let start = Instant::now();
     let mut log = Log::open(dir)?;
-    anyhow::ensure!(
-        log.head().last_seq == 0,
-        "{} already holds a log; give a new directory",
-        dir.display()
+    println!(
+        "open:              {:.3} s ({} records; {})",
+        start.elapsed().as_secs_f64(),
+        log.head().last_seq,
+        memory()
     );
+    if log.head().last_seq > 0 {
+        println!(
+            "durable ingest:    skipped ({} already holds {} records)",
+            dir.display(),
+            log.head().last_seq
+        );
+    } else {
+        bench_ingest(&mut log, lines, batch_size)?;
+    }
+    bench_replay(&log)
+}
+
+fn bench_ingest(log: &mut ledger_log::Log, lines: &[String], batch_size: usize) -> Result<()> {
+    use ledger_log::Input;
     let start = Instant::now();
     let mut line_no = 0u64;
     for chunk in lines.chunks(batch_size) {
@@ -184,20 +224,26 @@ fn bench_log(dir: &std::path::Path, lines: &[String], batch_size: usize) -> Resu
         rate(lines.len(), ingest),
         lines.len().div_ceil(batch_size)
     );
+    Ok(())
+}
+
+fn bench_replay(log: &ledger_log::Log) -> Result<()> {
+    use ledger_log::{history, Bound};
     let records = log.head().last_seq as usize;
     let start = Instant::now();
-    let rebuilt = history::rebuild(&log, Bound::All, false, &mut |_| {})?;
+    let rebuilt = history::rebuild(log, Bound::All, false, &mut |_| {})?;
     let full = start.elapsed();
     println!(
-        "replay from disk:  {}  (no checkpoint, {records} records)",
-        rate(records, full)
+        "replay from disk:  {}  (no checkpoint, {records} records; {})",
+        rate(records, full),
+        memory()
     );
     let start = Instant::now();
-    history::save_checkpoint(&log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival)?;
+    history::save_checkpoint(log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival)?;
     println!("checkpoint write:  {:.3} s", start.elapsed().as_secs_f64());
     drop(rebuilt);
     let start = Instant::now();
-    let resumed = history::rebuild(&log, Bound::All, true, &mut |_| {})?;
+    let resumed = history::rebuild(log, Bound::All, true, &mut |_| {})?;
     println!(
         "replay from disk:  {:.3} s with the checkpoint at {} (resumed: {})",
         start.elapsed().as_secs_f64(),

@@ -275,7 +275,7 @@ pub struct RejectedArgs {
 pub fn rejected(args: RejectedArgs) -> Result<()> {
     let replay = replay_dir(&args.data_dir, None, None, true)?;
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::new(stdout.lock());
     for r in replay.rejections() {
         let stage = r.stage();
         if args.json {
@@ -296,5 +296,6 @@ pub fn rejected(args: RejectedArgs) -> Result<()> {
             )?;
         }
     }
+    out.flush()?;
     Ok(())
 }

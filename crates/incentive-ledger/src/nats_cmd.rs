@@ -386,10 +386,11 @@ pub fn payouts(args: PayoutsArgs) -> Result<()> {
         anyhow::Ok(lines)
     })?;
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::new(stdout.lock());
     for l in lines {
         std::io::Write::write_all(&mut out, l.as_bytes())?;
         std::io::Write::write_all(&mut out, b"\n")?;
     }
+    std::io::Write::flush(&mut out)?;
     Ok(())
 }

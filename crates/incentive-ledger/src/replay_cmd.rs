@@ -103,12 +103,13 @@ fn replay_files(args: &ReplayArgs) -> Result<Replay> {
 fn print_document(replay: &Replay, compact: bool) -> Result<()> {
     let doc = replay.document();
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     if compact {
         serde_json::to_writer(&mut out, &doc)?;
     } else {
         serde_json::to_writer_pretty(&mut out, &doc)?;
     }
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }

@@ -45,6 +45,19 @@ pub struct IntakeRefusal {
 
 /// Runs SPEC §1 checks 1–5 on one input.
 pub fn check(raw: &[u8]) -> Result<Accepted, IntakeRefusal> {
+    check_inner(raw, true).map(|(event, digest)| Accepted {
+        event,
+        content_digest: digest.unwrap_or_default(),
+    })
+}
+
+/// As [`check`], without the content digest: for inputs already in a log, whose digest
+/// was recorded when they were appended (the identity check is not repeated on replay).
+pub fn check_event(raw: &[u8]) -> Result<Event, IntakeRefusal> {
+    check_inner(raw, false).map(|(event, _)| event)
+}
+
+fn check_inner(raw: &[u8], digest: bool) -> Result<(Event, Option<[u8; 32]>), IntakeRefusal> {
     let refuse = |code, message: String, identity| IntakeRefusal {
         code,
         message,
@@ -85,16 +98,14 @@ pub fn check(raw: &[u8]) -> Result<Accepted, IntakeRefusal> {
             identity.clone(),
         )
     })?;
-    Ok(Accepted {
-        event: Event {
-            source: envelope.source.to_string(),
-            id: envelope.id.to_string(),
-            time: envelope.time.to_string(),
-            date: envelope.date,
-            data,
-        },
-        content_digest: root.content_digest(),
-    })
+    let event = Event {
+        source: envelope.source.to_string(),
+        id: envelope.id.to_string(),
+        time: envelope.time.to_string(),
+        date: envelope.date,
+        data,
+    };
+    Ok((event, digest.then(|| root.content_digest())))
 }
 
 fn identity_of(root: &Json) -> Option<(String, String)> {

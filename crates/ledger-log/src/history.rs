@@ -292,8 +292,25 @@ pub fn fold_new(
     fold_range(log, replay, from_seq, from_arrival, limits, &mut |_| {})
 }
 
+/// Records parsed per message between the reading thread and the folding one.
+const PIPELINE_CHUNK: usize = 512;
+/// Chunks in flight between the two threads (bounds the memory of the pipeline).
+const PIPELINE_DEPTH: usize = 16;
+
+/// A log record read and parsed back into its event, ready for the fold.
+struct Parsed {
+    seq: u64,
+    arrival: u64,
+    line: u64,
+    event: Result<ledger_core::Event, IntakeRefusal>,
+}
+
 /// Folds records after `from_seq` and other inputs after `from_arrival` into `replay`,
 /// in arrival order, within `limits`. Returns the last seq and arrival accounted for.
+///
+/// Reading and parsing the records runs on a second thread, a bounded pipeline ahead of
+/// the fold: the fold itself stays sequential, in log order, so the result is the same
+/// as folding record by record.
 pub(crate) fn fold_range(
     log: &Log,
     replay: &mut Replay,
@@ -321,32 +338,81 @@ pub(crate) fn fold_range(
     let mut extras = extras.into_iter().peekable();
     let mut last_seq = from_seq;
     let mut last_arrival = from_arrival;
-    for record in log.records_from(from_seq + 1) {
-        let record = record?;
-        if record.seq > limits.max_seq || record.time_ns >= limits.before_ns {
-            break;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
+        scope.spawn(move || read_and_parse(log, from_seq + 1, limits, &tx));
+        // Returning early drops `rx`, which stops the reader at its next send.
+        for chunk in rx {
+            for parsed in chunk? {
+                while let Some(e) = extras.next_if(|e| e.arrival() < parsed.arrival) {
+                    e.apply(replay);
+                }
+                let event = parsed.event.map_err(|r| LogError::Corrupt {
+                    path: log.path().to_path_buf(),
+                    what: format!(
+                        "record {} no longer passes intake ({}: {})",
+                        parsed.seq, r.code, r.message
+                    ),
+                })?;
+                replay.apply_logged(&event, parsed.line);
+                last_seq = parsed.seq;
+                last_arrival = parsed.arrival;
+                progress(parsed.seq);
+            }
         }
-        while let Some(e) = extras.next_if(|e| e.arrival() < record.arrival) {
-            e.apply(replay);
-        }
-        let accepted = ledger_core::check(&record.raw).map_err(|r| LogError::Corrupt {
-            path: log.path().to_path_buf(),
-            what: format!(
-                "record {} no longer passes intake ({}: {})",
-                record.seq, r.code, r.message
-            ),
-        })?;
-        replay.apply_logged(&accepted.event, record.line);
-        last_seq = record.seq;
-        last_arrival = record.arrival;
-        progress(record.seq);
-    }
+        Ok::<(), LogError>(())
+    })?;
     // Inputs that arrived after the last record folded (already filtered to the bound).
     for e in extras {
         last_arrival = e.arrival();
         e.apply(replay);
     }
     Ok((last_seq, last_arrival))
+}
+
+/// The reading side of [`fold_range`]: records from `from` within `limits`, parsed, in
+/// chunks; stops at the bound, at the first error (sent on) or when the fold hangs up.
+fn read_and_parse(
+    log: &Log,
+    from: u64,
+    limits: Limits,
+    tx: &std::sync::mpsc::SyncSender<Result<Vec<Parsed>, LogError>>,
+) {
+    let mut chunk = Vec::with_capacity(PIPELINE_CHUNK);
+    let mut read = || -> Result<(), LogError> {
+        for segment in log.segments_from(from) {
+            let segment = segment?;
+            for record in segment.records(log) {
+                let record = record?;
+                if record.seq < from {
+                    continue;
+                }
+                if record.seq > limits.max_seq || record.time_ns >= limits.before_ns {
+                    return Ok(());
+                }
+                chunk.push(Parsed {
+                    seq: record.seq,
+                    arrival: record.arrival,
+                    line: record.line,
+                    event: ledger_core::intake::check_event(record.raw),
+                });
+                if chunk.len() == PIPELINE_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(PIPELINE_CHUNK));
+                    if tx.send(Ok(full)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    let result = read();
+    if !chunk.is_empty() {
+        let _ = tx.send(Ok(chunk));
+    }
+    if let Err(e) = result {
+        let _ = tx.send(Err(e));
+    }
 }
 
 #[cfg(test)]

@@ -125,21 +125,64 @@ fn array_at<const N: usize>(bytes: &[u8], at: &mut usize) -> Result<[u8; N], Dec
     Ok(b)
 }
 
-/// Decodes every record of a segment.
-pub fn decode_segment(bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
-    let mut at = 0;
-    let mut out = Vec::new();
-    while at < bytes.len() {
-        let seq = u64_at(bytes, &mut at)?;
-        let arrival = u64_at(bytes, &mut at)?;
-        let time_ns = u64_at(bytes, &mut at)?;
-        let line = u64_at(bytes, &mut at)?;
-        let identity = array_at::<16>(bytes, &mut at)?;
-        let content = array_at::<32>(bytes, &mut at)?;
-        let hash = array_at::<32>(bytes, &mut at)?;
-        let len = u32::from_be_bytes(array_at::<4>(bytes, &mut at)?) as usize;
-        let raw = take(bytes, &mut at, len)?.to_vec();
-        out.push(Record {
+/// One logged event, borrowed from the segment that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub seq: u64,
+    pub arrival: u64,
+    pub time_ns: u64,
+    pub line: u64,
+    pub identity: [u8; 16],
+    pub content: [u8; 32],
+    pub hash: [u8; 32],
+    pub raw: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    pub fn to_record(&self) -> Record {
+        Record {
+            seq: self.seq,
+            arrival: self.arrival,
+            time_ns: self.time_ns,
+            line: self.line,
+            identity: self.identity,
+            content: self.content,
+            hash: self.hash,
+            raw: self.raw.to_vec(),
+        }
+    }
+}
+
+/// The records of a segment, in order, without copying their bytes; stops after the
+/// first error.
+pub fn segment_records(bytes: &[u8]) -> SegmentRecords<'_> {
+    SegmentRecords {
+        bytes,
+        at: 0,
+        failed: false,
+    }
+}
+
+pub struct SegmentRecords<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    failed: bool,
+}
+
+impl<'a> SegmentRecords<'a> {
+    fn decode_one(&mut self) -> Result<RecordRef<'a>, DecodeError> {
+        let bytes = self.bytes;
+        let at = &mut self.at;
+        let seq = u64_at(bytes, at)?;
+        let arrival = u64_at(bytes, at)?;
+        let time_ns = u64_at(bytes, at)?;
+        let line = u64_at(bytes, at)?;
+        let identity = array_at::<16>(bytes, at)?;
+        let content = array_at::<32>(bytes, at)?;
+        let hash = array_at::<32>(bytes, at)?;
+        let len = u32::from_be_bytes(array_at::<4>(bytes, at)?) as usize;
+        let raw = take(bytes, at, len)?;
+        Ok(RecordRef {
             seq,
             arrival,
             time_ns,
@@ -148,9 +191,28 @@ pub fn decode_segment(bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
             content,
             hash,
             raw,
-        });
+        })
     }
-    Ok(out)
+}
+
+impl<'a> Iterator for SegmentRecords<'a> {
+    type Item = Result<RecordRef<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.at >= self.bytes.len() {
+            return None;
+        }
+        let item = self.decode_one();
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// Decodes every record of a segment.
+pub fn decode_segment(bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
+    segment_records(bytes)
+        .map(|r| r.map(|r| r.to_record()))
+        .collect()
 }
 
 /// An input refused at intake, kept with its raw bytes.

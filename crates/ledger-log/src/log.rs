@@ -8,8 +8,8 @@
 //! record headers when the directory is opened (no JSON is parsed for that).
 
 use crate::layout::{
-    chain_hash, decode_segment, identity_key, key, key_number, Duplicate, Head, Quarantined,
-    Record, DUPLICATE, HEAD, QUARANTINE, SEGMENT,
+    chain_hash, identity_key, key, key_number, segment_records, Duplicate, Head, Quarantined,
+    Record, RecordRef, DUPLICATE, HEAD, QUARANTINE, SEGMENT,
 };
 use ledger_core::intake::{self, Accepted};
 use ledger_core::replay::conflict_message;
@@ -171,9 +171,8 @@ impl Log {
             let (k, v) = item.map_err(storage(&self.path))?;
             let first = key_number(&k, SEGMENT)
                 .ok_or_else(|| self.corrupt("a segment key has the wrong shape"))?;
-            let records = decode_segment(&v)
-                .map_err(|e| self.corrupt(format!("segment {first}: {}", e.reason)))?;
-            for r in records {
+            for r in segment_records(&v) {
+                let r = r.map_err(|e| self.corrupt(format!("segment {first}: {}", e.reason)))?;
                 if r.seq != expected_seq {
                     return Err(
                         self.corrupt(format!("sequence {expected_seq} expected, found {}", r.seq))
@@ -368,6 +367,22 @@ impl Log {
 
     /// Every record with `seq ≥ from`, in order, segment by segment.
     pub fn records_from(&self, from: u64) -> impl Iterator<Item = Result<Record, LogError>> + '_ {
+        self.segments_from(from).flat_map(move |segment| {
+            let records: Vec<Result<Record, LogError>> = match segment {
+                Err(e) => vec![Err(e)],
+                Ok(segment) => segment
+                    .records(self)
+                    .filter(|r| r.as_ref().map_or(true, |r| r.seq >= from))
+                    .map(|r| r.map(|r| r.to_record()))
+                    .collect(),
+            };
+            records
+        })
+    }
+
+    /// The stored segments from the one holding position `from` on, in order (read
+    /// their records with [`Segment::records`], without copying them).
+    pub fn segments_from(&self, from: u64) -> impl Iterator<Item = Result<Segment, LogError>> + '_ {
         // Start at the segment holding `from`: the last segment key ≤ from.
         let start = self
             .tree
@@ -378,20 +393,12 @@ impl Log {
             .unwrap_or(1);
         self.tree
             .range(key(SEGMENT, start)..key(SEGMENT, u64::MAX))
-            .flat_map(move |item| {
-                let records: Vec<Result<Record, LogError>> = match item {
-                    Err(e) => vec![Err(storage(&self.path)(e))],
-                    Ok((k, v)) => match decode_segment(&v) {
-                        Ok(rs) => rs.into_iter().filter(|r| r.seq >= from).map(Ok).collect(),
-                        Err(e) => vec![Err(self.corrupt(format!(
-                            "segment {}: {} at byte {}",
-                            key_number(&k, SEGMENT).unwrap_or(0),
-                            e.reason,
-                            e.offset
-                        )))],
-                    },
-                };
-                records
+            .map(move |item| {
+                let (k, bytes) = item.map_err(storage(&self.path))?;
+                Ok(Segment {
+                    first: key_number(&k, SEGMENT).unwrap_or(0),
+                    bytes,
+                })
             })
     }
 
@@ -473,16 +480,46 @@ impl Log {
     }
 }
 
+/// One group-committed batch of records as stored.
+pub struct Segment {
+    /// The sequence its key names (that of its first record).
+    pub first: u64,
+    bytes: sled::IVec,
+}
+
+impl Segment {
+    /// Its records, borrowed; a record that does not decode ends it with an error.
+    pub fn records<'a>(
+        &'a self,
+        log: &'a Log,
+    ) -> impl Iterator<Item = Result<RecordRef<'a>, LogError>> + 'a {
+        segment_records(&self.bytes).map(move |r| {
+            r.map_err(|e| {
+                log.corrupt(format!(
+                    "segment {}: {} at byte {}",
+                    self.first, e.reason, e.offset
+                ))
+            })
+        })
+    }
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Plain structs of integers, strings and byte arrays always encode.
     postcard::to_allocvec(value).unwrap_or_default()
 }
+
+/// sled's page cache.
+const CACHE_BYTES: u64 = 64 << 20;
 
 /// Opens sled, turning a panic inside sled (seen on some damaged files) into an error.
 fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
     let config = sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
+        // Records are read once, in order, on open and on replay: a large page cache
+        // only costs memory (sled's default is 1 GiB).
+        .cache_capacity(CACHE_BYTES)
         // Durability comes from the explicit flush of every batch, not from a timer.
         .flush_every_ms(None);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {

@@ -178,7 +178,10 @@ fn init_logs(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (a full disk under a redirected stderr) is
+        // dropped; reporting that on stderr again would panic the service.
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -202,6 +205,12 @@ async fn shutdown_signal() {
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     init_logs(args.log_format);
+    // A file-size limit reached (RLIMIT_FSIZE) must surface as a write error that the
+    // service reports, holds its batch on and retries — not kill it (SIGXFSZ's default).
+    // SAFETY: setting a signal's disposition to SIG_IGN has no other effect.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let config = args.config()?;
     let tokens: Vec<(String, ledger_api::Role)> = config
         .auth

@@ -182,7 +182,7 @@ fn as_of_time_splits_between_two_ingests() {
 /// Rewrites the records of the first segment with `edit`, then closes the directory.
 fn edit_first_segment(dir: &Path, edit: impl FnOnce(&mut Vec<ledger_log::layout::Record>)) {
     let log = Log::open(dir).unwrap();
-    let tree = log.raw_tree();
+    let tree = log.raw_tree().unwrap();
     let bytes = tree.get(key(SEGMENT, 1)).unwrap().unwrap();
     let mut records = decode_segment(&bytes).unwrap();
     edit(&mut records);

@@ -149,6 +149,18 @@ impl Service {
         }
     }
 
+    /// Sets the service's limit on the size of files it writes (RLIMIT_FSIZE): with 0,
+    /// every write that would grow a file fails, as on a full disk.
+    fn limit_file_size(&self, bytes: u64) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+
     /// SIGTERM and wait; the service must exit 0.
     fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -373,6 +385,71 @@ fn the_service_rides_out_a_nats_restart() {
     let s = wait_for(&nats, positions(&doc), &log);
     assert_eq!(s["digest"], doc["digest"]);
     service.terminate();
+}
+
+#[test]
+fn a_disk_fault_holds_the_batch_and_the_service_recovers_when_it_clears() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("js"));
+    let log = tmp.path().join("serve.log");
+    let data = tmp.path().join("data");
+    let mut service = Service::start(&nats, &data, &log);
+    let lines: Vec<String> = Generator::new(GenConfig::new(31, 3000)).collect();
+    let write = |name: &str, part: &[String]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, part.join("\n") + "\n").unwrap();
+        path
+    };
+    let first = write("first.ndjson", &lines[..1500]);
+    let all = write("all.ndjson", &lines);
+    publish(&nats, &first);
+    let before = positions(&document(&first));
+    wait_for(&nats, before, &log);
+
+    // The disk "fills up": nothing more can be written to the data directory.
+    service.limit_file_size(0);
+    publish(&nats, &write("second.ndjson", &lines[1500..]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let faulted = loop {
+        if let Some(s) = status(&nats) {
+            if s["fault"].as_str().is_some_and(|f| f.starts_with("log")) {
+                break s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no fault reported: {:?}",
+            status(&nats)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Nothing of the held batch was folded (nor acknowledged: the log did not take it).
+    assert_eq!(faulted["position"].as_u64(), Some(before), "{faulted}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let still = status(&nats).unwrap();
+    assert_eq!(still["position"].as_u64(), Some(before), "{still}");
+    assert!(still["fault"].is_string(), "{still}");
+
+    // The disk recovers: the service re-opens the directory, writes the held batch and
+    // goes on, to the digest of a replay of every event.
+    service.limit_file_size(libc::RLIM_INFINITY);
+    let doc = document(&all);
+    let s = wait_for(&nats, positions(&doc), &log);
+    assert_eq!(s["digest"], doc["digest"]);
+    assert!(s["fault"].is_null(), "{s}");
+    assert_payouts_match(&stream_payouts(&nats), &doc);
+    service.terminate();
+    let out = bin()
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(replayed["digest"], doc["digest"]);
+    // (What it logged during the fault went nowhere: its log file could not grow either.)
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logs.contains("data directory re-opened"), "{logs}");
 }
 
 #[test]

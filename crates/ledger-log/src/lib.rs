@@ -17,5 +17,5 @@ pub mod log;
 pub mod verify;
 
 pub use history::{rebuild, rebuild_with_journal, save_checkpoint, Bound, Rebuilt};
-pub use log::{Input, Log, LogError, Outcome, Segment, FORMAT_VERSION};
+pub use log::{Input, Log, LogError, Outcome, Segment, TreeHandle, FORMAT_VERSION};
 pub use verify::{verify, CheckpointStatus, Report};

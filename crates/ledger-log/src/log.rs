@@ -16,6 +16,7 @@ use ledger_core::replay::conflict_message;
 use ledger_core::Code;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 /// Version of the data directory layout; a directory of another version is refused.
 pub const FORMAT_VERSION: u32 = 1;
@@ -92,11 +93,48 @@ pub enum Outcome {
 /// An open data directory.
 pub struct Log {
     path: PathBuf,
-    db: sled::Db,
-    tree: sled::Tree,
+    store: SharedStore,
     head: Head,
     /// identity key → (seq, content digest) of every logged event.
     index: HashMap<[u8; 16], (u64, [u8; 32]), foldhash::fast::RandomState>,
+}
+
+/// The open sled database. Every handle on a directory (the log, its readers, the
+/// outbox) shares one, and [`Log::reopen`] replaces it whole: after an IO error sled
+/// refuses every later write until it is opened again.
+#[derive(Clone)]
+struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+/// `None` only while a re-open is in progress or has failed.
+type SharedStore = Arc<RwLock<Option<Store>>>;
+
+fn current(store: &SharedStore) -> Result<Store, sled::Error> {
+    store
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+        .ok_or_else(|| {
+            sled::Error::Io(std::io::Error::other(
+                "the data directory is closed for re-opening after a storage fault",
+            ))
+        })
+}
+
+/// A named tree of a directory's database that follows [`Log::reopen`] (the service
+/// keeps its payout outbox in one).
+#[derive(Clone)]
+pub struct TreeHandle {
+    store: SharedStore,
+    name: String,
+}
+
+impl TreeHandle {
+    pub fn get(&self) -> Result<sled::Tree, sled::Error> {
+        current(&self.store)?.db.open_tree(&self.name)
+    }
 }
 
 fn storage(path: &Path) -> impl Fn(sled::Error) -> LogError + '_ {
@@ -138,12 +176,9 @@ impl Log {
             }
             Err(e) => return Err(io(e)),
         }
-        let db = open_sled(&path.join("sled"))?;
-        let tree = db.open_tree("log").map_err(storage(path))?;
         let mut log = Log {
             path: path.to_path_buf(),
-            db,
-            tree,
+            store: Arc::new(RwLock::new(Some(open_store(path)?))),
             head: Head::default(),
             index: HashMap::default(),
         };
@@ -159,15 +194,37 @@ impl Log {
     }
 
     /// Reads the head and rebuilds the identity index from the record headers.
+    /// Closes the database and opens it again, re-reading the head and the identity
+    /// index from what is on disk: the way back from a storage fault, after which sled
+    /// refuses every write. Handles that share the store follow; until this succeeds
+    /// they answer with an error.
+    pub fn reopen(&mut self) -> Result<(), LogError> {
+        let mut slot = self
+            .store
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // sled holds a lock on its files until the last handle is gone.
+        drop(slot.take());
+        *slot = Some(open_store(&self.path)?);
+        drop(slot);
+        self.index.clear();
+        self.load()
+    }
+
+    fn store(&self) -> Result<Store, LogError> {
+        current(&self.store).map_err(storage(&self.path))
+    }
+
     fn load(&mut self) -> Result<(), LogError> {
-        let head: Head = match self.tree.get(HEAD).map_err(storage(&self.path))? {
+        let tree = self.store()?.tree;
+        let head: Head = match tree.get(HEAD).map_err(storage(&self.path))? {
             Some(bytes) => postcard::from_bytes(&bytes)
                 .map_err(|e| self.corrupt(format!("the head record does not decode: {e}")))?,
             None => Head::default(),
         };
         let mut expected_seq = 1u64;
         let mut last_hash = [0u8; 32];
-        for item in self.tree.scan_prefix([SEGMENT]) {
+        for item in tree.scan_prefix([SEGMENT]) {
             let (k, v) = item.map_err(storage(&self.path))?;
             let first = key_number(&k, SEGMENT)
                 .ok_or_else(|| self.corrupt("a segment key has the wrong shape"))?;
@@ -217,8 +274,7 @@ impl Log {
     pub fn reader(&self) -> Log {
         Log {
             path: self.path.clone(),
-            db: self.db.clone(),
-            tree: self.tree.clone(),
+            store: self.store.clone(),
             head: self.head,
             index: HashMap::default(),
         }
@@ -341,8 +397,9 @@ impl Log {
             batch.insert(&key(SEGMENT, first_seq), segment);
         }
         batch.insert(HEAD, encode(&head));
-        self.tree.apply_batch(batch).map_err(storage(&self.path))?;
-        self.db.flush().map_err(storage(&self.path))?;
+        let store = self.store()?;
+        store.tree.apply_batch(batch).map_err(storage(&self.path))?;
+        store.db.flush().map_err(storage(&self.path))?;
         // Durable: now the in-memory view may move on.
         if head.last_seq != self.head.last_seq {
             self.write_highwater(&head)?;
@@ -383,23 +440,29 @@ impl Log {
     /// The stored segments from the one holding position `from` on, in order (read
     /// their records with [`Segment::records`], without copying them).
     pub fn segments_from(&self, from: u64) -> impl Iterator<Item = Result<Segment, LogError>> + '_ {
-        // Start at the segment holding `from`: the last segment key ≤ from.
-        let start = self
-            .tree
-            .range(..=key(SEGMENT, from.max(1)))
-            .next_back()
-            .and_then(|r| r.ok())
-            .and_then(|(k, _)| key_number(&k, SEGMENT))
-            .unwrap_or(1);
-        self.tree
-            .range(key(SEGMENT, start)..key(SEGMENT, u64::MAX))
-            .map(move |item| {
-                let (k, bytes) = item.map_err(storage(&self.path))?;
-                Ok(Segment {
-                    first: key_number(&k, SEGMENT).unwrap_or(0),
-                    bytes,
-                })
-            })
+        let (tree, closed) = match self.store() {
+            Ok(store) => (Some(store.tree), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        closed
+            .into_iter()
+            .chain(tree.into_iter().flat_map(move |tree| {
+                // Start at the segment holding `from`: the last segment key ≤ from.
+                let start = tree
+                    .range(..=key(SEGMENT, from.max(1)))
+                    .next_back()
+                    .and_then(|r| r.ok())
+                    .and_then(|(k, _)| key_number(&k, SEGMENT))
+                    .unwrap_or(1);
+                tree.range(key(SEGMENT, start)..key(SEGMENT, u64::MAX))
+                    .map(move |item| {
+                        let (k, bytes) = item.map_err(storage(&self.path))?;
+                        Ok(Segment {
+                            first: key_number(&k, SEGMENT).unwrap_or(0),
+                            bytes,
+                        })
+                    })
+            }))
     }
 
     /// Every quarantined input, by arrival.
@@ -431,7 +494,8 @@ impl Log {
         what: &str,
     ) -> Result<Vec<T>, LogError> {
         let start = key(prefix, after.saturating_add(1));
-        self.tree
+        self.store()?
+            .tree
             .range(start..=key(prefix, u64::MAX))
             .map(|item| {
                 let (_, v) = item.map_err(storage(&self.path))?;
@@ -443,18 +507,17 @@ impl Log {
 
     /// Stores a checkpoint payload (written whole, then flushed).
     pub fn save_checkpoint(&self, payload: &[u8]) -> Result<(), LogError> {
-        let tree = self
-            .db
-            .open_tree(CHECKPOINT_TREE)
-            .map_err(storage(&self.path))?;
+        let db = self.store()?.db;
+        let tree = db.open_tree(CHECKPOINT_TREE).map_err(storage(&self.path))?;
         tree.insert(CHECKPOINT_KEY, payload)
             .map_err(storage(&self.path))?;
-        self.db.flush().map_err(storage(&self.path))?;
+        db.flush().map_err(storage(&self.path))?;
         Ok(())
     }
 
     pub fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, LogError> {
         let tree = self
+            .store()?
             .db
             .open_tree(CHECKPOINT_TREE)
             .map_err(storage(&self.path))?;
@@ -464,18 +527,24 @@ impl Log {
             .map(|v| v.to_vec()))
     }
 
-    /// Another tree of the same database (the service keeps its payout outbox there).
-    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, LogError> {
-        self.db.open_tree(name).map_err(storage(&self.path))
+    /// Another tree of the same database (the service keeps its payout outbox there),
+    /// checked to open now, and followed across [`Log::reopen`].
+    pub fn tree_handle(&self, name: &str) -> Result<TreeHandle, LogError> {
+        let handle = TreeHandle {
+            store: self.store.clone(),
+            name: name.to_string(),
+        };
+        handle.get().map_err(storage(&self.path))?;
+        Ok(handle)
     }
 
     /// Direct access to the tree, for `verify` and for tests that damage a directory.
-    pub fn raw_tree(&self) -> &sled::Tree {
-        &self.tree
+    pub fn raw_tree(&self) -> Result<sled::Tree, LogError> {
+        Ok(self.store()?.tree)
     }
 
     pub fn flush(&self) -> Result<(), LogError> {
-        self.db.flush().map_err(storage(&self.path))?;
+        self.store()?.db.flush().map_err(storage(&self.path))?;
         Ok(())
     }
 }
@@ -509,6 +578,13 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).unwrap_or_default()
 }
 
+/// Opens the database and the log's tree in `dir`.
+fn open_store(dir: &Path) -> Result<Store, LogError> {
+    let db = open_sled(&dir.join("sled"))?;
+    let tree = db.open_tree("log").map_err(storage(dir))?;
+    Ok(Store { db, tree })
+}
+
 /// sled's page cache.
 const CACHE_BYTES: u64 = 64 << 20;
 
@@ -531,5 +607,55 @@ fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
             path: path.to_path_buf(),
             what: "sled could not open its files (they appear damaged)".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(lines: &[String]) -> Vec<Input<'_>> {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Input {
+                raw: l.as_bytes(),
+                line: Some(i as u64 + 1),
+                time_ns: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reopened_log_reads_its_state_back_and_its_handles_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> =
+            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(9, 400)).collect();
+        let mut log = Log::open(dir.path()).unwrap();
+        let reader = log.reader();
+        let outbox = log.tree_handle("outbox").unwrap();
+        log.append_batch(&inputs(&lines[..200])).unwrap();
+        let head = log.head();
+        outbox.get().unwrap().insert("k", "v").unwrap();
+
+        log.reopen().unwrap();
+        assert_eq!(log.head(), head);
+        // The identity index came back: a re-send is a duplicate, nothing is appended.
+        let again = log.append_batch(&inputs(&lines[..200])).unwrap();
+        assert!(again.iter().all(|o| !matches!(o, Outcome::Appended { .. })));
+        assert_eq!(log.head().last_seq, head.last_seq);
+        log.append_batch(&inputs(&lines[200..])).unwrap();
+        // Handles taken before the re-open read the new store.
+        assert_eq!(
+            outbox.get().unwrap().get("k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        let records = reader.records_from(1).count() as u64;
+        assert_eq!(records, log.head().last_seq);
+        drop((log, reader, outbox));
+        assert_eq!(
+            Log::open(dir.path()).unwrap().records_from(1).count() as u64,
+            records
+        );
     }
 }

@@ -52,7 +52,7 @@ impl Report {
 /// damage to the content is reported in the `Report`.
 pub fn verify(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Report, LogError> {
     let mut report = Report::default();
-    let tree = log.raw_tree();
+    let tree = log.raw_tree()?;
     let storage = |source| LogError::Storage {
         path: log.path().to_path_buf(),
         source,

@@ -32,12 +32,12 @@ pub struct OutboxEntry {
 
 #[derive(Clone)]
 pub struct Outbox {
-    tree: sled::Tree,
+    tree: ledger_log::TreeHandle,
     subject_prefix: String,
 }
 
 impl Outbox {
-    pub fn new(tree: sled::Tree, subject_prefix: &str) -> Outbox {
+    pub fn new(tree: ledger_log::TreeHandle, subject_prefix: &str) -> Outbox {
         Outbox {
             tree,
             subject_prefix: subject_prefix.to_string(),
@@ -48,6 +48,7 @@ impl Outbox {
     pub fn recorded(&self) -> Result<u64, sled::Error> {
         Ok(self
             .tree
+            .get()?
             .get(RECORDED)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0))
@@ -78,12 +79,12 @@ impl Outbox {
         let mut batch = sled::Batch::default();
         batch.insert(&entry_key(first), value);
         batch.insert(RECORDED, &(first + payouts.len() as u64).to_be_bytes());
-        self.tree.apply_batch(batch)
+        self.tree.get()?.apply_batch(batch)
     }
 
     /// The oldest recorded step not yet acknowledged: its key and its payouts.
     pub fn next_step(&self) -> Result<Option<(u64, Vec<OutboxEntry>)>, sled::Error> {
-        let Some(item) = self.tree.scan_prefix([ENTRY]).next() else {
+        let Some(item) = self.tree.get()?.scan_prefix([ENTRY]).next() else {
             return Ok(None);
         };
         let (k, v) = item?;
@@ -93,8 +94,10 @@ impl Outbox {
 
     /// Number of payouts waiting for a JetStream acknowledgement.
     pub fn backlog(&self) -> usize {
-        self.tree
-            .scan_prefix([ENTRY])
+        let Ok(tree) = self.tree.get() else {
+            return 0;
+        };
+        tree.scan_prefix([ENTRY])
             .filter_map(|item| item.ok())
             .map(|(_, v)| {
                 v.get(..4)
@@ -106,7 +109,7 @@ impl Outbox {
 
     /// Removes a step whose payouts JetStream has all acknowledged.
     pub fn acknowledge(&self, first: u64) -> Result<(), sled::Error> {
-        self.tree.remove(entry_key(first)).map(|_| ())
+        self.tree.get()?.remove(entry_key(first)).map(|_| ())
     }
 }
 

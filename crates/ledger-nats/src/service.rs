@@ -301,7 +301,7 @@ pub async fn run(
     shared_out: Option<tokio::sync::oneshot::Sender<(Shared, Arc<Log>)>>,
 ) -> Result<Status, ServiceError> {
     let mut log = tokio::task::block_in_place(|| Log::open(&config.data_dir))?;
-    let outbox = Outbox::new(log.open_tree("outbox")?, &config.payouts.subject_prefix);
+    let outbox = Outbox::new(log.tree_handle("outbox")?, &config.payouts.subject_prefix);
     // Rebuild the projection, with the journals statements explain (from the checkpoint
     // when there is a valid one).
     let rebuilt = tokio::task::block_in_place(|| {
@@ -372,17 +372,26 @@ pub async fn run(
         let (js, outbox, wake, shared) = (js.clone(), outbox.clone(), wake.clone(), shared.clone());
         let window = config.payouts.publish_window;
         tokio::spawn(async move {
+            let mut last_error = None;
             loop {
                 match drain_outbox(&js, &outbox, window).await {
                     Ok(_) => {
+                        last_error = None;
                         let mut p = lock(&shared);
                         if p.fault.as_deref().is_some_and(|f| f.starts_with("publish")) {
                             p.fault = None;
                         }
                     }
                     Err(e) => {
-                        warn!("payout publishing paused: {e}");
-                        lock(&shared).fault = Some(format!("publish: {e}"));
+                        if last_error.as_ref() != Some(&e) {
+                            warn!("payout publishing paused: {e}");
+                        }
+                        // A log fault is the one to report: it is why publishing stopped.
+                        let mut p = lock(&shared);
+                        if p.fault.as_deref().is_none_or(|f| f.starts_with("publish")) {
+                            p.fault = Some(format!("publish: {e}"));
+                        }
+                        last_error = Some(e);
                     }
                 }
                 if *publisher_stop.borrow() {
@@ -466,11 +475,16 @@ pub async fn run(
             .max();
         // If the log cannot be written, hold the batch and retry it (nothing is acked):
         // letting JetStream redeliver it later would let newer messages overtake it.
-        let outcomes = loop {
+        // sled refuses every write after an IO error, so each retry re-opens the
+        // directory first; if the failed call had made the batch durable after all (the
+        // fault came after the flush), the re-opened log holds it and it is folded from
+        // there instead of being appended twice.
+        let before = log.head();
+        let written = loop {
             match tokio::task::block_in_place(|| log.append_batch_from(&inputs, last_stream_seq)) {
                 Ok(o) => {
                     backoff = Duration::from_millis(100);
-                    break Some(o);
+                    break Some(Written::Outcomes(o));
                 }
                 Err(e) => {
                     error!("the log cannot be written; nothing acknowledged, retrying in {backoff:?}: {e}");
@@ -484,10 +498,18 @@ pub async fn run(
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
+                    match tokio::task::block_in_place(|| log.reopen()) {
+                        Ok(()) if log.head().last_arrival > before.last_arrival => {
+                            warn!(position = log.head().last_seq, "the batch had become durable before the fault; folding it from the log");
+                            break Some(Written::Landed);
+                        }
+                        Ok(()) => info!("data directory re-opened; retrying the batch"),
+                        Err(e) => warn!("the data directory cannot be re-opened yet: {e}"),
+                    }
                 }
             }
         };
-        let Some(outcomes) = outcomes else {
+        let Some(written) = written else {
             // Shutting down with a batch that never became durable: nak it for whoever
             // consumes next (the next start re-creates the consumer after the log's end).
             for m in &messages {
@@ -514,6 +536,18 @@ pub async fn run(
         let (payouts_before, rejections_before) = {
             let p = lock(&shared);
             (p.replay.payouts().len(), p.replay.rejections().len())
+        };
+        let outcomes = match written {
+            Written::Outcomes(o) => o,
+            Written::Landed => {
+                let mut p = lock(&shared);
+                let (seq, arrival) = (p.seq, p.arrival);
+                let (seq, arrival) = tokio::task::block_in_place(|| {
+                    history::fold_new(&log, &mut p.replay, seq, arrival)
+                })?;
+                (p.seq, p.arrival) = (seq, arrival);
+                Vec::new()
+            }
         };
         let mut outcomes = outcomes.into_iter().peekable();
         while outcomes.peek().is_some() {
@@ -616,6 +650,14 @@ pub async fn run(
     status.outbox_backlog = outbox.backlog();
     info!(position = status.position, digest = %status.digest, "stopped");
     Ok(status)
+}
+
+/// What a held batch came to.
+enum Written {
+    /// Appended now, with what intake made of each input.
+    Outcomes(Vec<Outcome>),
+    /// Found durable in the log after a re-open (the fault came after the flush).
+    Landed,
 }
 
 /// Events folded per hold of the projection lock.

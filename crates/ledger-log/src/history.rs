@@ -340,25 +340,41 @@ pub(crate) fn fold_range(
     let mut last_arrival = from_arrival;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
-        scope.spawn(move || read_and_parse(log, from_seq + 1, limits, &tx));
+        // Folded chunks go back to the reader, which drops their events (freeing memory
+        // on the thread that allocated it) and reuses their buffers.
+        let (back_tx, back_rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH + 2);
+        scope.spawn(move || read_and_parse(log, from_seq + 1, limits, &tx, &back_rx));
         // Returning early drops `rx`, which stops the reader at its next send.
         for chunk in rx {
-            for parsed in chunk? {
+            let chunk = chunk?;
+            for parsed in &chunk {
+                if parsed.seq != last_seq + 1 {
+                    return Err(LogError::Corrupt {
+                        path: log.path().to_path_buf(),
+                        what: format!(
+                            "sequence {} expected, found {}",
+                            last_seq + 1,
+                            parsed.seq
+                        ),
+                    });
+                }
                 while let Some(e) = extras.next_if(|e| e.arrival() < parsed.arrival) {
                     e.apply(replay);
                 }
-                let event = parsed.event.map_err(|r| LogError::Corrupt {
+                let event = parsed.event.as_ref().map_err(|r| LogError::Corrupt {
                     path: log.path().to_path_buf(),
                     what: format!(
                         "record {} no longer passes intake ({}: {})",
                         parsed.seq, r.code, r.message
                     ),
                 })?;
-                replay.apply_logged(&event, parsed.line);
+                replay.apply_logged(event, parsed.line);
                 last_seq = parsed.seq;
                 last_arrival = parsed.arrival;
                 progress(parsed.seq);
             }
+            // A full return channel only means the reader is behind on recycling.
+            let _ = back_tx.try_send(chunk);
         }
         Ok::<(), LogError>(())
     })?;
@@ -377,7 +393,15 @@ fn read_and_parse(
     from: u64,
     limits: Limits,
     tx: &std::sync::mpsc::SyncSender<Result<Vec<Parsed>, LogError>>,
+    back: &std::sync::mpsc::Receiver<Vec<Parsed>>,
 ) {
+    let fresh = || match back.try_recv() {
+        Ok(mut used) => {
+            used.clear();
+            used
+        }
+        Err(_) => Vec::with_capacity(PIPELINE_CHUNK),
+    };
     let mut chunk = Vec::with_capacity(PIPELINE_CHUNK);
     let mut read = || -> Result<(), LogError> {
         for segment in log.segments_from(from) {
@@ -397,7 +421,7 @@ fn read_and_parse(
                     event: ledger_core::intake::check_event(record.raw),
                 });
                 if chunk.len() == PIPELINE_CHUNK {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(PIPELINE_CHUNK));
+                    let full = std::mem::replace(&mut chunk, fresh());
                     if tx.send(Ok(full)).is_err() {
                         return Ok(());
                     }

@@ -97,8 +97,9 @@ pub struct Log {
     path: PathBuf,
     store: SharedStore,
     head: Head,
-    /// identity key → (seq, content digest) of every logged event.
-    index: HashMap<[u8; 16], (u64, [u8; 32]), foldhash::fast::RandomState>,
+    /// identity key → (seq, content digest) of every logged event; read from the log
+    /// at the first append (readers never need it).
+    index: Option<IdentityIndex>,
 }
 
 /// The open sled database. Every handle on a directory (the log, its readers, the
@@ -138,6 +139,8 @@ impl TreeHandle {
         current(&self.store)?.db.open_tree(&self.name)
     }
 }
+
+type IdentityIndex = HashMap<[u8; 16], (u64, [u8; 32]), foldhash::fast::RandomState>;
 
 fn storage(path: &Path) -> impl Fn(sled::Error) -> LogError + '_ {
     move |source| LogError::Storage {
@@ -182,7 +185,7 @@ impl Log {
             path: path.to_path_buf(),
             store: Arc::new(RwLock::new(Some(open_store(path)?))),
             head: Head::default(),
-            index: HashMap::default(),
+            index: None,
         };
         log.load()?;
         Ok(log)
@@ -209,8 +212,40 @@ impl Log {
         drop(slot.take());
         *slot = Some(open_store(&self.path)?);
         drop(slot);
-        self.index.clear();
+        self.index = None;
         self.load()
+    }
+
+    /// Reads the identity index from the log (once), checking that the sequence has no
+    /// gap on the way.
+    fn ensure_index(&mut self) -> Result<(), LogError> {
+        if self.index.is_some() {
+            return Ok(());
+        }
+        let mut index = IdentityIndex::default();
+        let mut expected_seq = 1u64;
+        for segment in self.segments_from(1) {
+            let segment = segment?;
+            for r in segment.records(self) {
+                let r = r?;
+                if r.seq != expected_seq {
+                    return Err(
+                        self.corrupt(format!("sequence {expected_seq} expected, found {}", r.seq))
+                    );
+                }
+                index.insert(r.identity, (r.seq, r.content));
+                expected_seq += 1;
+            }
+        }
+        if expected_seq - 1 != self.head.last_seq {
+            return Err(self.corrupt(format!(
+                "the head says sequence {} but the log ends at {}",
+                self.head.last_seq,
+                expected_seq - 1
+            )));
+        }
+        self.index = Some(index);
+        Ok(())
     }
 
     fn store(&self) -> Result<Store, LogError> {
@@ -224,43 +259,40 @@ impl Log {
                 .map_err(|e| self.corrupt(format!("the head record does not decode: {e}")))?,
             None => Head::default(),
         };
-        let mut expected_seq = 1u64;
-        let mut last_hash = [0u8; 32];
-        for item in tree.scan_prefix([SEGMENT]) {
-            let (k, v) = item.map_err(storage(&self.path))?;
-            let first = key_number(&k, SEGMENT)
-                .ok_or_else(|| self.corrupt("a segment key has the wrong shape"))?;
-            for r in segment_records(&v) {
-                let r = r.map_err(|e| self.corrupt(format!("segment {first}: {}", e.reason)))?;
-                if r.seq != expected_seq {
-                    return Err(
-                        self.corrupt(format!("sequence {expected_seq} expected, found {}", r.seq))
-                    );
+        // The log must end with the record the head names (the whole sequence is checked
+        // by readers as they go, by the first append, and by `verify`).
+        let (last_seq, last_hash) = match tree.scan_prefix([SEGMENT]).next_back() {
+            None => (0, [0u8; 32]),
+            Some(item) => {
+                let (k, v) = item.map_err(storage(&self.path))?;
+                let first = key_number(&k, SEGMENT)
+                    .ok_or_else(|| self.corrupt("a segment key has the wrong shape"))?;
+                let mut last = None;
+                for r in segment_records(&v) {
+                    let r =
+                        r.map_err(|e| self.corrupt(format!("segment {first}: {}", e.reason)))?;
+                    last = Some((r.seq, r.hash));
                 }
-                self.index.insert(r.identity, (r.seq, r.content));
-                last_hash = r.hash;
-                expected_seq += 1;
+                last.ok_or_else(|| self.corrupt(format!("segment {first} is empty")))?
             }
-        }
+        };
         if let Ok(text) = std::fs::read_to_string(self.path.join(HIGHWATER_FILE)) {
             let acknowledged: u64 = text
                 .split_whitespace()
                 .next()
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| self.corrupt(format!("{HIGHWATER_FILE} is unreadable")))?;
-            if acknowledged > expected_seq - 1 {
+            if acknowledged > last_seq {
                 return Err(self.corrupt(format!(
-                    "records up to sequence {acknowledged} were acknowledged, but the log holds only {}; the sled files are damaged — first missing sequence {}",
-                    expected_seq - 1,
-                    expected_seq
+                    "records up to sequence {acknowledged} were acknowledged, but the log holds only {last_seq}; the sled files are damaged — first missing sequence {}",
+                    last_seq + 1
                 )));
             }
         }
-        if head.last_seq != expected_seq - 1 || head.last_hash != last_hash {
+        if head.last_seq != last_seq || head.last_hash != last_hash {
             return Err(self.corrupt(format!(
-                "the head says sequence {} but the log ends at {}",
-                head.last_seq,
-                expected_seq - 1
+                "the head says sequence {} but the log ends at {last_seq}",
+                head.last_seq
             )));
         }
         self.head = head;
@@ -278,7 +310,7 @@ impl Log {
             path: self.path.clone(),
             store: self.store.clone(),
             head: self.head,
-            index: HashMap::default(),
+            index: None,
         }
     }
 
@@ -299,6 +331,7 @@ impl Log {
         inputs: &[Input<'_>],
         source_position: Option<u64>,
     ) -> Result<Vec<Outcome>, LogError> {
+        self.ensure_index()?;
         let mut head = self.head;
         if let Some(p) = source_position {
             head.source_position = head.source_position.max(p);
@@ -310,7 +343,7 @@ impl Log {
         let mut segment_first = head.last_seq + 1;
         let mut new_index: HashMap<[u8; 16], (u64, [u8; 32])> = HashMap::new();
         let mut outcomes = Vec::with_capacity(inputs.len());
-        for input in inputs {
+        for (input, checked) in inputs.iter().zip(check_all(inputs)) {
             head.last_arrival += 1;
             let arrival = head.last_arrival;
             let line = input.line.unwrap_or(arrival);
@@ -328,7 +361,7 @@ impl Log {
                     event_type,
                     raw: input.raw.to_vec(),
                 };
-            let q = match intake::check(input.raw) {
+            let q = match checked {
                 Err(r) => quarantine(r.code, r.message, r.identity, r.event_type),
                 Ok(Accepted {
                     event,
@@ -337,7 +370,7 @@ impl Log {
                     let identity = identity_key(&event.source, &event.id);
                     let known = new_index
                         .get(&identity)
-                        .or_else(|| self.index.get(&identity))
+                        .or_else(|| self.index.as_ref().and_then(|ix| ix.get(&identity)))
                         .copied();
                     match known {
                         Some((seq, content)) if content == content_digest => {
@@ -419,7 +452,9 @@ impl Log {
             self.write_highwater(&head)?;
         }
         self.head = head;
-        self.index.extend(new_index);
+        if let Some(index) = &mut self.index {
+            index.extend(new_index);
+        }
         debug_assert_eq!(outcomes.len(), inputs.len());
         Ok(outcomes)
     }
@@ -620,6 +655,39 @@ impl Segment {
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Plain structs of integers, strings and byte arrays always encode.
     postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// Inputs per intake thread below which a batch is checked on the calling thread.
+const PARALLEL_INTAKE_MIN: usize = 512;
+
+/// Runs intake on every input, in order; large batches are split across the machine's
+/// cores (intake is pure, and the slowest part of an append).
+fn check_all(inputs: &[Input<'_>]) -> Vec<Result<Accepted, ledger_core::IntakeRefusal>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(inputs.len() / PARALLEL_INTAKE_MIN)
+        .max(1);
+    if threads == 1 {
+        return inputs.iter().map(|i| intake::check(i.raw)).collect();
+    }
+    let per_thread = inputs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = inputs.chunks(per_thread);
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|i| intake::check(i.raw)).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all: Vec<_> = first.iter().map(|i| intake::check(i.raw)).collect();
+        for handle in others {
+            match handle.join() {
+                Ok(part) => all.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    })
 }
 
 /// Opens the database and the log's tree in `dir`.

@@ -45,14 +45,23 @@ struct Checkpoint {
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT01";
 
+#[cfg(test)]
 fn encode_checkpoint(seq: u64, arrival: u64, hash: &[u8; 32], replay: &Replay) -> Vec<u8> {
-    let state = postcard::to_allocvec(replay).unwrap_or_default();
+    frame_checkpoint(
+        seq,
+        arrival,
+        hash,
+        &postcard::to_allocvec(replay).unwrap_or_default(),
+    )
+}
+
+fn frame_checkpoint(seq: u64, arrival: u64, hash: &[u8; 32], state: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(state.len() + 96);
     out.extend_from_slice(CHECKPOINT_MAGIC);
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&arrival.to_be_bytes());
     out.extend_from_slice(hash);
-    out.extend_from_slice(&state);
+    out.extend_from_slice(state);
     let sum: [u8; 32] = Sha256::digest(&out).into();
     out.extend_from_slice(&sum);
     out
@@ -93,14 +102,54 @@ pub(crate) fn peek_checkpoint(bytes: &[u8]) -> Option<(u64, u64, Replay)> {
 
 /// Persists `replay` as covering log position `seq` and arrivals up to `arrival`.
 pub fn save_checkpoint(log: &Log, replay: &Replay, seq: u64, arrival: u64) -> Result<(), LogError> {
+    match prepare_checkpoint(log, replay, seq, arrival)? {
+        Some(pending) => pending.write(log),
+        None => Ok(()),
+    }
+}
+
+/// A checkpoint encoded but not yet written: the part that needs the fold state is done,
+/// so the state can move on while this is checksummed and stored (on another thread).
+pub struct PendingCheckpoint {
+    pub seq: u64,
+    arrival: u64,
+    hash: [u8; 32],
+    state: Vec<u8>,
+}
+
+/// Encodes `replay` as covering `seq` / `arrival`; `None` if the log has no record
+/// `seq` (nothing to anchor the checkpoint to).
+pub fn prepare_checkpoint(
+    log: &Log,
+    replay: &Replay,
+    seq: u64,
+    arrival: u64,
+) -> Result<Option<PendingCheckpoint>, LogError> {
     let hash = match seq {
         0 => [0u8; 32],
         _ => match log.records_from(seq).next() {
             Some(r) => r?.hash,
-            None => return Ok(()),
+            None => return Ok(None),
         },
     };
-    log.save_checkpoint(&encode_checkpoint(seq, arrival, &hash, replay))
+    Ok(Some(PendingCheckpoint {
+        seq,
+        arrival,
+        hash,
+        state: postcard::to_allocvec(replay).unwrap_or_default(),
+    }))
+}
+
+impl PendingCheckpoint {
+    /// Checksums and stores the checkpoint (durable when this returns).
+    pub fn write(self, log: &Log) -> Result<(), LogError> {
+        log.save_checkpoint(&frame_checkpoint(
+            self.seq,
+            self.arrival,
+            &self.hash,
+            &self.state,
+        ))
+    }
 }
 
 /// Limits of a rebuild: records up to `max_seq`, other inputs up to `max_arrival`, both
@@ -351,11 +400,7 @@ pub(crate) fn fold_range(
                 if parsed.seq != last_seq + 1 {
                     return Err(LogError::Corrupt {
                         path: log.path().to_path_buf(),
-                        what: format!(
-                            "sequence {} expected, found {}",
-                            last_seq + 1,
-                            parsed.seq
-                        ),
+                        what: format!("sequence {} expected, found {}", last_seq + 1, parsed.seq),
                     });
                 }
                 while let Some(e) = extras.next_if(|e| e.arrival() < parsed.arrival) {

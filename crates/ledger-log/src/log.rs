@@ -15,8 +15,9 @@ use ledger_core::intake::{self, Accepted};
 use ledger_core::replay::conflict_message;
 use ledger_core::Code;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Version of the data directory layout; a directory of another version is refused.
 /// 2: segments of at most 64 KiB inside sled's log (8 MiB sled segments); 1 kept a whole
@@ -96,6 +97,8 @@ pub enum Outcome {
 pub struct Log {
     path: PathBuf,
     store: SharedStore,
+    /// sled's blob files already fsynced (shared by the handles on the directory).
+    synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
     head: Head,
     /// identity key → (seq, content digest) of every logged event; read from the log
     /// at the first append (readers never need it).
@@ -184,6 +187,7 @@ impl Log {
         let mut log = Log {
             path: path.to_path_buf(),
             store: Arc::new(RwLock::new(Some(open_store(path)?))),
+            synced_blobs: Arc::default(),
             head: Head::default(),
             index: None,
         };
@@ -309,6 +313,7 @@ impl Log {
         Log {
             path: self.path.clone(),
             store: self.store.clone(),
+            synced_blobs: self.synced_blobs.clone(),
             head: self.head,
             index: None,
         }
@@ -459,9 +464,9 @@ impl Log {
         Ok(outcomes)
     }
 
-    /// fsyncs every file in sled's `blobs` directory and the directory itself. Values
-    /// kept in blobs are rare by design (see `SEGMENT_BYTES`): the checkpoint and large
-    /// outbox steps; a blob already synced costs one cheap system call.
+    /// fsyncs the files in sled's `blobs` directory not synced before, then the
+    /// directory. Values kept in blobs are rare by design (see `SEGMENT_BYTES`): the
+    /// checkpoint and large outbox steps.
     fn sync_blobs(&self) -> Result<(), LogError> {
         let dir = self.path.join("sled").join("blobs");
         let io = |path: &Path| {
@@ -473,14 +478,31 @@ impl Log {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io(&dir)(e)),
         };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut present = HashSet::new();
+        let mut new = false;
         for entry in entries {
-            let path = entry.map_err(io(&dir))?.path();
-            match std::fs::File::open(&path) {
-                Ok(f) => f.sync_all().map_err(io(&path))?,
-                // Removed by sled's cleanup since the listing.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&path)(e)),
+            let entry = entry.map_err(io(&dir))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                let path = entry.path();
+                match std::fs::File::open(&path) {
+                    Ok(f) => f.sync_all().map_err(io(&path))?,
+                    // Removed by sled's cleanup since the listing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(&path)(e)),
+                }
+                new = true;
             }
+            present.insert(name);
+        }
+        // Names sled has removed are forgotten (sled does not reuse them).
+        *synced = present;
+        if !new {
+            return Ok(());
         }
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -676,7 +698,11 @@ fn check_all(inputs: &[Input<'_>]) -> Vec<Result<Accepted, ledger_core::IntakeRe
         let first = parts.next().unwrap_or_default();
         let others: Vec<_> = parts
             .map(|part| {
-                scope.spawn(move || part.iter().map(|i| intake::check(i.raw)).collect::<Vec<_>>())
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|i| intake::check(i.raw))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         let mut all: Vec<_> = first.iter().map(|i| intake::check(i.raw)).collect();

@@ -6,14 +6,18 @@
 //!
 //! Layout of the `outbox` tree: `n` → payouts recorded (u64 BE); `P` + index of its
 //! first payout (u64 BE) → the payouts of one fold step: a count (u32 BE), then per
-//! payout `subject`, `payout id`, `payload`, each a u32 BE length and the bytes. One key
-//! per step keeps sled's writes per batch, not per payout.
+//! payout `subject`, `payout id`, `payload`, each a u32 BE length and the bytes. A fold
+//! step's payouts go under a few keys of at most `ENTRY_BYTES` each — few writes per
+//! batch, and values small enough for sled to keep in its log (larger ones go to blob
+//! files, which every flush then has to fsync).
 
 use ledger_core::document::PayoutRow;
 use ledger_core::Payout;
 
 const RECORDED: &[u8] = b"n";
 const ENTRY: u8 = b'P';
+/// Bytes per outbox entry before a step is continued under another key.
+const ENTRY_BYTES: usize = 48 << 10;
 
 fn entry_key(index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -34,14 +38,31 @@ pub struct OutboxEntry {
 pub struct Outbox {
     tree: ledger_log::TreeHandle,
     subject_prefix: String,
+    /// Payouts recorded and not yet acknowledged (counted once, then kept up to date).
+    backlog: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Outbox {
     pub fn new(tree: ledger_log::TreeHandle, subject_prefix: &str) -> Outbox {
-        Outbox {
+        let outbox = Outbox {
             tree,
             subject_prefix: subject_prefix.to_string(),
-        }
+            backlog: Default::default(),
+        };
+        outbox.recount();
+        outbox
+    }
+
+    /// Counts the backlog from the stored entries (at start and after a re-open).
+    pub fn recount(&self) {
+        let count = self.tree.get().map_or(0, |tree| {
+            tree.scan_prefix([ENTRY])
+                .filter_map(|item| item.ok())
+                .map(|(_, v)| entry_count(&v))
+                .sum()
+        });
+        self.backlog
+            .store(count, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many payouts of the fold have been recorded.
@@ -61,9 +82,23 @@ impl Outbox {
         if payouts.is_empty() {
             return Ok(());
         }
-        let mut value = Vec::with_capacity(payouts.len() * 600);
-        value.extend_from_slice(&(payouts.len() as u32).to_be_bytes());
-        for p in payouts {
+        let mut batch = sled::Batch::default();
+        let mut entry: Vec<u8> = Vec::new();
+        let mut entry_first = first;
+        let mut count = 0u32;
+        let mut close = |entry: &mut Vec<u8>, entry_first: u64, count: &mut u32| {
+            entry[..4].copy_from_slice(&count.to_be_bytes());
+            batch.insert(&entry_key(entry_first), std::mem::take(entry));
+            *count = 0;
+        };
+        for (i, p) in payouts.iter().enumerate() {
+            if entry.len() > ENTRY_BYTES {
+                close(&mut entry, entry_first, &mut count);
+                entry_first = first + i as u64;
+            }
+            if entry.is_empty() {
+                entry.extend_from_slice(&[0; 4]);
+            }
             let row = PayoutRow::from(p);
             let subject = format!("{}.{}", self.subject_prefix, row.kind);
             let payload = row.cloudevent(&p.cause_time).to_string();
@@ -72,14 +107,17 @@ impl Outbox {
                 row.payout_id.as_bytes(),
                 payload.as_bytes(),
             ] {
-                value.extend_from_slice(&(part.len() as u32).to_be_bytes());
-                value.extend_from_slice(part);
+                entry.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                entry.extend_from_slice(part);
             }
+            count += 1;
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(&entry_key(first), value);
+        close(&mut entry, entry_first, &mut count);
         batch.insert(RECORDED, &(first + payouts.len() as u64).to_be_bytes());
-        self.tree.get()?.apply_batch(batch)
+        self.tree.get()?.apply_batch(batch)?;
+        self.backlog
+            .fetch_add(payouts.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// The oldest recorded step not yet acknowledged: its key and its payouts.
@@ -94,23 +132,28 @@ impl Outbox {
 
     /// Number of payouts waiting for a JetStream acknowledgement.
     pub fn backlog(&self) -> usize {
-        let Ok(tree) = self.tree.get() else {
-            return 0;
-        };
-        tree.scan_prefix([ENTRY])
-            .filter_map(|item| item.ok())
-            .map(|(_, v)| {
-                v.get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u32::from_be_bytes) as usize
-            })
-            .sum()
+        self.backlog.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Removes a step whose payouts JetStream has all acknowledged.
+    /// Removes an entry whose payouts JetStream has all acknowledged.
     pub fn acknowledge(&self, first: u64) -> Result<(), sled::Error> {
-        self.tree.get()?.remove(entry_key(first)).map(|_| ())
+        if let Some(removed) = self.tree.get()?.remove(entry_key(first))? {
+            let n = entry_count(&removed);
+            let _ = self.backlog.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |b| Some(b.saturating_sub(n)),
+            );
+        }
+        Ok(())
     }
+}
+
+/// The number of payouts an entry holds.
+fn entry_count(v: &[u8]) -> usize {
+    v.get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_be_bytes) as usize
 }
 
 fn decode_step(v: &[u8]) -> Vec<OutboxEntry> {

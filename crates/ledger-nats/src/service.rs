@@ -310,17 +310,11 @@ pub async fn run(
     for w in &rebuilt.warnings {
         warn!("{w}");
     }
-    let recorded = outbox.recorded()?;
-    let total = rebuilt.replay.payouts().len() as u64;
-    if total > recorded {
-        // Folded before a crash but not yet recorded: record them now.
-        let missing = &rebuilt.replay.payouts()[recorded as usize..];
-        tokio::task::block_in_place(|| outbox.record(recorded, missing))?;
-    }
+    record_missing(&outbox, rebuilt.replay.payouts())?;
     info!(
         position = rebuilt.seq,
         resumed_from = ?rebuilt.resumed_from,
-        payouts = total,
+        payouts = rebuilt.replay.payouts().len(),
         "projection rebuilt"
     );
     let shared: Shared = Arc::new(Mutex::new(Projection {
@@ -409,6 +403,7 @@ pub async fn run(
     let mut timing = StageTiming::default();
     let mut backoff = Duration::from_millis(100);
     let mut last_checkpoint = lock(&shared).checkpoint_seq;
+    let mut checkpoints = Checkpoints::default();
     loop {
         lock(&shared).outbox_backlog = outbox.backlog();
 
@@ -498,7 +493,18 @@ pub async fn run(
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
-                    match tokio::task::block_in_place(|| log.reopen()) {
+                    let reopened = tokio::task::block_in_place(|| log.reopen()).and_then(|()| {
+                        // Outbox entries written since the last flush may be gone with
+                        // the fault: record again what the fold has beyond them.
+                        let p = lock(&shared);
+                        record_missing(&outbox, p.replay.payouts()).map_err(|e| {
+                            ledger_log::LogError::Storage {
+                                path: config.data_dir.clone(),
+                                source: e,
+                            }
+                        })
+                    });
+                    match reopened {
                         Ok(()) if log.head().last_arrival > before.last_arrival => {
                             warn!(position = log.head().last_seq, "the batch had become durable before the fault; folding it from the log");
                             break Some(Written::Landed);
@@ -613,11 +619,12 @@ pub async fn run(
                 warn!("refusal notice not published: {e}");
             }
         }
-        // Checkpoint every N positions.
-        let seq = lock(&shared).seq;
-        if seq >= last_checkpoint + config.checkpoint_every.max(1) {
-            checkpoint(&log, &shared)?;
-            last_checkpoint = seq;
+        // Checkpoint every N positions — stored on another thread, and at most ~10% of
+        // the time: a checkpoint's cost grows with the state.
+        if lock(&shared).seq >= last_checkpoint + config.checkpoint_every.max(1) {
+            if let Some(seq) = checkpoints.start(&log, &shared) {
+                last_checkpoint = seq;
+            }
         }
         // Consumer lag, at most about once a second.
         if last_lag_check.elapsed() >= Duration::from_secs(1) {
@@ -637,6 +644,7 @@ pub async fn run(
         "time spent per stage"
     );
     info!("shutting down: finishing the outbox and writing a checkpoint");
+    checkpoints.finish(&shared).await;
     let _ = stop_publisher.send(true);
     let _ = publisher.await;
     if outbox.backlog() > 0 {
@@ -650,6 +658,17 @@ pub async fn run(
     status.outbox_backlog = outbox.backlog();
     info!(position = status.position, digest = %status.digest, "stopped");
     Ok(status)
+}
+
+/// Records the fold's payouts beyond those the outbox has recorded (after a crash or a
+/// storage fault lost the latest entries), and recounts its backlog.
+fn record_missing(outbox: &Outbox, payouts: &[ledger_core::Payout]) -> Result<(), sled::Error> {
+    let recorded = outbox.recorded()?;
+    if let Some(missing) = payouts.get(recorded as usize..).filter(|m| !m.is_empty()) {
+        tokio::task::block_in_place(|| outbox.record(recorded, missing))?;
+    }
+    outbox.recount();
+    Ok(())
 }
 
 /// What a held batch came to.
@@ -685,6 +704,87 @@ struct StageTiming {
     append: Duration,
     ack: Duration,
     fold: Duration,
+}
+
+/// Checkpoints taken while the service runs: the state is encoded under the projection
+/// lock, then checksummed and stored on a blocking thread while ingest goes on. A failed
+/// checkpoint is logged and skipped (the log is the truth; the next one may succeed).
+/// What storing a checkpoint came to: the position, the time it took, the outcome.
+type Stored = (u64, Duration, Result<(), ledger_log::LogError>);
+
+#[derive(Default)]
+struct Checkpoints {
+    running: Option<tokio::task::JoinHandle<Stored>>,
+    /// When the last one ended and how long it took, all told.
+    last: Option<(std::time::Instant, Duration)>,
+}
+
+impl Checkpoints {
+    /// Starts one unless one is still being stored or the last one ended too recently
+    /// (less than nine times its duration ago). Returns the position it covers.
+    fn start(&mut self, log: &Log, shared: &Shared) -> Option<u64> {
+        if self.running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return None;
+        }
+        if let Some(task) = self.running.take() {
+            self.collect(futures::FutureExt::now_or_never(task), shared);
+        }
+        if let Some((ended, took)) = self.last {
+            if ended.elapsed() < took * 9 {
+                return None;
+            }
+        }
+        let started = std::time::Instant::now();
+        let pending = {
+            let p = lock(shared);
+            tokio::task::block_in_place(|| {
+                history::prepare_checkpoint(log, &p.replay, p.seq, p.arrival)
+            })
+        };
+        let pending = match pending {
+            Ok(Some(pending)) => pending,
+            Ok(None) => return None,
+            Err(e) => {
+                warn!("checkpoint not taken: {e}");
+                return None;
+            }
+        };
+        let seq = pending.seq;
+        let reader = log.reader();
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let result = pending.write(&reader);
+            (seq, started.elapsed(), result)
+        }));
+        Some(seq)
+    }
+
+    fn collect(&mut self, done: Option<Result<Stored, tokio::task::JoinError>>, shared: &Shared) {
+        match done {
+            Some(Ok((seq, took, Ok(())))) => {
+                self.last = Some((std::time::Instant::now(), took));
+                let mut p = lock(shared);
+                p.checkpoint_seq = p.checkpoint_seq.max(seq);
+                info!(
+                    position = seq,
+                    took_ms = took.as_millis() as u64,
+                    "checkpoint written"
+                );
+            }
+            Some(Ok((seq, took, Err(e)))) => {
+                self.last = Some((std::time::Instant::now(), took));
+                warn!("checkpoint at {seq} not written: {e}");
+            }
+            Some(Err(e)) => warn!("checkpoint task failed: {e}"),
+            None => {}
+        }
+    }
+
+    /// Waits for a checkpoint still being stored.
+    async fn finish(&mut self, shared: &Shared) {
+        if let Some(task) = self.running.take() {
+            self.collect(Some(task.await), shared);
+        }
+    }
 }
 
 fn checkpoint(log: &Log, shared: &Shared) -> Result<(), ServiceError> {

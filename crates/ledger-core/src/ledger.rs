@@ -243,12 +243,19 @@ pub struct Payout {
 /// `uuid_v5(NAMESPACE_URL, "incentive-ledger:payout:" + parts joined by ":")`, each part
 /// with `%` escaped as `%25` and then `:` as `%3A` (SPEC §5).
 pub fn payout_id(parts: [&str; 5]) -> uuid::Uuid {
-    let mut name = String::from("incentive-ledger:payout:");
+    let mut name = String::with_capacity(24 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    name.push_str("incentive-ledger:payout:");
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             name.push(':');
         }
-        name.push_str(&part.replace('%', "%25").replace(':', "%3A"));
+        for c in part.chars() {
+            match c {
+                '%' => name.push_str("%25"),
+                ':' => name.push_str("%3A"),
+                c => name.push(c),
+            }
+        }
     }
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
 }
@@ -1641,4 +1648,26 @@ fn immutable_change(current: &ProgramDef, next: &ProgramDef) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod payout_id_tests {
+    use super::payout_id;
+
+    #[test]
+    fn parts_are_escaped_percent_first_then_colon() {
+        let id = payout_id(["erp:eu", "50%:x", "p", "prog", "2026-Q1"]);
+        let name = "incentive-ledger:payout:erp%3Aeu:50%25%3Ax:p:prog:2026-Q1";
+        assert_eq!(
+            id,
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+        );
+        // A part that already looks escaped is escaped again, not left alone.
+        let id = payout_id(["s", "a%3Ab", "p", "q", "2026"]);
+        let name = "incentive-ledger:payout:s:a%253Ab:p:q:2026";
+        assert_eq!(
+            id,
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+        );
+    }
 }

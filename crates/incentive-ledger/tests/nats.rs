@@ -453,6 +453,54 @@ fn a_disk_fault_holds_the_batch_and_the_service_recovers_when_it_clears() {
 }
 
 #[test]
+fn a_fault_after_the_flush_folds_the_batch_from_the_log_once() {
+    // HIGHWATER is rewritten after each durable batch through HIGHWATER.tmp; a directory
+    // in that place makes every append fail after its flush, when the batch is already in
+    // the log. The service must notice on re-opening and fold it from there, neither
+    // losing it nor counting it as its own duplicate.
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("js"));
+    let log = tmp.path().join("serve.log");
+    let data = tmp.path().join("data");
+    let mut service = Service::start(&nats, &data, &log);
+    let lines: Vec<String> = Generator::new(GenConfig::new(47, 2400)).collect();
+    let write = |name: &str, part: &[String]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, part.join("\n") + "\n").unwrap();
+        path
+    };
+    let first = write("first.ndjson", &lines[..1200]);
+    let all = write("all.ndjson", &lines);
+    publish(&nats, &first);
+    wait_for(&nats, positions(&document(&first)), &log);
+
+    let blocker = data.join("HIGHWATER.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    publish(&nats, &write("second.ndjson", &lines[1200..]));
+    let doc = document(&all);
+    // The batches land (each after a held retry), so the service reaches the end even
+    // while the fault lasts.
+    let s = wait_for(&nats, positions(&doc), &log);
+    assert_eq!(s["digest"], doc["digest"]);
+    std::fs::remove_dir(&blocker).unwrap();
+    service.terminate();
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logs.contains("had become durable before the fault"),
+        "the landed path was not taken:\n{logs}"
+    );
+    let out = bin()
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(replayed["digest"], doc["digest"]);
+    assert_payouts_match(&stream_payouts(&nats), &doc);
+}
+
+#[test]
 fn malformed_and_conflicting_inputs_are_quarantined_and_announced() {
     let tmp = tempfile::tempdir().unwrap();
     let nats = Nats::start(&tmp.path().join("js"));

@@ -251,14 +251,30 @@ fn publish(nats: &Nats, file: &Path) -> (u64, u64) {
     (numbers[1], numbers[2])
 }
 
-fn document(file: &Path) -> serde_json::Value {
-    let out = bin()
-        .arg("replay")
-        .arg("--events")
-        .arg(file)
-        .output()
-        .unwrap();
+/// The replay document of an events file (`--events`) or a data directory (`--data-dir`).
+fn replay(input: &str, path: &Path) -> serde_json::Value {
+    let out = bin().arg("replay").arg(input).arg(path).output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn document(file: &Path) -> serde_json::Value {
+    replay("--events", file)
+}
+
+/// A generated stream of `n` events written to `dir` as `first.ndjson` (up to `at`),
+/// `second.ndjson` (the rest) and `all.ndjson`, in that order.
+fn split_stream(dir: &Path, seed: u64, n: usize, at: usize) -> [PathBuf; 3] {
+    let lines: Vec<String> = Generator::new(GenConfig::new(seed, n)).collect();
+    [
+        ("first.ndjson", &lines[..at]),
+        ("second.ndjson", &lines[at..]),
+        ("all.ndjson", &lines[..]),
+    ]
+    .map(|(name, part)| {
+        let path = dir.join(name);
+        std::fs::write(&path, part.join("\n") + "\n").unwrap();
+        path
+    })
 }
 
 fn stream_payouts(nats: &Nats) -> Vec<serde_json::Value> {
@@ -326,14 +342,10 @@ fn a_published_fixture_folds_to_the_replay_digest_and_its_payouts_arrive() {
     assert_payouts_match(&stream_payouts(&nats), &doc);
     service.terminate();
     // After the run, replay of the data directory gives the same digest.
-    let out = bin()
-        .arg("replay")
-        .arg("--data-dir")
-        .arg(tmp.path().join("data"))
-        .output()
-        .unwrap();
-    let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(replayed["digest"], doc["digest"]);
+    assert_eq!(
+        replay("--data-dir", &tmp.path().join("data"))["digest"],
+        doc["digest"]
+    );
 }
 
 #[test]
@@ -371,16 +383,10 @@ fn the_service_rides_out_a_nats_restart() {
     let mut nats = Nats::start(&tmp.path().join("js"));
     let log = tmp.path().join("serve.log");
     let mut service = Service::start(&nats, &tmp.path().join("data"), &log);
-    let lines: Vec<String> = Generator::new(GenConfig::new(77, 6000)).collect();
-    let first = tmp.path().join("first.ndjson");
-    let second = tmp.path().join("second.ndjson");
-    std::fs::write(&first, lines[..3000].join("\n") + "\n").unwrap();
-    std::fs::write(&second, lines[3000..].join("\n") + "\n").unwrap();
+    let [first, second, all] = split_stream(tmp.path(), 77, 6000, 3000);
     publish(&nats, &first);
     nats.restart();
     publish(&nats, &second);
-    let all = tmp.path().join("all.ndjson");
-    std::fs::write(&all, lines.join("\n") + "\n").unwrap();
     let doc = document(&all);
     let s = wait_for(&nats, positions(&doc), &log);
     assert_eq!(s["digest"], doc["digest"]);
@@ -394,21 +400,14 @@ fn a_disk_fault_holds_the_batch_and_the_service_recovers_when_it_clears() {
     let log = tmp.path().join("serve.log");
     let data = tmp.path().join("data");
     let mut service = Service::start(&nats, &data, &log);
-    let lines: Vec<String> = Generator::new(GenConfig::new(31, 3000)).collect();
-    let write = |name: &str, part: &[String]| {
-        let path = tmp.path().join(name);
-        std::fs::write(&path, part.join("\n") + "\n").unwrap();
-        path
-    };
-    let first = write("first.ndjson", &lines[..1500]);
-    let all = write("all.ndjson", &lines);
+    let [first, second, all] = split_stream(tmp.path(), 31, 3000, 1500);
     publish(&nats, &first);
     let before = positions(&document(&first));
     wait_for(&nats, before, &log);
 
     // The disk "fills up": nothing more can be written to the data directory.
     service.limit_file_size(0);
-    publish(&nats, &write("second.ndjson", &lines[1500..]));
+    publish(&nats, &second);
     let deadline = Instant::now() + Duration::from_secs(60);
     let faulted = loop {
         if let Some(s) = status(&nats) {
@@ -439,14 +438,7 @@ fn a_disk_fault_holds_the_batch_and_the_service_recovers_when_it_clears() {
     assert!(s["fault"].is_null(), "{s}");
     assert_payouts_match(&stream_payouts(&nats), &doc);
     service.terminate();
-    let out = bin()
-        .arg("replay")
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(replayed["digest"], doc["digest"]);
+    assert_eq!(replay("--data-dir", &data)["digest"], doc["digest"]);
     // (What it logged during the fault went nowhere: its log file could not grow either.)
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(logs.contains("data directory re-opened"), "{logs}");
@@ -463,20 +455,13 @@ fn a_fault_after_the_flush_folds_the_batch_from_the_log_once() {
     let log = tmp.path().join("serve.log");
     let data = tmp.path().join("data");
     let mut service = Service::start(&nats, &data, &log);
-    let lines: Vec<String> = Generator::new(GenConfig::new(47, 2400)).collect();
-    let write = |name: &str, part: &[String]| {
-        let path = tmp.path().join(name);
-        std::fs::write(&path, part.join("\n") + "\n").unwrap();
-        path
-    };
-    let first = write("first.ndjson", &lines[..1200]);
-    let all = write("all.ndjson", &lines);
+    let [first, second, all] = split_stream(tmp.path(), 47, 2400, 1200);
     publish(&nats, &first);
     wait_for(&nats, positions(&document(&first)), &log);
 
     let blocker = data.join("HIGHWATER.tmp");
     std::fs::create_dir(&blocker).unwrap();
-    publish(&nats, &write("second.ndjson", &lines[1200..]));
+    publish(&nats, &second);
     let doc = document(&all);
     // The batches land (each after a held retry), so the service reaches the end even
     // while the fault lasts.
@@ -489,14 +474,7 @@ fn a_fault_after_the_flush_folds_the_batch_from_the_log_once() {
         logs.contains("had become durable before the fault"),
         "the landed path was not taken:\n{logs}"
     );
-    let out = bin()
-        .arg("replay")
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(replayed["digest"], doc["digest"]);
+    assert_eq!(replay("--data-dir", &data)["digest"], doc["digest"]);
     assert_payouts_match(&stream_payouts(&nats), &doc);
 }
 

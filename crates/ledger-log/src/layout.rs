@@ -64,9 +64,10 @@ pub fn identity_key(source: &str, id: &str) -> [u8; 16] {
     out
 }
 
-/// One logged event.
+/// One logged event: owning its bytes by default, or borrowing them from the segment
+/// that holds them ([`RecordRef`]) or from the input being appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub struct Record<Raw = Vec<u8>> {
     pub seq: u64,
     /// 1-based arrival number among every input the directory received.
     pub arrival: u64,
@@ -78,11 +79,15 @@ pub struct Record {
     /// `Json::content_digest` of the event, for the exact-duplicate check.
     pub content: [u8; 32],
     pub hash: [u8; 32],
-    pub raw: Vec<u8>,
+    pub raw: Raw,
 }
 
-impl Record {
+/// A record borrowed from the segment that holds it.
+pub type RecordRef<'a> = Record<&'a [u8]>;
+
+impl<Raw: AsRef<[u8]>> Record<Raw> {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let raw = self.raw.as_ref();
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.arrival.to_be_bytes());
         out.extend_from_slice(&self.time_ns.to_be_bytes());
@@ -90,8 +95,8 @@ impl Record {
         out.extend_from_slice(&self.identity);
         out.extend_from_slice(&self.content);
         out.extend_from_slice(&self.hash);
-        out.extend_from_slice(&(self.raw.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.raw);
+        out.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+        out.extend_from_slice(raw);
     }
 }
 
@@ -123,19 +128,6 @@ fn array_at<const N: usize>(bytes: &[u8], at: &mut usize) -> Result<[u8; N], Dec
     let mut b = [0u8; N];
     b.copy_from_slice(s);
     Ok(b)
-}
-
-/// One logged event, borrowed from the segment that holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordRef<'a> {
-    pub seq: u64,
-    pub arrival: u64,
-    pub time_ns: u64,
-    pub line: u64,
-    pub identity: [u8; 16],
-    pub content: [u8; 32],
-    pub hash: [u8; 32],
-    pub raw: &'a [u8],
 }
 
 impl RecordRef<'_> {

@@ -422,7 +422,7 @@ impl Log {
                                 identity,
                                 content: content_digest,
                                 hash,
-                                raw: input.raw.to_vec(),
+                                raw: input.raw,
                             }
                             .encode_into(&mut segment);
                             new_index.insert(identity, (seq, content_digest));

@@ -268,16 +268,15 @@ impl Log {
         let (last_seq, last_hash) = match tree.scan_prefix([SEGMENT]).next_back() {
             None => (0, [0u8; 32]),
             Some(item) => {
-                let (k, v) = item.map_err(storage(&self.path))?;
+                let (k, bytes) = item.map_err(storage(&self.path))?;
                 let first = key_number(&k, SEGMENT)
                     .ok_or_else(|| self.corrupt("a segment key has the wrong shape"))?;
-                let mut last = None;
-                for r in segment_records(&v) {
-                    let r =
-                        r.map_err(|e| self.corrupt(format!("segment {first}: {}", e.reason)))?;
-                    last = Some((r.seq, r.hash));
-                }
-                last.ok_or_else(|| self.corrupt(format!("segment {first} is empty")))?
+                let segment = Segment { first, bytes };
+                let last = segment
+                    .records(self)
+                    .last()
+                    .ok_or_else(|| self.corrupt(format!("segment {first} is empty")))??;
+                (last.seq, last.hash)
             }
         };
         if let Ok(text) = std::fs::read_to_string(self.path.join(HIGHWATER_FILE)) {

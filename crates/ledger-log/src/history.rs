@@ -45,16 +45,7 @@ struct Checkpoint {
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT01";
 
-#[cfg(test)]
-fn encode_checkpoint(seq: u64, arrival: u64, hash: &[u8; 32], replay: &Replay) -> Vec<u8> {
-    frame_checkpoint(
-        seq,
-        arrival,
-        hash,
-        &postcard::to_allocvec(replay).unwrap_or_default(),
-    )
-}
-
+/// The stored form of a checkpoint: magic, position, chain hash, state, checksum.
 fn frame_checkpoint(seq: u64, arrival: u64, hash: &[u8; 32], state: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(state.len() + 96);
     out.extend_from_slice(CHECKPOINT_MAGIC);
@@ -132,23 +123,27 @@ pub fn prepare_checkpoint(
             None => return Ok(None),
         },
     };
-    Ok(Some(PendingCheckpoint {
-        seq,
-        arrival,
-        hash,
-        state: postcard::to_allocvec(replay).unwrap_or_default(),
-    }))
+    Ok(Some(PendingCheckpoint::encode(seq, arrival, hash, replay)))
 }
 
 impl PendingCheckpoint {
+    fn encode(seq: u64, arrival: u64, hash: [u8; 32], replay: &Replay) -> PendingCheckpoint {
+        PendingCheckpoint {
+            seq,
+            arrival,
+            hash,
+            state: postcard::to_allocvec(replay).unwrap_or_default(),
+        }
+    }
+
+    /// The checkpoint as stored (checksummed).
+    fn framed(&self) -> Vec<u8> {
+        frame_checkpoint(self.seq, self.arrival, &self.hash, &self.state)
+    }
+
     /// Checksums and stores the checkpoint (durable when this returns).
     pub fn write(self, log: &Log) -> Result<(), LogError> {
-        log.save_checkpoint(&frame_checkpoint(
-            self.seq,
-            self.arrival,
-            &self.hash,
-            &self.state,
-        ))
+        log.save_checkpoint(&self.framed())
     }
 }
 
@@ -492,7 +487,7 @@ mod tests {
     fn checkpoints_round_trip_and_detect_damage() {
         let mut replay = Replay::new();
         replay.push(br#"{"not":"an event"}"#, 1);
-        let bytes = encode_checkpoint(7, 9, &[3; 32], &replay);
+        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &replay).framed();
         let cp = decode_checkpoint(&bytes).unwrap();
         assert_eq!((cp.seq, cp.arrival, cp.hash), (7, 9, [3; 32]));
         assert_eq!(cp.replay.document(), replay.document());
@@ -516,7 +511,7 @@ mod state_tests {
         {
             replay.push(line.as_bytes(), i as u64 + 1);
         }
-        let bytes = encode_checkpoint(1, 1, &[0; 32], &replay);
+        let bytes = PendingCheckpoint::encode(1, 1, [0; 32], &replay).framed();
         let back = decode_checkpoint(&bytes).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.replay.document(), replay.document());
         // And folding on from the restored state matches folding on from the original.

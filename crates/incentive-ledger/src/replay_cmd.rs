@@ -80,7 +80,8 @@ fn replay_files(args: &ReplayArgs) -> Result<Replay> {
         for (line, raw) in ndjson_lines(&bytes, first_line) {
             let step = replay.push(raw, line);
             if args.messages {
-                if let Step::Rejected(r) = &step {
+                if let Step::Rejected(index) = step {
+                    let r = &replay.rejections()[index];
                     let who = match &r.identity {
                         Some((source, id)) => format!("{source}/{id}"),
                         None => "-".to_string(),

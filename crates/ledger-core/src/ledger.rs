@@ -72,8 +72,11 @@ struct Entry {
     paid: Decimal,
     /// MDF/co-op: amounts held by pending claims.
     reserved: Decimal,
-    /// Training: the certification of every counted completion.
+    /// Training: the certification of every counted completion, in order (statements).
     completions: Vec<String>,
+    /// Training: the same completions counted per certification, in first-seen order —
+    /// what the formula sums, so evaluating an entry does not walk every completion.
+    certifications: Vec<(String, u64)>,
 }
 
 /// What a period close froze: the program version then current, and the targets.
@@ -455,6 +458,21 @@ impl Ledger {
         self.entries.entry(key).or_default()
     }
 
+    /// Entry order (SPEC §7): partner_id, program_id, period index. Names are compared
+    /// only where the symbols differ, so keys of one partner sort without string work.
+    fn entry_order(&self, a: &EntryKey, b: &EntryKey) -> std::cmp::Ordering {
+        let by_name = |x: Sym, y: Sym| {
+            if x == y {
+                std::cmp::Ordering::Equal
+            } else {
+                self.syms.name(x).cmp(self.syms.name(y))
+            }
+        };
+        by_name(a.partner, b.partner)
+            .then_with(|| by_name(a.program, b.program))
+            .then(a.period.cmp(&b.period))
+    }
+
     /// The program version an entry is evaluated with and the partner's target for it:
     /// the frozen copy if its period is closed, else the current one (SPEC §3, §4).
     fn evaluation(&self, key: EntryKey) -> Option<(&ProgramDef, Option<Decimal>)> {
@@ -479,7 +497,7 @@ impl Ledger {
         let formula = def.rules.formula(
             BasisView {
                 basis: entry.basis,
-                completions: &entry.completions,
+                certifications: &entry.certifications,
             },
             target,
         );
@@ -701,10 +719,15 @@ impl Ledger {
         }
         // amount_out_of_range: no entry's basis may go beyond ±10^15.
         if !counted.is_empty() {
-            let mut totals: BTreeMap<(u32, i64), Decimal> = BTreeMap::new();
+            // Per (program, period), in that order; a sale touches only a few.
+            let mut totals: Vec<((u32, i64), Decimal)> = Vec::with_capacity(counted.len());
             for &(_, sym, period, amount) in &counted {
-                *totals.entry((sym.0, period)).or_default() += amount;
+                match totals.iter_mut().find(|(k, _)| *k == (sym.0, period)) {
+                    Some((_, total)) => *total += amount,
+                    None => totals.push(((sym.0, period), amount)),
+                }
             }
+            totals.sort_unstable_by_key(|(k, _)| *k);
             for ((program, period), increase) in totals {
                 let existing = partner
                     .map(|s| EntryKey {
@@ -919,6 +942,10 @@ impl Ledger {
             let entry = self.entry_or_create(key);
             entry.basis += Decimal::ONE;
             entry.completions.push(cert.to_string());
+            match entry.certifications.iter_mut().find(|(c, _)| c == cert) {
+                Some((_, n)) => *n += 1,
+                None => entry.certifications.push((cert.to_string(), 1)),
+            }
             self.dirty.push(key);
         }
         Applied::default()
@@ -1259,14 +1286,10 @@ impl Ledger {
         if dirty.is_empty() {
             return;
         }
-        dirty.sort_by(|a, b| {
-            self.syms
-                .name(a.partner)
-                .cmp(self.syms.name(b.partner))
-                .then_with(|| self.syms.name(a.program).cmp(self.syms.name(b.program)))
-                .then(a.period.cmp(&b.period))
-        });
-        dirty.dedup();
+        if dirty.len() > 1 {
+            dirty.sort_by(|a, b| self.entry_order(a, b));
+            dirty.dedup();
+        }
         let closing = match &event.data {
             EventData::PeriodClosed { program_id, period } => {
                 self.syms.get(program_id).map(|s| (s, period.index))
@@ -1356,13 +1379,7 @@ impl Ledger {
     /// Every entry, sorted by partner_id, program_id and period index (SPEC §7).
     pub fn balances(&self) -> Vec<Balance> {
         let mut keys: Vec<EntryKey> = self.entries.keys().copied().collect();
-        keys.sort_by(|a, b| {
-            self.syms
-                .name(a.partner)
-                .cmp(self.syms.name(b.partner))
-                .then_with(|| self.syms.name(a.program).cmp(self.syms.name(b.program)))
-                .then(a.period.cmp(&b.period))
-        });
+        keys.sort_by(|a, b| self.entry_order(a, b));
         self.balances_of(&keys)
     }
 
@@ -1387,12 +1404,7 @@ impl Ledger {
                 })
             })
             .collect();
-        keys.sort_by(|a, b| {
-            self.syms
-                .name(a.program)
-                .cmp(self.syms.name(b.program))
-                .then(a.period.cmp(&b.period))
-        });
+        keys.sort_by(|a, b| self.entry_order(a, b));
         self.balances_of(&keys)
     }
 

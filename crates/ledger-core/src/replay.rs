@@ -75,8 +75,9 @@ pub enum Step {
     Applied(std::ops::Range<usize>),
     /// An exact duplicate of a logged event: counted, otherwise ignored.
     Duplicate,
-    /// Refused at intake (quarantined) or by the fold (logged, changed nothing).
-    Rejected(Rejection),
+    /// Refused at intake (quarantined) or by the fold (logged, changed nothing); the
+    /// refusal is `rejections()[index]`.
+    Rejected(usize),
 }
 
 /// What the identity check of SPEC §1 decides for an input that passed checks 1–5.
@@ -184,14 +185,13 @@ impl Replay {
         self.counts.received += 1;
         self.counts.rejected += 1;
         self.by_type.entry(refusal.event_type).or_default()[1] += 1;
-        let rejection = Rejection {
+        self.rejected.push(Rejection {
             code: refusal.code,
             message: refusal.message,
             identity: refusal.identity,
             line,
-        };
-        self.rejected.push(rejection.clone());
-        Step::Rejected(rejection)
+        });
+        Step::Rejected(self.rejected.len() - 1)
     }
 
     /// Counts an exact duplicate (of an event of this type, when known).
@@ -211,14 +211,13 @@ impl Replay {
         match refusal {
             Some(r) => {
                 self.counts.rejected += 1;
-                let rejection = Rejection {
+                self.rejected.push(Rejection {
                     code: r.code,
                     message: r.message,
                     identity: Some((event.source.clone(), event.id.clone())),
                     line,
-                };
-                self.rejected.push(rejection.clone());
-                Step::Rejected(rejection)
+                });
+                Step::Rejected(self.rejected.len() - 1)
             }
             None => {
                 self.counts.applied += 1;

@@ -149,8 +149,8 @@ pub struct BasisView<'a> {
     /// Net amounts or quantities counted, less returns; for training, the number of
     /// completions.
     pub basis: Decimal,
-    /// For training: the certification of every completion counted.
-    pub completions: &'a [String],
+    /// For training: the completions counted, as (certification, how many).
+    pub certifications: &'a [(String, u64)],
 }
 
 fn mul(a: Decimal, b: Decimal) -> Decimal {
@@ -292,9 +292,11 @@ impl Rules {
                 cap_per_period,
             } => {
                 let mut total = Decimal::ZERO;
-                for cert in b.completions {
+                // Amounts are non-negative, so summing per certification saturates
+                // exactly where summing completion by completion would.
+                for (cert, count) in b.certifications {
                     if let Some(r) = rewards.iter().find(|r| &r.certification == cert) {
-                        total = add(total, r.amount);
+                        total = add(total, mul(r.amount, Decimal::from(*count)));
                     }
                 }
                 capped(total, *cap_per_period)
@@ -335,7 +337,7 @@ mod tests {
         rules.formula(
             BasisView {
                 basis: d(basis),
-                completions: &[],
+                certifications: &[],
             },
             target.map(d),
         )
@@ -460,18 +462,27 @@ mod tests {
             ],
             cap_per_period: Some(d("300.00")),
         };
-        let rows: [(&[&str], &str); 4] = [
+        let rows: [(&[&str], &str); 6] = [
             (&["CERT-A"], "250"),
             (&["CERT-A", "CERT-B"], "300"),
             (&["CERT-C"], "0"),
             (&["CERT-B", "CERT-C"], "100"),
+            // Two people with one certification: each completion counts.
+            (&["CERT-B", "CERT-C", "CERT-B"], "200"),
+            (&["CERT-A", "CERT-A"], "300"),
         ];
         for (certs, want) in rows {
-            let completions: Vec<String> = certs.iter().map(|c| c.to_string()).collect();
+            let mut tally: Vec<(String, u64)> = Vec::new();
+            for c in certs {
+                match tally.iter_mut().find(|(t, _)| t == c) {
+                    Some((_, n)) => *n += 1,
+                    None => tally.push((c.to_string(), 1)),
+                }
+            }
             let got = r.formula(
                 BasisView {
-                    basis: Decimal::from(completions.len()),
-                    completions: &completions,
+                    basis: Decimal::from(certs.len()),
+                    certifications: &tally,
                 },
                 None,
             );

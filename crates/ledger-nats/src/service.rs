@@ -1,11 +1,13 @@
 //! `serve`: JetStream ingest into the durable log, the live projection, payout
 //! publishing through the outbox, refusal notices and the status responder.
 //!
-//! One loop owns the log and the projection: fetch a batch from the durable pull
-//! consumer → group-commit it (one flush) → ack every message → fold what was appended →
-//! record new payouts in the outbox → publish the outbox and drop what JetStream acked →
-//! checkpoint every N positions. Nothing is acked before its batch is durable; if the
-//! log cannot be written, the batch is nak'ed with a growing delay and retried.
+//! Two stages, pipelined: the ingest loop owns the log — fetch a batch from the durable
+//! pull consumer → group-commit it (one flush) → ack every message → hand the outcomes
+//! to the projector — while the projector folds the previous batch in arrival order →
+//! records new payouts in the outbox → wakes the publisher → announces refusals →
+//! checkpoints every N positions. The publisher publishes the outbox and drops what
+//! JetStream acked. Nothing is acked before its batch is durable; if the log cannot be
+//! written, the batch is held (nothing acked) and retried with a growing delay.
 
 use crate::config::Config;
 use crate::outbox::Outbox;
@@ -39,6 +41,8 @@ pub enum ServiceError {
     Log(#[from] ledger_log::LogError),
     #[error("the payout outbox cannot be written: {0}")]
     Outbox(#[from] sled::Error),
+    #[error("the projector stopped: {0}")]
+    Projector(String),
 }
 
 /// What the status responder reports.
@@ -402,8 +406,24 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut timing = StageTiming::default();
     let mut backoff = Duration::from_millis(100);
-    let mut last_checkpoint = lock(&shared).checkpoint_seq;
-    let mut checkpoints = Checkpoints::default();
+    // One batch folding and one waiting: enough to overlap the stages, and the ingest
+    // loop waits when the fold falls behind.
+    let (jobs, jobs_rx) = tokio::sync::mpsc::channel::<FoldJob>(1);
+    let projector = tokio::spawn(
+        Projector {
+            shared: shared.clone(),
+            outbox: outbox.clone(),
+            log: log.reader(),
+            wake: wake.clone(),
+            client: client.clone(),
+            rejected_subject: config.rejected_subject.clone(),
+            checkpoint_every: config.checkpoint_every.max(1),
+            last_checkpoint: lock(&shared).checkpoint_seq,
+            checkpoints: Checkpoints::default(),
+            fold_time: Duration::ZERO,
+        }
+        .run(jobs_rx),
+    );
     loop {
         lock(&shared).outbox_backlog = outbox.backlog();
 
@@ -479,6 +499,10 @@ pub async fn run(
             match tokio::task::block_in_place(|| log.append_batch_from(&inputs, last_stream_seq)) {
                 Ok(o) => {
                     backoff = Duration::from_millis(100);
+                    let mut p = lock(&shared);
+                    if p.fault.as_deref().is_some_and(|f| f.starts_with("log")) {
+                        p.fault = None;
+                    }
                     break Some(Written::Outcomes(o));
                 }
                 Err(e) => {
@@ -493,6 +517,12 @@ pub async fn run(
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
+                    // Let the projector finish what it holds, so that what is recorded
+                    // again below is everything folded so far.
+                    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                    if jobs.send(FoldJob::Barrier(done_tx)).await.is_ok() {
+                        let _ = done_rx.await;
+                    }
                     let reopened = tokio::task::block_in_place(|| log.reopen()).and_then(|()| {
                         // Outbox entries written since the last flush may be gone with
                         // the fault: record again what the fold has beyond them.
@@ -507,6 +537,7 @@ pub async fn run(
                     match reopened {
                         Ok(()) if log.head().last_arrival > before.last_arrival => {
                             warn!(position = log.head().last_seq, "the batch had become durable before the fault; folding it from the log");
+                            lock(&shared).fault = None;
                             break Some(Written::Landed);
                         }
                         Ok(()) => info!("data directory re-opened; retrying the batch"),
@@ -534,30 +565,161 @@ pub async fn run(
             }
         }
         timing.ack += t.elapsed();
-        let t = std::time::Instant::now();
-        // Fold what was appended, in arrival order, from the events intake just read
-        // (the same as folding the log: a restart rebuilds exactly this from it).
-        // The lock is taken per slice of the batch, so that queries wait for at most a
-        // slice's fold, not a whole batch's.
+        // Fold on the projector while the next batch is fetched and committed.
+        let job = match written {
+            Written::Outcomes(o) => FoldJob::Outcomes(o),
+            Written::Landed => FoldJob::Landed,
+        };
+        if jobs.send(job).await.is_err() {
+            break; // the projector stopped on an error, returned below
+        }
+        // Consumer lag, at most about once a second.
+        if last_lag_check.elapsed() >= Duration::from_secs(1) {
+            last_lag_check = std::time::Instant::now();
+            if let Ok(info) = consumer.info().await {
+                lock(&shared).consumer_pending = Some(info.num_pending);
+            }
+        }
+    }
+    drop(jobs);
+    let projected = match projector.await {
+        Ok(r) => r,
+        Err(e) => Err(ServiceError::Projector(e.to_string())),
+    };
+    info!(
+        batches = timing.batches,
+        messages = timing.messages,
+        wait_ms = timing.fetch.as_millis() as u64,
+        append_ms = timing.append.as_millis() as u64,
+        ack_ms = timing.ack.as_millis() as u64,
+        fold_ms = projected.as_ref().map_or(0, |d| d.as_millis() as u64),
+        "time spent per stage (the fold overlaps the others)"
+    );
+    let _ = stop_publisher.send(true);
+    projected?;
+    info!("shutting down: finishing the outbox and writing a checkpoint");
+    let _ = publisher.await;
+    if outbox.backlog() > 0 {
+        warn!("payouts left in the outbox for the next start");
+    }
+    checkpoint(&log, &shared)?;
+    log.flush()?;
+    responder.abort();
+    let _ = client.flush().await;
+    let mut status = lock(&shared).status();
+    status.outbox_backlog = outbox.backlog();
+    info!(position = status.position, digest = %status.digest, "stopped");
+    Ok(status)
+}
+
+/// Records the fold's payouts beyond those the outbox has recorded (after a crash or a
+/// storage fault lost the latest entries), and recounts its backlog.
+fn record_missing(outbox: &Outbox, payouts: &[ledger_core::Payout]) -> Result<(), sled::Error> {
+    let recorded = outbox.recorded()?;
+    if let Some(missing) = payouts.get(recorded as usize..).filter(|m| !m.is_empty()) {
+        tokio::task::block_in_place(|| outbox.record(recorded, missing))?;
+    }
+    outbox.recount();
+    Ok(())
+}
+
+/// What a held batch came to.
+enum Written {
+    /// Appended now, with what intake made of each input.
+    Outcomes(Vec<Outcome>),
+    /// Found durable in the log after a re-open (the fault came after the flush).
+    Landed,
+}
+
+/// Events folded per hold of the projection lock.
+const FOLD_SLICE: usize = 64;
+
+/// Work for the projector, in log order.
+enum FoldJob {
+    /// What intake made of a batch just made durable.
+    Outcomes(Vec<Outcome>),
+    /// A batch found durable in the log after a re-open: fold it from there.
+    Landed,
+    /// Answered once everything sent before it is folded and recorded.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The fold stage: folds each batch into the projection, records its payouts in the
+/// outbox, wakes the publisher, announces refusals and takes checkpoints.
+struct Projector {
+    shared: Shared,
+    outbox: Outbox,
+    /// A reader of the log (it follows re-opens): `Landed` batches and checkpoints.
+    log: Log,
+    wake: Arc<tokio::sync::Notify>,
+    client: async_nats::Client,
+    rejected_subject: String,
+    checkpoint_every: u64,
+    last_checkpoint: u64,
+    checkpoints: Checkpoints,
+    fold_time: Duration,
+}
+
+impl Projector {
+    /// Runs until the ingest loop hangs up; returns the time spent folding. Stops at
+    /// the first outbox write failure (the service then stops with it).
+    async fn run(
+        mut self,
+        mut jobs: tokio::sync::mpsc::Receiver<FoldJob>,
+    ) -> Result<Duration, ServiceError> {
+        while let Some(job) = jobs.recv().await {
+            let t = std::time::Instant::now();
+            let outcomes = match job {
+                FoldJob::Barrier(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                FoldJob::Outcomes(o) => Some(o),
+                FoldJob::Landed => None,
+            };
+            let new_rejections = tokio::task::block_in_place(|| self.fold(outcomes))?;
+            self.wake.notify_one();
+            self.fold_time += t.elapsed();
+            for r in &new_rejections {
+                // For refusals at intake the arrival number stands in the `line` (SPEC §7).
+                if let Err(e) = self
+                    .client
+                    .publish(self.rejected_subject.clone(), rejection_notice(r).into())
+                    .await
+                {
+                    warn!("refusal notice not published: {e}");
+                }
+            }
+            // Checkpoint every N positions — stored on another thread, and at most ~10%
+            // of the time: a checkpoint's cost grows with the state.
+            if lock(&self.shared).seq >= self.last_checkpoint + self.checkpoint_every {
+                if let Some(seq) = self.checkpoints.start(&self.log, &self.shared) {
+                    self.last_checkpoint = seq;
+                }
+            }
+        }
+        self.checkpoints.finish(&self.shared).await;
+        Ok(self.fold_time)
+    }
+
+    /// Folds a batch (`None`: what the log holds beyond the projection), in arrival
+    /// order, and records its payouts; returns its refusals. The lock is taken per
+    /// slice, so that queries wait for at most a slice's fold, not a whole batch's.
+    fn fold(&mut self, outcomes: Option<Vec<Outcome>>) -> Result<Vec<Rejection>, ServiceError> {
         let (payouts_before, rejections_before) = {
-            let p = lock(&shared);
+            let p = lock(&self.shared);
             (p.replay.payouts().len(), p.replay.rejections().len())
         };
-        let outcomes = match written {
-            Written::Outcomes(o) => o,
-            Written::Landed => {
-                let mut p = lock(&shared);
-                let (seq, arrival) = (p.seq, p.arrival);
-                let (seq, arrival) = tokio::task::block_in_place(|| {
-                    history::fold_new(&log, &mut p.replay, seq, arrival)
-                })?;
-                (p.seq, p.arrival) = (seq, arrival);
-                Vec::new()
-            }
+        let Some(outcomes) = outcomes else {
+            let mut p = lock(&self.shared);
+            let (seq, arrival) = (p.seq, p.arrival);
+            (p.seq, p.arrival) = history::fold_new(&self.log, &mut p.replay, seq, arrival)?;
+            drop(p);
+            return self.record(payouts_before, rejections_before);
         };
         let mut outcomes = outcomes.into_iter().peekable();
         while outcomes.peek().is_some() {
-            let mut p = lock(&shared);
+            let mut p = lock(&self.shared);
             for o in outcomes.by_ref().take(FOLD_SLICE) {
                 match o {
                     Outcome::Appended {
@@ -598,89 +760,27 @@ pub async fn run(
                 }
             }
         }
-        let (new_payouts, first_payout, new_rejections) = {
-            let mut p = lock(&shared);
-            p.fault = None;
+        self.record(payouts_before, rejections_before)
+    }
+
+    /// Records the payouts folded since `payouts_before` in the outbox; returns the
+    /// refusals since `rejections_before`.
+    fn record(
+        &self,
+        payouts_before: usize,
+        rejections_before: usize,
+    ) -> Result<Vec<Rejection>, ServiceError> {
+        let (new_payouts, new_rejections) = {
+            let p = lock(&self.shared);
             (
                 p.replay.payouts()[payouts_before..].to_vec(),
-                payouts_before as u64,
                 p.replay.rejections()[rejections_before..].to_vec(),
             )
         };
-        tokio::task::block_in_place(|| outbox.record(first_payout, &new_payouts))?;
-        wake.notify_one();
-        timing.fold += t.elapsed();
-        for r in &new_rejections {
-            // For refusals at intake the arrival number stands in the `line` (SPEC §7).
-            if let Err(e) = client
-                .publish(config.rejected_subject.clone(), rejection_notice(r).into())
-                .await
-            {
-                warn!("refusal notice not published: {e}");
-            }
-        }
-        // Checkpoint every N positions — stored on another thread, and at most ~10% of
-        // the time: a checkpoint's cost grows with the state.
-        if lock(&shared).seq >= last_checkpoint + config.checkpoint_every.max(1) {
-            if let Some(seq) = checkpoints.start(&log, &shared) {
-                last_checkpoint = seq;
-            }
-        }
-        // Consumer lag, at most about once a second.
-        if last_lag_check.elapsed() >= Duration::from_secs(1) {
-            last_lag_check = std::time::Instant::now();
-            if let Ok(info) = consumer.info().await {
-                lock(&shared).consumer_pending = Some(info.num_pending);
-            }
-        }
+        self.outbox.record(payouts_before as u64, &new_payouts)?;
+        Ok(new_rejections)
     }
-    info!(
-        batches = timing.batches,
-        messages = timing.messages,
-        wait_ms = timing.fetch.as_millis() as u64,
-        append_ms = timing.append.as_millis() as u64,
-        ack_ms = timing.ack.as_millis() as u64,
-        fold_ms = timing.fold.as_millis() as u64,
-        "time spent per stage"
-    );
-    info!("shutting down: finishing the outbox and writing a checkpoint");
-    checkpoints.finish(&shared).await;
-    let _ = stop_publisher.send(true);
-    let _ = publisher.await;
-    if outbox.backlog() > 0 {
-        warn!("payouts left in the outbox for the next start");
-    }
-    checkpoint(&log, &shared)?;
-    log.flush()?;
-    responder.abort();
-    let _ = client.flush().await;
-    let mut status = lock(&shared).status();
-    status.outbox_backlog = outbox.backlog();
-    info!(position = status.position, digest = %status.digest, "stopped");
-    Ok(status)
 }
-
-/// Records the fold's payouts beyond those the outbox has recorded (after a crash or a
-/// storage fault lost the latest entries), and recounts its backlog.
-fn record_missing(outbox: &Outbox, payouts: &[ledger_core::Payout]) -> Result<(), sled::Error> {
-    let recorded = outbox.recorded()?;
-    if let Some(missing) = payouts.get(recorded as usize..).filter(|m| !m.is_empty()) {
-        tokio::task::block_in_place(|| outbox.record(recorded, missing))?;
-    }
-    outbox.recount();
-    Ok(())
-}
-
-/// What a held batch came to.
-enum Written {
-    /// Appended now, with what intake made of each input.
-    Outcomes(Vec<Outcome>),
-    /// Found durable in the log after a re-open (the fault came after the flush).
-    Landed,
-}
-
-/// Events folded per hold of the projection lock.
-const FOLD_SLICE: usize = 64;
 
 /// The consumer's continuous pull: up to a batch of requests kept outstanding.
 async fn pull_stream(
@@ -703,7 +803,6 @@ struct StageTiming {
     fetch: Duration,
     append: Duration,
     ack: Duration,
-    fold: Duration,
 }
 
 /// Checkpoints taken while the service runs: the state is encoded under the projection

@@ -1,7 +1,8 @@
 //! `bench-service`: end-to-end figures of the service against a running nats-server —
 //! events published to JetStream → durable in the log → acked → folded → payouts
 //! published — as sustained throughput over a pre-filled stream, and publish-to-payout
-//! latency at a moderate publishing rate. Prints figures; asserts nothing.
+//! latency at a moderate publishing rate, and the transport's own ceiling (fetch + ack
+//! with nothing behind it) for comparison. Prints figures; asserts nothing.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -111,6 +112,54 @@ async fn start_service(c: Config) -> Result<Running> {
     Ok((service, stop_tx, shared, reader))
 }
 
+/// Drains the pre-filled inbound stream with a second durable pull consumer configured
+/// as the service's (explicit ack, the same batch and ack-pending limits) that only acks
+/// — the cost of the transport on its own. Returns the time to ack `messages`.
+async fn transport_ceiling(
+    js: &async_nats::jetstream::Context,
+    c: &Config,
+    messages: u64,
+) -> Result<Duration> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    let stream = js
+        .get_stream(&c.inbound.stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("inbound stream: {e}"))?;
+    let name = format!("{}-transport", c.inbound.consumer);
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.clone()),
+            ack_policy: AckPolicy::Explicit,
+            max_ack_pending: c.inbound.max_ack_pending,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("transport consumer: {e}"))?;
+    let mut incoming = consumer
+        .stream()
+        .max_messages_per_batch(c.inbound.fetch_batch.max(1))
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("transport message stream: {e}"))?;
+    let start = Instant::now();
+    let mut acked = 0u64;
+    while acked < messages {
+        let m = tokio::time::timeout(Duration::from_secs(30), incoming.next())
+            .await
+            .context("the transport run stalled")?
+            .context("the transport message stream ended")?
+            .map_err(|e| anyhow::anyhow!("transport message: {e}"))?;
+        m.ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("transport ack: {e}"))?;
+        acked += 1;
+    }
+    let took = start.elapsed();
+    drop(incoming);
+    let _ = stream.delete_consumer(&name).await;
+    Ok(took)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -174,6 +223,11 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         publish_time.as_secs_f64()
     );
     drop(lines);
+    let ceiling = transport_ceiling(&js, &c, summary.published).await?;
+    println!(
+        "transport alone:      {:>9.0} events/s (fetch + explicit ack of every message, no log, no fold: the ceiling nats-server and the client set on this machine)",
+        summary.published as f64 / ceiling.as_secs_f64()
+    );
     let (service, stop_tx, shared, _) = start_service(c).await?;
     let took = wait_folded(&shared, positions, Duration::from_secs(3600)).await?;
     println!(

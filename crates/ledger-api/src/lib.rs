@@ -613,7 +613,7 @@ async fn statement(
             };
             previous = Some(l);
             json!({
-                "cause_source": l.cause_source, "cause_id": l.cause_id, "type": l.event_type, "time": l.time,
+                "cause_source": l.cause.source, "cause_id": l.cause.id, "type": l.cause.event_type.as_str(), "time": l.cause.time,
                 "basis": exact(l.basis), "basis_change": exact(db),
                 "earned": money(l.earned), "earned_change": money(de),
                 "adjustments": money(l.adjustments), "paid": money(l.paid), "reserved": money(l.reserved),

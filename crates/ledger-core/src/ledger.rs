@@ -331,16 +331,57 @@ pub struct Ledger {
     dirty: Vec<EntryKey>,
     /// Per entry, what every event that touched it left behind (for statements); kept
     /// only when enabled, as it grows with the log.
-    journal: Option<HashMap<EntryKey, Vec<JournalLine>>>,
+    journal: Option<HashMap<EntryKey, EntryJournal>>,
+}
+
+/// Journal lines held per chunk: a busy entry's journal grows without re-allocating and
+/// copying every line it already holds.
+const JOURNAL_CHUNK: usize = 128;
+
+/// One entry's journal lines, in log order, in chunks of at most [`JOURNAL_CHUNK`].
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct EntryJournal {
+    chunks: Vec<Vec<JournalLine>>,
+}
+
+impl EntryJournal {
+    fn push(&mut self, line: JournalLine) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < JOURNAL_CHUNK => chunk.push(line),
+            _ => {
+                // Most entries see few events: the first chunk starts small (and grows
+                // up to a chunk as a plain vector would).
+                let capacity = if self.chunks.is_empty() {
+                    4
+                } else {
+                    JOURNAL_CHUNK
+                };
+                let mut chunk = Vec::with_capacity(capacity);
+                chunk.push(line);
+                self.chunks.push(chunk);
+            }
+        }
+    }
+
+    fn lines(&self) -> impl Iterator<Item = &JournalLine> {
+        self.chunks.iter().flatten()
+    }
+}
+
+/// The event behind journal lines, shared by every line it left (one allocation per
+/// event, not four strings per line).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cause {
+    pub source: String,
+    pub id: String,
+    pub event_type: crate::event::EventType,
+    pub time: String,
 }
 
 /// One line of an entry's statement: the event that touched it and the entry after it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JournalLine {
-    pub cause_source: String,
-    pub cause_id: String,
-    pub event_type: String,
-    pub time: String,
+    pub cause: Arc<Cause>,
     pub basis: Decimal,
     pub adjustments: Decimal,
     pub earned: Decimal,
@@ -1296,15 +1337,21 @@ impl Ledger {
             }
             _ => None,
         };
+        let mut cause: Option<Arc<Cause>> = None;
         for key in dirty {
             let payout = self.settle(key, event, closing);
             if self.journal.is_some() {
                 if let Some(entry) = self.entries.get(&key) {
+                    let cause = cause.get_or_insert_with(|| {
+                        Arc::new(Cause {
+                            source: event.source.clone(),
+                            id: event.id.clone(),
+                            event_type: event.event_type(),
+                            time: event.time.clone(),
+                        })
+                    });
                     let line = JournalLine {
-                        cause_source: event.source.clone(),
-                        cause_id: event.id.clone(),
-                        event_type: event.event_type().as_str().to_string(),
-                        time: event.time.clone(),
+                        cause: cause.clone(),
                         basis: entry.basis,
                         adjustments: entry.adjustments,
                         earned: self.earned(key, entry),
@@ -1596,7 +1643,7 @@ impl Ledger {
             .journal
             .as_ref()
             .and_then(|j| j.get(&key))
-            .cloned()
+            .map(|j| j.lines().cloned().collect())
             .unwrap_or_default();
         Some(Statement {
             balance,
@@ -1681,5 +1728,47 @@ mod payout_id_tests {
             id,
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
         );
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+
+    fn line(n: u64, cause: &Arc<Cause>) -> JournalLine {
+        JournalLine {
+            cause: cause.clone(),
+            basis: Decimal::from(n),
+            adjustments: Decimal::ZERO,
+            earned: Decimal::ZERO,
+            paid: Decimal::ZERO,
+            reserved: Decimal::ZERO,
+            payout: None,
+        }
+    }
+
+    #[test]
+    fn a_journal_keeps_every_line_in_order_across_chunks() {
+        let cause = Arc::new(Cause {
+            source: "erp".into(),
+            id: "e1".into(),
+            event_type: crate::event::EventType::SaleRecorded,
+            time: "2026-01-01T00:00:00Z".into(),
+        });
+        let mut journal = EntryJournal::default();
+        let n = 3 * JOURNAL_CHUNK as u64 + 5;
+        for i in 0..n {
+            journal.push(line(i, &cause));
+        }
+        let bases: Vec<Decimal> = journal.lines().map(|l| l.basis).collect();
+        assert_eq!(bases, (0..n).map(Decimal::from).collect::<Vec<_>>());
+        assert_eq!(journal.chunks.len(), 4, "three full chunks, then the rest");
+        assert!(journal.chunks.iter().all(|c| c.len() <= JOURNAL_CHUNK));
+        assert!(
+            journal.chunks[1].capacity() == JOURNAL_CHUNK,
+            "later chunks never grow"
+        );
+        // Lines of one event share its cause.
+        assert_eq!(Arc::strong_count(&cause), n as usize + 1);
     }
 }

@@ -27,7 +27,7 @@ fn rebate_statement_shows_tier_progress_and_the_events() {
     assert_eq!(st.explanation["tier_reached"]["rate"], "0.03");
     assert_eq!(st.explanation["next_tier"]["from"], "250000");
     assert_eq!(st.explanation["next_tier"]["still_needed"], "149998.5");
-    let causes: Vec<&str> = st.lines.iter().map(|l| l.cause_id.as_str()).collect();
+    let causes: Vec<&str> = st.lines.iter().map(|l| l.cause.id.as_str()).collect();
     assert_eq!(causes, vec!["s6", "s9"]);
     let q1 = r
         .ledger()

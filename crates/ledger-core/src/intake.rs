@@ -20,6 +20,7 @@ use crate::values::{
 };
 use rust_decimal::Decimal;
 use std::borrow::Cow;
+use std::fmt;
 
 /// Largest input accepted, in bytes (an NDJSON line without its line ending).
 pub const MAX_INPUT_BYTES: usize = 65_536;
@@ -76,9 +77,9 @@ fn check_inner(raw: &[u8], digest: bool) -> Result<(Event, Option<[u8; 32]>), In
     }
     let root = json::parse(raw)
         .map_err(|e| refuse(Code::MalformedJson, format!("not I-JSON: {e}"), None))?;
-    let identity = identity_of(&root);
-    let envelope =
-        envelope(&root).map_err(|m| refuse(Code::InvalidEnvelope, m, identity.clone()))?;
+    // Only refusals need the identity as owned strings.
+    let identity = || identity_of(&root);
+    let envelope = envelope(&root).map_err(|m| refuse(Code::InvalidEnvelope, m, identity()))?;
     let Some(event_type) = EventType::parse(envelope.type_name) else {
         return Err(refuse(
             Code::UnknownType,
@@ -87,7 +88,7 @@ fn check_inner(raw: &[u8], digest: bool) -> Result<(Event, Option<[u8; 32]>), In
                 envelope.type_name,
                 EventType::ALL.map(|t| t.as_str()).join(", ")
             ),
-            identity,
+            identity(),
         ));
     };
     let data = event_data(event_type, envelope.data).map_err(|e| IntakeRefusal {
@@ -95,7 +96,7 @@ fn check_inner(raw: &[u8], digest: bool) -> Result<(Event, Option<[u8; 32]>), In
         ..refuse(
             Code::InvalidData,
             format!("{}: {}", e.path, e.problem),
-            identity.clone(),
+            identity(),
         )
     })?;
     let event = Event {
@@ -240,18 +241,57 @@ struct DataError {
 
 type DResult<T> = Result<T, DataError>;
 
+/// Where an object sits inside the event (`data.rules.tiers[2]`), kept as its segments
+/// and rendered only when a message needs it: checking a valid event builds no strings.
+#[derive(Clone, Copy)]
+struct Path {
+    segments: [(&'static str, Option<usize>); Path::DEPTH],
+    len: usize,
+}
+
+impl Path {
+    /// Deeper than any object in an event's `data` (`data.rules.accelerator`).
+    const DEPTH: usize = 6;
+
+    fn root(name: &'static str) -> Path {
+        let mut segments = [("", None); Path::DEPTH];
+        segments[0] = (name, None);
+        Path { segments, len: 1 }
+    }
+
+    fn child(&self, key: &'static str, index: Option<usize>) -> Path {
+        let mut next = *self;
+        let at = next.len.min(Path::DEPTH - 1);
+        next.segments[at] = (key, index);
+        next.len = at + 1;
+        next
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, index)) in self.segments[..self.len].iter().enumerate() {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            f.write_str(name)?;
+            if let Some(index) = index {
+                write!(f, "[{index}]")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A reader over one JSON object inside `data`, naming fields by their path.
 struct Fields<'a> {
     members: &'a [(Cow<'a, str>, Json<'a>)],
-    path: String,
+    path: Path,
 }
 
 impl<'a> Fields<'a> {
-    fn new(members: &'a [(Cow<'a, str>, Json<'a>)], path: impl Into<String>) -> Fields<'a> {
-        Fields {
-            members,
-            path: path.into(),
-        }
+    fn new(members: &'a [(Cow<'a, str>, Json<'a>)], path: Path) -> Fields<'a> {
+        Fields { members, path }
     }
 
     fn path_of(&self, key: &str) -> String {
@@ -321,11 +361,13 @@ impl<'a> Fields<'a> {
     }
 
     fn text_value(&self, key: &str, v: &'a Json<'a>, max: usize) -> DResult<String> {
-        let what = format!("a non-empty text of at most {max} characters");
-        let s = self.string_value(key, v, &what)?;
+        let what = || format!("a non-empty text of at most {max} characters");
+        let Json::Str(s) = v else {
+            return self.err(key, format!("expected {}, got {}", what(), show(v)));
+        };
         let n = char_len(s);
         if n == 0 || n > max {
-            return self.err(key, format!("expected {what}, got {n} characters"));
+            return self.err(key, format!("expected {}, got {n} characters", what()));
         }
         Ok(s.to_string())
     }
@@ -481,9 +523,9 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn object(&self, key: &str, v: &'a Json<'a>) -> DResult<Fields<'a>> {
+    fn object(&self, key: &'static str, v: &'a Json<'a>) -> DResult<Fields<'a>> {
         match v {
-            Json::Obj(members) => Ok(Fields::new(members, self.path_of(key))),
+            Json::Obj(members) => Ok(Fields::new(members, self.path.child(key, None))),
             other => self.err(key, format!("expected an object, got {}", show(other))),
         }
     }
@@ -500,14 +542,12 @@ impl<'a> Fields<'a> {
     }
 
     /// The objects of an array, each with its own path.
-    fn objects(&self, key: &str, items: &'a [Json<'a>]) -> DResult<Vec<Fields<'a>>> {
+    fn objects(&self, key: &'static str, items: &'a [Json<'a>]) -> DResult<Vec<Fields<'a>>> {
         items
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
-                Json::Obj(members) => {
-                    Ok(Fields::new(members, format!("{}[{i}]", self.path_of(key))))
-                }
+                Json::Obj(members) => Ok(Fields::new(members, self.path.child(key, Some(i)))),
                 other => Err(DataError {
                     path: format!("{}[{i}]", self.path_of(key)),
                     problem: format!("expected an object, got {}", show(other)),
@@ -556,7 +596,7 @@ impl AmountRule {
 }
 
 fn event_data<'a>(t: EventType, members: &'a [(Cow<'a, str>, Json<'a>)]) -> DResult<EventData> {
-    let f = Fields::new(members, "data");
+    let f = Fields::new(members, Path::root("data"));
     Ok(match t {
         EventType::ProgramPublished => EventData::ProgramPublished(program(&f)?),
         EventType::PartnerEnrolled => EventData::PartnerEnrolled {

@@ -487,16 +487,19 @@ impl Ledger {
     }
 
     fn entry_or_create(&mut self, key: EntryKey) -> &mut Entry {
-        if !self.entries.contains_key(&key) {
-            if let Some(p) = self.programs.get_mut(&key.program) {
-                p.periods.entry(key.period).or_default().push(key.partner);
+        match self.entries.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if let Some(p) = self.programs.get_mut(&key.program) {
+                    p.periods.entry(key.period).or_default().push(key.partner);
+                }
+                self.partner_entries
+                    .entry((key.partner, key.program))
+                    .or_default()
+                    .push(key.period);
+                v.insert(Entry::default())
             }
-            self.partner_entries
-                .entry((key.partner, key.program))
-                .or_default()
-                .push(key.period);
         }
-        self.entries.entry(key).or_default()
     }
 
     /// Entry order (SPEC §7): partner_id, program_id, period index. Names are compared
@@ -800,26 +803,35 @@ impl Ledger {
             }
         }
         let partner = self.syms.intern(&sale.partner_id);
-        let mut lines: Vec<LineRecord> = sale
+        // `counted` is in line order: each line takes its run of it, allocated once.
+        let mut runs = counted.chunk_by(|a, b| a.0 == b.0).peekable();
+        let lines: Vec<LineRecord> = sale
             .lines
             .iter()
-            .map(|l| LineRecord {
+            .enumerate()
+            .map(|(i, l)| LineRecord {
                 line_id: l.line_id.clone(),
                 quantity: l.quantity,
                 net_amount: l.net_amount,
                 returned_quantity: 0,
                 returned_net: Decimal::ZERO,
-                counted: Vec::new(),
+                counted: runs
+                    .next_if(|run| run[0].0 == i)
+                    .map(|run| {
+                        run.iter()
+                            .map(|&(_, program, period, _)| (program, period))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })
             .collect();
-        for (i, program, period, amount) in counted {
+        for (_, program, period, amount) in counted {
             let key = EntryKey {
                 partner,
                 program,
                 period,
             };
             self.entry_or_create(key).basis += amount;
-            lines[i].counted.push((program, period));
             self.dirty.push(key);
         }
         self.sales
@@ -1323,8 +1335,10 @@ impl Ledger {
 
     /// SPEC §5 over the entries the event may have changed, in entry order.
     fn sweep(&mut self, event: &Event, payouts: &mut Vec<Payout>) {
+        // Taken for the sweep and given back empty, so its buffer serves every event.
         let mut dirty = std::mem::take(&mut self.dirty);
         if dirty.is_empty() {
+            self.dirty = dirty;
             return;
         }
         if dirty.len() > 1 {
@@ -1338,7 +1352,7 @@ impl Ledger {
             _ => None,
         };
         let mut cause: Option<Arc<Cause>> = None;
-        for key in dirty {
+        for key in dirty.drain(..) {
             let payout = self.settle(key, event, closing);
             if self.journal.is_some() {
                 if let Some(entry) = self.entries.get(&key) {
@@ -1368,6 +1382,7 @@ impl Ledger {
                 payouts.push(p);
             }
         }
+        self.dirty = dirty;
     }
 
     /// Pays `earned − paid` of one entry if it is payable and not zero (SPEC §5).

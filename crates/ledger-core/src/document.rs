@@ -133,6 +133,68 @@ impl PayoutRow {
     }
 }
 
+/// The `payout.issued` CloudEvent of `p`, written straight into `out`: the same bytes
+/// as `serde_json::to_vec(&PayoutRow::from(p).cloudevent(&p.cause_time))` (members in
+/// key order at both levels, as a `serde_json::Value` prints them), without building
+/// the row and the value first — the service writes one per payout.
+pub fn write_payout_cloudevent(p: &Payout, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    /// Fields in key order: that is the order `Value` objects print in.
+    #[derive(Serialize)]
+    struct Data<'a> {
+        amount: &'a str,
+        cause_id: &'a str,
+        cause_source: &'a str,
+        currency: &'a str,
+        kind: &'a str,
+        partner_id: &'a str,
+        payout_id: &'a str,
+        period: &'a str,
+        program_id: &'a str,
+        reason: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Event<'a> {
+        data: Data<'a>,
+        datacontenttype: &'a str,
+        id: &'a str,
+        source: &'a str,
+        specversion: &'a str,
+        subject: &'a str,
+        time: &'a str,
+        #[serde(rename = "type")]
+        event_type: &'a str,
+    }
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = p.payout_id.hyphenated().encode_lower(&mut id);
+    let amount = format_money(p.amount, p.currency);
+    let currency = p.currency.to_string();
+    let subject = format!("{}/{}/{}", p.partner_id, p.program_id, p.period);
+    serde_json::to_writer(
+        out,
+        &Event {
+            data: Data {
+                amount: &amount,
+                cause_id: &p.cause_id,
+                cause_source: &p.cause_source,
+                currency: &currency,
+                kind: p.kind.as_str(),
+                partner_id: &p.partner_id,
+                payout_id: id,
+                period: &p.period,
+                program_id: &p.program_id,
+                reason: p.reason.as_str(),
+            },
+            datacontenttype: "application/json",
+            id,
+            source: "incentive-ledger",
+            specversion: "1.0",
+            subject: &subject,
+            time: &p.cause_time,
+            event_type: "payout.issued",
+        },
+    )
+}
+
 /// A `rejected` row: `source` and `id` when known, else the input's `line`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRow {
@@ -196,6 +258,34 @@ fn hash_rows<T: Serialize>(hasher: &mut Sha256, buf: &mut Vec<u8>, rows: &[T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_direct_payout_event_is_byte_identical_to_the_value_form() {
+        let mut replay = crate::Replay::new();
+        for (i, line) in crate::gen::Generator::new(crate::gen::GenConfig::new(9, 3000)).enumerate()
+        {
+            replay.push(line.as_bytes(), i as u64 + 1);
+        }
+        let mut payouts = replay.payouts().to_vec();
+        assert!(payouts.len() > 100);
+        // Strings that need escaping, and a negative amount.
+        let mut odd = payouts[0].clone();
+        odd.cause_source = "fin\u{1}é\"/\\\n".into();
+        odd.cause_id = "id\twith\u{7f}\u{2028}".into();
+        odd.cause_time = "2026-01-01T00:00:00.5+01:00".into();
+        odd.amount = -odd.amount;
+        payouts.push(odd);
+        for p in &payouts {
+            let expected =
+                serde_json::to_vec(&PayoutRow::from(p).cloudevent(&p.cause_time)).unwrap();
+            let mut direct = Vec::new();
+            write_payout_cloudevent(p, &mut direct).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&expected)
+            );
+        }
+    }
 
     #[test]
     fn streaming_digest_equals_digest_of_the_whole_canonical_text() {

@@ -11,7 +11,7 @@
 //! batch, and values small enough for sled to keep in its log (larger ones go to blob
 //! files, which every flush then has to fsync).
 
-use ledger_core::document::PayoutRow;
+use ledger_core::document::write_payout_cloudevent;
 use ledger_core::Payout;
 
 const RECORDED: &[u8] = b"n";
@@ -79,44 +79,41 @@ impl Outbox {
     /// own: the entries are a function of the log, so after a crash the ones lost with
     /// the page cache are recorded again, identically, from the rebuilt fold.
     pub fn record(&self, first: u64, payouts: &[Payout]) -> Result<(), sled::Error> {
-        if payouts.is_empty() {
+        let mut step = self.step(first);
+        for p in payouts {
+            step.add(p);
+        }
+        self.write(step)
+    }
+
+    /// Starts a step of payouts from the fold's index `first` on: add them (encoding is
+    /// the costly part, and needs only the payouts), then [`Outbox::write`] it.
+    pub fn step(&self, first: u64) -> OutboxStep {
+        OutboxStep {
+            subject_prefix: self.subject_prefix.clone(),
+            first,
+            added: 0,
+            closed: Vec::new(),
+            entry: Vec::new(),
+            entry_first: first,
+            count: 0,
+        }
+    }
+
+    /// Writes a step (one atomic sled batch) and counts it in the backlog.
+    pub fn write(&self, mut step: OutboxStep) -> Result<(), sled::Error> {
+        if step.added == 0 {
             return Ok(());
         }
+        step.close();
         let mut batch = sled::Batch::default();
-        let mut entry: Vec<u8> = Vec::new();
-        let mut entry_first = first;
-        let mut count = 0u32;
-        let mut close = |entry: &mut Vec<u8>, entry_first: u64, count: &mut u32| {
-            entry[..4].copy_from_slice(&count.to_be_bytes());
-            batch.insert(&entry_key(entry_first), std::mem::take(entry));
-            *count = 0;
-        };
-        for (i, p) in payouts.iter().enumerate() {
-            if entry.len() > ENTRY_BYTES {
-                close(&mut entry, entry_first, &mut count);
-                entry_first = first + i as u64;
-            }
-            if entry.is_empty() {
-                entry.extend_from_slice(&[0; 4]);
-            }
-            let row = PayoutRow::from(p);
-            let subject = format!("{}.{}", self.subject_prefix, row.kind);
-            let payload = row.cloudevent(&p.cause_time).to_string();
-            for part in [
-                subject.as_bytes(),
-                row.payout_id.as_bytes(),
-                payload.as_bytes(),
-            ] {
-                entry.extend_from_slice(&(part.len() as u32).to_be_bytes());
-                entry.extend_from_slice(part);
-            }
-            count += 1;
+        for (first, entry) in step.closed {
+            batch.insert(&entry_key(first), entry);
         }
-        close(&mut entry, entry_first, &mut count);
-        batch.insert(RECORDED, &(first + payouts.len() as u64).to_be_bytes());
+        batch.insert(RECORDED, &(step.first + step.added).to_be_bytes());
         self.tree.get()?.apply_batch(batch)?;
         self.backlog
-            .fetch_add(payouts.len(), std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(step.added as usize, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -146,6 +143,73 @@ impl Outbox {
             );
         }
         Ok(())
+    }
+}
+
+/// Payouts of one fold step, encoded into outbox entries of at most about
+/// `ENTRY_BYTES` each, not yet written.
+pub struct OutboxStep {
+    subject_prefix: String,
+    /// The fold's index of the step's first payout.
+    first: u64,
+    added: u64,
+    /// Finished entries: the index of their first payout, their bytes.
+    closed: Vec<(u64, Vec<u8>)>,
+    entry: Vec<u8>,
+    entry_first: u64,
+    count: u32,
+}
+
+impl OutboxStep {
+    /// Encodes the next payout of the step: its subject, id and `payout.issued` event.
+    pub fn add(&mut self, p: &Payout) {
+        if self.entry.len() > ENTRY_BYTES {
+            self.close();
+            self.entry_first = self.first + self.added;
+        }
+        if self.entry.is_empty() {
+            self.entry.extend_from_slice(&[0; 4]);
+        }
+        let subject = format!("{}.{}", self.subject_prefix, p.kind.as_str());
+        let mut id = uuid::Uuid::encode_buffer();
+        let id = p.payout_id.hyphenated().encode_lower(&mut id);
+        for part in [subject.as_bytes(), id.as_bytes()] {
+            self.entry
+                .extend_from_slice(&(part.len() as u32).to_be_bytes());
+            self.entry.extend_from_slice(part);
+        }
+        // The payload's length goes before it: reserve it, write, then fill it in.
+        let at = self.entry.len();
+        self.entry.extend_from_slice(&[0; 4]);
+        if write_payout_cloudevent(p, &mut self.entry).is_err() {
+            // Serializing strings and plain structs into memory cannot fail; were it
+            // to, the payout is left out of this entry rather than half written.
+            self.entry.truncate(at - 8 - subject.len() - id.len());
+            return;
+        }
+        let len = (self.entry.len() - at - 4) as u32;
+        self.entry[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        self.count += 1;
+        self.added += 1;
+    }
+
+    /// Payouts added so far.
+    pub fn len(&self) -> u64 {
+        self.added
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added == 0
+    }
+
+    fn close(&mut self) {
+        if self.count == 0 {
+            return;
+        }
+        self.entry[..4].copy_from_slice(&self.count.to_be_bytes());
+        self.closed
+            .push((self.entry_first, std::mem::take(&mut self.entry)));
+        self.count = 0;
     }
 }
 

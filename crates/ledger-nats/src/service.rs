@@ -677,14 +677,13 @@ impl Projector {
                 FoldJob::Outcomes(o) => Some(o),
                 FoldJob::Landed => None,
             };
-            let new_rejections = tokio::task::block_in_place(|| self.fold(outcomes))?;
+            let notices = tokio::task::block_in_place(|| self.fold(outcomes))?;
             self.wake.notify_one();
             self.fold_time += t.elapsed();
-            for r in &new_rejections {
-                // For refusals at intake the arrival number stands in the `line` (SPEC §7).
+            for notice in notices {
                 if let Err(e) = self
                     .client
-                    .publish(self.rejected_subject.clone(), rejection_notice(r).into())
+                    .publish(self.rejected_subject.clone(), notice.into())
                     .await
                 {
                     warn!("refusal notice not published: {e}");
@@ -703,9 +702,9 @@ impl Projector {
     }
 
     /// Folds a batch (`None`: what the log holds beyond the projection), in arrival
-    /// order, and records its payouts; returns its refusals. The lock is taken per
+    /// order, and records its payouts; returns its refusal notices. The lock is taken per
     /// slice, so that queries wait for at most a slice's fold, not a whole batch's.
-    fn fold(&mut self, outcomes: Option<Vec<Outcome>>) -> Result<Vec<Rejection>, ServiceError> {
+    fn fold(&mut self, outcomes: Option<Vec<Outcome>>) -> Result<Vec<Vec<u8>>, ServiceError> {
         let (payouts_before, rejections_before) = {
             let p = lock(&self.shared);
             (p.replay.payouts().len(), p.replay.rejections().len())
@@ -764,21 +763,37 @@ impl Projector {
     }
 
     /// Records the payouts folded since `payouts_before` in the outbox; returns the
-    /// refusals since `rejections_before`.
+    /// refusal notices of the refusals since `rejections_before`. Both are encoded from
+    /// the projection a slice at a time under its lock (no copies of the payouts); the
+    /// outbox is written after, without the lock.
     fn record(
         &self,
         payouts_before: usize,
         rejections_before: usize,
-    ) -> Result<Vec<Rejection>, ServiceError> {
-        let (new_payouts, new_rejections) = {
+    ) -> Result<Vec<Vec<u8>>, ServiceError> {
+        let mut step = self.outbox.step(payouts_before as u64);
+        let mut notices = Vec::new();
+        loop {
             let p = lock(&self.shared);
-            (
-                p.replay.payouts()[payouts_before..].to_vec(),
-                p.replay.rejections()[rejections_before..].to_vec(),
-            )
-        };
-        self.outbox.record(payouts_before as u64, &new_payouts)?;
-        Ok(new_rejections)
+            let payouts = &p.replay.payouts()[payouts_before..];
+            let rejections = &p.replay.rejections()[rejections_before..];
+            let (done_p, done_r) = (step.len() as usize, notices.len());
+            if done_p == payouts.len() && done_r == rejections.len() {
+                break;
+            }
+            for payout in payouts.iter().skip(done_p).take(FOLD_SLICE) {
+                step.add(payout);
+            }
+            notices.extend(
+                rejections
+                    .iter()
+                    .skip(done_r)
+                    .take(FOLD_SLICE)
+                    .map(rejection_notice),
+            );
+        }
+        self.outbox.write(step)?;
+        Ok(notices)
     }
 }
 

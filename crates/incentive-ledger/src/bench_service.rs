@@ -77,7 +77,7 @@ async fn wait_folded(shared: &Shared, positions: u64, limit: Duration) -> Result
     let start = Instant::now();
     loop {
         {
-            let p = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let p = shared.read().unwrap_or_else(|e| e.into_inner());
             if p.seq >= positions && p.outbox_backlog == 0 {
                 return Ok(start.elapsed());
             }

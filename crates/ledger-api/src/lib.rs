@@ -124,8 +124,8 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, ledger_nats::service::Projection> {
-    shared.lock().unwrap_or_else(|p| p.into_inner())
+fn lock(shared: &Shared) -> std::sync::RwLockReadGuard<'_, ledger_nats::service::Projection> {
+    shared.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Every route with the status codes it can answer — the contract that

@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use ledger_api::{router, ApiState, Role};
 use ledger_core::replay::{ndjson_lines, Replay};
 use ledger_nats::service::Projection;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use tower::ServiceExt;
 
 fn state() -> ApiState {
@@ -20,7 +20,7 @@ fn state() -> ApiState {
         replay.push(line, n);
     }
     let seq = replay.counts().applied + 2; // any position; shown in the header
-    let shared = Arc::new(Mutex::new(Projection {
+    let shared = Arc::new(RwLock::new(Projection {
         replay,
         seq,
         arrival: seq,
@@ -412,7 +412,7 @@ async fn as_of_seq_answers_from_the_log_as_it_stood() {
     let rebuilt =
         ledger_log::rebuild_with_journal(&log, ledger_log::Bound::All, &mut |_| {}).unwrap();
     let mut st = state();
-    st.shared = Arc::new(Mutex::new(Projection {
+    st.shared = Arc::new(RwLock::new(Projection {
         replay: rebuilt.replay,
         seq: rebuilt.seq,
         arrival: rebuilt.arrival,
@@ -468,4 +468,32 @@ async fn as_of_seq_without_a_data_directory_is_a_clear_error() {
     let (s, body, _) = get("/v1/partners/P-1/balances?as_of_seq=3", Some("t-finance")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(body["message"].as_str().unwrap().contains("as_of_seq"));
+}
+
+#[test]
+fn queries_are_answered_while_the_projection_is_read_for_a_checkpoint() {
+    let st = state();
+    let shared = st.shared.clone();
+    // What the projector holds while it encodes a checkpoint: a read of the projection.
+    let held = shared.read().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let req = Request::builder()
+            .uri("/v1/partners/P-1/balances")
+            .header("authorization", "Bearer t-finance")
+            .body(Body::empty())
+            .unwrap();
+        let status = rt.block_on(router(st).oneshot(req)).unwrap().status();
+        let _ = tx.send(status);
+    });
+    // Generous: this checks that the query does not wait for the checkpoint at all
+    // (with an exclusive lock it would wait until `held` is dropped, i.e. forever here).
+    let status = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the query waited for the checkpoint's read of the projection");
+    assert_eq!(status, StatusCode::OK);
+    drop(held);
 }

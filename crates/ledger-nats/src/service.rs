@@ -17,7 +17,7 @@ use ledger_core::replay::Rejection;
 use ledger_core::Replay;
 use ledger_log::{history, Input, Log, Outcome};
 use serde::Serialize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
@@ -90,11 +90,19 @@ impl Projection {
     }
 }
 
-pub type Shared = Arc<Mutex<Projection>>;
+/// The projection behind a read-write lock: the projector writes while it folds; the
+/// status responder, the HTTP API and checkpoint encoding only read, side by side.
+pub type Shared = Arc<RwLock<Projection>>;
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Projection> {
-    // A panic while holding the lock leaves consistent data (it is only read after).
-    shared.lock().unwrap_or_else(|p| p.into_inner())
+/// The projection for writing. A panic while holding the lock leaves consistent data
+/// (it is only read after).
+fn lock(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, Projection> {
+    shared.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The projection for reading.
+fn read(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Projection> {
+    shared.read().unwrap_or_else(|p| p.into_inner())
 }
 
 fn now_ns() -> u64 {
@@ -321,7 +329,7 @@ pub async fn run(
         payouts = rebuilt.replay.payouts().len(),
         "projection rebuilt"
     );
-    let shared: Shared = Arc::new(Mutex::new(Projection {
+    let shared: Shared = Arc::new(RwLock::new(Projection {
         checkpoint_seq: rebuilt.resumed_from.unwrap_or(0),
         seq: rebuilt.seq,
         arrival: rebuilt.arrival,
@@ -354,7 +362,7 @@ pub async fn run(
         let mut sub = status_sub;
         while let Some(msg) = sub.next().await {
             if let Some(reply) = msg.reply {
-                let status = lock(&status_shared).status();
+                let status = read(&status_shared).status();
                 let body = serde_json::to_vec(&status).unwrap_or_default();
                 if let Err(e) = status_client.publish(reply, body.into()).await {
                     warn!("status reply failed: {e}");
@@ -418,7 +426,7 @@ pub async fn run(
             client: client.clone(),
             rejected_subject: config.rejected_subject.clone(),
             checkpoint_every: config.checkpoint_every.max(1),
-            last_checkpoint: lock(&shared).checkpoint_seq,
+            last_checkpoint: read(&shared).checkpoint_seq,
             checkpoints: Checkpoints::default(),
             fold_time: Duration::ZERO,
         }
@@ -526,7 +534,7 @@ pub async fn run(
                     let reopened = tokio::task::block_in_place(|| log.reopen()).and_then(|()| {
                         // Outbox entries written since the last flush may be gone with
                         // the fault: record again what the fold has beyond them.
-                        let p = lock(&shared);
+                        let p = read(&shared);
                         record_missing(&outbox, p.replay.payouts()).map_err(|e| {
                             ledger_log::LogError::Storage {
                                 path: config.data_dir.clone(),
@@ -606,7 +614,7 @@ pub async fn run(
     log.flush()?;
     responder.abort();
     let _ = client.flush().await;
-    let mut status = lock(&shared).status();
+    let mut status = read(&shared).status();
     status.outbox_backlog = outbox.backlog();
     info!(position = status.position, digest = %status.digest, "stopped");
     Ok(status)
@@ -691,7 +699,7 @@ impl Projector {
             }
             // Checkpoint every N positions — stored on another thread, and at most ~10%
             // of the time: a checkpoint's cost grows with the state.
-            if lock(&self.shared).seq >= self.last_checkpoint + self.checkpoint_every {
+            if read(&self.shared).seq >= self.last_checkpoint + self.checkpoint_every {
                 if let Some(seq) = self.checkpoints.start(&self.log, &self.shared) {
                     self.last_checkpoint = seq;
                 }
@@ -706,7 +714,7 @@ impl Projector {
     /// slice, so that queries wait for at most a slice's fold, not a whole batch's.
     fn fold(&mut self, outcomes: Option<Vec<Outcome>>) -> Result<Vec<Vec<u8>>, ServiceError> {
         let (payouts_before, rejections_before) = {
-            let p = lock(&self.shared);
+            let p = read(&self.shared);
             (p.replay.payouts().len(), p.replay.rejections().len())
         };
         let Some(outcomes) = outcomes else {
@@ -774,7 +782,7 @@ impl Projector {
         let mut step = self.outbox.step(payouts_before as u64);
         let mut notices = Vec::new();
         loop {
-            let p = lock(&self.shared);
+            let p = read(&self.shared);
             let payouts = &p.replay.payouts()[payouts_before..];
             let rejections = &p.replay.rejections()[rejections_before..];
             let (done_p, done_r) = (step.len() as usize, notices.len());
@@ -850,7 +858,9 @@ impl Checkpoints {
         }
         let started = std::time::Instant::now();
         let pending = {
-            let p = lock(shared);
+            // Encoding only reads: queries go on meanwhile (the fold waits, it is the
+            // projector that encodes).
+            let p = read(shared);
             tokio::task::block_in_place(|| {
                 history::prepare_checkpoint(log, &p.replay, p.seq, p.arrival)
             })
@@ -902,9 +912,12 @@ impl Checkpoints {
 }
 
 fn checkpoint(log: &Log, shared: &Shared) -> Result<(), ServiceError> {
-    let mut p = lock(shared);
-    let (seq, arrival) = (p.seq, p.arrival);
-    tokio::task::block_in_place(|| history::save_checkpoint(log, &p.replay, seq, arrival))?;
-    p.checkpoint_seq = seq;
+    let seq = {
+        let p = read(shared);
+        let (seq, arrival) = (p.seq, p.arrival);
+        tokio::task::block_in_place(|| history::save_checkpoint(log, &p.replay, seq, arrival))?;
+        seq
+    };
+    lock(shared).checkpoint_seq = seq;
     Ok(())
 }

@@ -205,6 +205,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         args.fetch_batch,
     );
     ledger_nats::service::ensure_streams(&js, &c, 0).await?;
+    let (c_inbound, c_payouts) = (c.inbound.stream.clone(), c.payouts.stream.clone());
     let start = Instant::now();
     let summary = ledger_nats::publish::publish_all(
         &js,
@@ -241,6 +242,15 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     );
     let _ = stop_tx.send(());
     service.await??;
+    // The latency run starts on a quiet machine: the throughput run's streams and data
+    // directory go, and what it wrote is on disk (else its write-back competes with
+    // the latency run's flushes).
+    for stream in [&c_inbound, &c_payouts] {
+        let _ = js.delete_stream(stream).await;
+    }
+    let _ = std::fs::remove_dir_all(tmp.join("throughput"));
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 
     // 2. Latency at a moderate rate: publish → payout.issued received.
     let lines: Vec<String> =

@@ -79,6 +79,21 @@ struct Entry {
     certifications: Vec<(String, u64)>,
 }
 
+/// `earned` of an entry evaluated with `def` and the partner's `target` (SPEC §3, §4):
+/// the formula over the basis, rounded to the currency, plus adjustments.
+fn earned_by(def: &ProgramDef, target: Option<Decimal>, entry: &Entry) -> Decimal {
+    let formula = def.rules.formula(
+        BasisView {
+            basis: entry.basis,
+            certifications: &entry.certifications,
+        },
+        target,
+    );
+    round_money(formula, def.currency)
+        .checked_add(entry.adjustments)
+        .unwrap_or(entry.adjustments)
+}
+
 /// What a period close froze: the program version then current, and the targets.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Frozen {
@@ -535,19 +550,10 @@ impl Ledger {
     }
 
     fn earned(&self, key: EntryKey, entry: &Entry) -> Decimal {
-        let Some((def, target)) = self.evaluation(key) else {
-            return entry.adjustments;
-        };
-        let formula = def.rules.formula(
-            BasisView {
-                basis: entry.basis,
-                certifications: &entry.certifications,
-            },
-            target,
-        );
-        round_money(formula, def.currency)
-            .checked_add(entry.adjustments)
-            .unwrap_or(entry.adjustments)
+        match self.evaluation(key) {
+            Some((def, target)) => earned_by(def, target, entry),
+            None => entry.adjustments,
+        }
     }
 
     /// Reserved, paid, expired and available of an MDF/co-op bucket (SPEC §4.2).
@@ -802,7 +808,10 @@ impl Ledger {
                 }
             }
         }
-        let partner = self.syms.intern(&sale.partner_id);
+        let partner = match partner {
+            Some(s) => s,
+            None => self.syms.intern(&sale.partner_id),
+        };
         // `counted` is in line order: each line takes its run of it, allocated once.
         let mut runs = counted.chunk_by(|a, b| a.0 == b.0).peekable();
         let lines: Vec<LineRecord> = sale
@@ -1398,12 +1407,12 @@ impl Ledger {
             return None; // only claim approvals pay MDF/co-op (SPEC §4.2)
         }
         let closed = program.closed.contains_key(&key.period);
-        let (def, _) = self.evaluation(key)?;
+        let (def, target) = self.evaluation(key)?;
         let always = def.rules.always_payable();
         if !(always || closed) {
             return None;
         }
-        let due = self.earned(key, entry) - entry.paid;
+        let due = earned_by(def, target, entry) - entry.paid;
         if due.is_zero() {
             return None;
         }

@@ -172,21 +172,51 @@ struct Enrollment {
     target: Option<Decimal>,
 }
 
+/// What returns need of a recorded sale, in few allocations (there is one record per
+/// sale, half of a typical log): the line ids in one string, the lines in one slice,
+/// the entries they counted into in another.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SaleRecord {
     partner: Sym,
-    lines: Vec<LineRecord>,
+    /// Every line's id, concatenated; line `i`'s ends at `lines[i].id_end`.
+    line_ids: Box<str>,
+    lines: Box<[LineRecord]>,
+    /// (line index, program, period) of every entry a line counted into, by line and
+    /// then in program order.
+    counted: Box<[(u32, Sym, i64)]>,
+}
+
+impl SaleRecord {
+    fn line_id(&self, i: usize) -> &str {
+        let start = i
+            .checked_sub(1)
+            .map_or(0, |p| self.lines[p].id_end as usize);
+        self.line_ids
+            .get(start..self.lines[i].id_end as usize)
+            .unwrap_or_default()
+    }
+
+    /// The index of the line with this id.
+    fn line_index(&self, line_id: &str) -> Option<usize> {
+        (0..self.lines.len()).find(|&i| self.line_id(i) == line_id)
+    }
+
+    /// The (program, period) entries line `i` counted into.
+    fn counted_by(&self, i: usize) -> impl Iterator<Item = (Sym, i64)> + '_ {
+        self.counted
+            .iter()
+            .filter(move |c| c.0 as usize == i)
+            .map(|&(_, program, period)| (program, period))
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct LineRecord {
-    line_id: String,
+    id_end: u32,
     quantity: u64,
     net_amount: Decimal,
     returned_quantity: u64,
     returned_net: Decimal,
-    /// The (program, period) entries this line counted into, in program order.
-    counted: Vec<(Sym, i64)>,
 }
 
 /// A claim's status (SPEC §7).
@@ -812,28 +842,31 @@ impl Ledger {
             Some(s) => s,
             None => self.syms.intern(&sale.partner_id),
         };
-        // `counted` is in line order: each line takes its run of it, allocated once.
-        let mut runs = counted.chunk_by(|a, b| a.0 == b.0).peekable();
-        let lines: Vec<LineRecord> = sale
+        let mut line_ids = String::with_capacity(sale.lines.iter().map(|l| l.line_id.len()).sum());
+        let lines: Box<[LineRecord]> = sale
             .lines
             .iter()
-            .enumerate()
-            .map(|(i, l)| LineRecord {
-                line_id: l.line_id.clone(),
-                quantity: l.quantity,
-                net_amount: l.net_amount,
-                returned_quantity: 0,
-                returned_net: Decimal::ZERO,
-                counted: runs
-                    .next_if(|run| run[0].0 == i)
-                    .map(|run| {
-                        run.iter()
-                            .map(|&(_, program, period, _)| (program, period))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+            .map(|l| {
+                line_ids.push_str(&l.line_id);
+                LineRecord {
+                    // A sale's lines are at most 1,000 ids of at most 64 characters.
+                    id_end: u32::try_from(line_ids.len()).unwrap_or(u32::MAX),
+                    quantity: l.quantity,
+                    net_amount: l.net_amount,
+                    returned_quantity: 0,
+                    returned_net: Decimal::ZERO,
+                }
             })
             .collect();
+        let record = SaleRecord {
+            partner,
+            line_ids: line_ids.into_boxed_str(),
+            lines,
+            counted: counted
+                .iter()
+                .map(|&(i, program, period, _)| (i as u32, program, period))
+                .collect(),
+        };
         for (_, program, period, amount) in counted {
             let key = EntryKey {
                 partner,
@@ -843,8 +876,7 @@ impl Ledger {
             self.entry_or_create(key).basis += amount;
             self.dirty.push(key);
         }
-        self.sales
-            .insert(sale.sale_id.clone(), SaleRecord { partner, lines });
+        self.sales.insert(sale.sale_id.clone(), record);
         Applied::default()
     }
 
@@ -877,16 +909,20 @@ impl Ledger {
                 )
             }
         };
-        let by_id: HashMap<&str, usize> = sale
-            .lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.line_id.as_str(), i))
-            .collect();
+        // Sales have few lines; a long one gets an index rather than a scan per line.
+        let by_id: Option<HashMap<&str, usize>> = (sale.lines.len() > 16).then(|| {
+            (0..sale.lines.len())
+                .map(|i| (sale.line_id(i), i))
+                .collect()
+        });
         let mut positions = Vec::with_capacity(ret.lines.len());
         for line in &ret.lines {
-            match by_id.get(line.line_id.as_str()) {
-                Some(&i) => positions.push(i),
+            let found = match &by_id {
+                Some(index) => index.get(line.line_id.as_str()).copied(),
+                None => sale.line_index(&line.line_id),
+            };
+            match found {
+                Some(i) => positions.push(i),
                 None => {
                     return refuse(
                         Code::UnknownLine,
@@ -927,7 +963,7 @@ impl Ledger {
             let sold = &mut sale.lines[i];
             sold.returned_quantity += line.quantity;
             sold.returned_net += line.net_amount;
-            for &(program, period) in &sold.counted {
+            for (program, period) in sale.counted_by(i) {
                 changes.push((
                     EntryKey {
                         partner,

@@ -258,6 +258,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     let (positions, payouts) = expected(&lines);
     let tag = format!("L{}", std::process::id());
     let c = config(&args.nats_url, &tag, &tmp.join("latency"), args.fetch_batch);
+    let latency_streams = [c.inbound.stream.clone(), c.payouts.stream.clone()];
     ledger_nats::service::ensure_streams(&js, &c, 0).await?;
     let mut sub = client.subscribe(format!("bench.{tag}.payouts.>")).await?;
     let (service, stop_tx, shared, reader) = start_service(c).await?;
@@ -374,6 +375,10 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
         latencies.len()
     );
+    // Leave a reused nats-server as it was found: its stores grow with every run.
+    for stream in &latency_streams {
+        let _ = js.delete_stream(stream).await;
+    }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }

@@ -26,6 +26,20 @@ fn entry_key(index: u64) -> [u8; 9] {
     k
 }
 
+/// Why payouts could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Storage(#[from] sled::Error),
+    /// Not expected (the event holds only strings), but never a payout silently dropped.
+    #[error("payout {payout_id} cannot be encoded: {source}")]
+    Encode {
+        payout_id: uuid::Uuid,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// One payout message ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
@@ -78,10 +92,10 @@ impl Outbox {
     /// Records `payouts`, the fold's payouts from index `first` on. Not flushed on its
     /// own: the entries are a function of the log, so after a crash the ones lost with
     /// the page cache are recorded again, identically, from the rebuilt fold.
-    pub fn record(&self, first: u64, payouts: &[Payout]) -> Result<(), sled::Error> {
+    pub fn record(&self, first: u64, payouts: &[Payout]) -> Result<(), OutboxError> {
         let mut step = self.step(first);
         for p in payouts {
-            step.add(p);
+            step.add(p)?;
         }
         self.write(step)
     }
@@ -101,7 +115,7 @@ impl Outbox {
     }
 
     /// Writes a step (one atomic sled batch) and counts it in the backlog.
-    pub fn write(&self, mut step: OutboxStep) -> Result<(), sled::Error> {
+    pub fn write(&self, mut step: OutboxStep) -> Result<(), OutboxError> {
         if step.added == 0 {
             return Ok(());
         }
@@ -162,7 +176,8 @@ pub struct OutboxStep {
 
 impl OutboxStep {
     /// Encodes the next payout of the step: its subject, id and `payout.issued` event.
-    pub fn add(&mut self, p: &Payout) {
+    /// On an error the step is as it was before the call.
+    pub fn add(&mut self, p: &Payout) -> Result<(), OutboxError> {
         if self.entry.len() > ENTRY_BYTES {
             self.close();
             self.entry_first = self.first + self.added;
@@ -170,6 +185,7 @@ impl OutboxStep {
         if self.entry.is_empty() {
             self.entry.extend_from_slice(&[0; 4]);
         }
+        let start = self.entry.len();
         let subject = format!("{}.{}", self.subject_prefix, p.kind.as_str());
         let mut id = uuid::Uuid::encode_buffer();
         let id = p.payout_id.hyphenated().encode_lower(&mut id);
@@ -181,16 +197,18 @@ impl OutboxStep {
         // The payload's length goes before it: reserve it, write, then fill it in.
         let at = self.entry.len();
         self.entry.extend_from_slice(&[0; 4]);
-        if write_payout_cloudevent(p, &mut self.entry).is_err() {
-            // Serializing strings and plain structs into memory cannot fail; were it
-            // to, the payout is left out of this entry rather than half written.
-            self.entry.truncate(at - 8 - subject.len() - id.len());
-            return;
+        if let Err(source) = write_payout_cloudevent(p, &mut self.entry) {
+            self.entry.truncate(start);
+            return Err(OutboxError::Encode {
+                payout_id: p.payout_id,
+                source,
+            });
         }
         let len = (self.entry.len() - at - 4) as u32;
         self.entry[at..at + 4].copy_from_slice(&len.to_be_bytes());
         self.count += 1;
         self.added += 1;
+        Ok(())
     }
 
     /// Payouts added so far.

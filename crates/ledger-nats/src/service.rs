@@ -40,7 +40,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Log(#[from] ledger_log::LogError),
     #[error("the payout outbox cannot be written: {0}")]
-    Outbox(#[from] sled::Error),
+    Outbox(#[from] crate::outbox::OutboxError),
     #[error("the projector stopped: {0}")]
     Projector(String),
 }
@@ -511,7 +511,7 @@ pub async fn run(
                     if p.fault.as_deref().is_some_and(|f| f.starts_with("log")) {
                         p.fault = None;
                     }
-                    break Some(Written::Outcomes(o));
+                    break Some(FoldJob::Outcomes(o));
                 }
                 Err(e) => {
                     error!("the log cannot be written; nothing acknowledged, retrying in {backoff:?}: {e}");
@@ -531,22 +531,19 @@ pub async fn run(
                     if jobs.send(FoldJob::Barrier(done_tx)).await.is_ok() {
                         let _ = done_rx.await;
                     }
-                    let reopened = tokio::task::block_in_place(|| log.reopen()).and_then(|()| {
-                        // Outbox entries written since the last flush may be gone with
-                        // the fault: record again what the fold has beyond them.
-                        let p = read(&shared);
-                        record_missing(&outbox, p.replay.payouts()).map_err(|e| {
-                            ledger_log::LogError::Storage {
-                                path: config.data_dir.clone(),
-                                source: e,
-                            }
-                        })
-                    });
+                    let reopened = tokio::task::block_in_place(|| log.reopen())
+                        .map_err(ServiceError::from)
+                        .and_then(|()| {
+                            // Outbox entries written since the last flush may be gone
+                            // with the fault: record again what the fold has beyond them.
+                            let p = read(&shared);
+                            Ok(record_missing(&outbox, p.replay.payouts())?)
+                        });
                     match reopened {
                         Ok(()) if log.head().last_arrival > before.last_arrival => {
                             warn!(position = log.head().last_seq, "the batch had become durable before the fault; folding it from the log");
                             lock(&shared).fault = None;
-                            break Some(Written::Landed);
+                            break Some(FoldJob::Landed);
                         }
                         Ok(()) => info!("data directory re-opened; retrying the batch"),
                         Err(e) => warn!("the data directory cannot be re-opened yet: {e}"),
@@ -574,11 +571,7 @@ pub async fn run(
         }
         timing.ack += t.elapsed();
         // Fold on the projector while the next batch is fetched and committed.
-        let job = match written {
-            Written::Outcomes(o) => FoldJob::Outcomes(o),
-            Written::Landed => FoldJob::Landed,
-        };
-        if jobs.send(job).await.is_err() {
+        if jobs.send(written).await.is_err() {
             break; // the projector stopped on an error, returned below
         }
         // Consumer lag, at most about once a second.
@@ -622,7 +615,10 @@ pub async fn run(
 
 /// Records the fold's payouts beyond those the outbox has recorded (after a crash or a
 /// storage fault lost the latest entries), and recounts its backlog.
-fn record_missing(outbox: &Outbox, payouts: &[ledger_core::Payout]) -> Result<(), sled::Error> {
+fn record_missing(
+    outbox: &Outbox,
+    payouts: &[ledger_core::Payout],
+) -> Result<(), crate::outbox::OutboxError> {
     let recorded = outbox.recorded()?;
     if let Some(missing) = payouts.get(recorded as usize..).filter(|m| !m.is_empty()) {
         tokio::task::block_in_place(|| outbox.record(recorded, missing))?;
@@ -631,22 +627,15 @@ fn record_missing(outbox: &Outbox, payouts: &[ledger_core::Payout]) -> Result<()
     Ok(())
 }
 
-/// What a held batch came to.
-enum Written {
-    /// Appended now, with what intake made of each input.
-    Outcomes(Vec<Outcome>),
-    /// Found durable in the log after a re-open (the fault came after the flush).
-    Landed,
-}
-
 /// Events folded per hold of the projection lock.
 const FOLD_SLICE: usize = 64;
 
-/// Work for the projector, in log order.
+/// Work for the projector, in log order; the first two are what a held batch came to.
 enum FoldJob {
-    /// What intake made of a batch just made durable.
+    /// Appended now, with what intake made of each input.
     Outcomes(Vec<Outcome>),
-    /// A batch found durable in the log after a re-open: fold it from there.
+    /// Found durable in the log after a re-open (the fault came after the flush): fold
+    /// it from there.
     Landed,
     /// Answered once everything sent before it is folded and recorded.
     Barrier(tokio::sync::oneshot::Sender<()>),
@@ -790,7 +779,7 @@ impl Projector {
                 break;
             }
             for payout in payouts.iter().skip(done_p).take(FOLD_SLICE) {
-                step.add(payout);
+                step.add(payout)?;
             }
             notices.extend(
                 rejections
@@ -828,12 +817,13 @@ struct StageTiming {
     ack: Duration,
 }
 
-/// Checkpoints taken while the service runs: the state is encoded under the projection
-/// lock, then checksummed and stored on a blocking thread while ingest goes on. A failed
-/// checkpoint is logged and skipped (the log is the truth; the next one may succeed).
 /// What storing a checkpoint came to: the position, the time it took, the outcome.
 type Stored = (u64, Duration, Result<(), ledger_log::LogError>);
 
+/// Checkpoints taken while the service runs: the projector encodes the state under a
+/// read lock of the projection, then it is checksummed and stored on a blocking thread
+/// while ingest goes on. A failed checkpoint is logged and skipped (the log is the
+/// truth; the next one may succeed).
 #[derive(Default)]
 struct Checkpoints {
     running: Option<tokio::task::JoinHandle<Stored>>,

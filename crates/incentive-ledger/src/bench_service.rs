@@ -112,6 +112,18 @@ async fn start_service(c: Config) -> Result<Running> {
     Ok((service, stop_tx, shared, reader))
 }
 
+/// The names of the streams a run creates (kept before its config moves into the service).
+fn streams_of(c: &Config) -> [String; 2] {
+    [c.inbound.stream.clone(), c.payouts.stream.clone()]
+}
+
+/// Deletes a finished run's streams (best effort: a bench cleaning up after itself).
+async fn delete_streams(js: &async_nats::jetstream::Context, streams: &[String; 2]) {
+    for stream in streams {
+        let _ = js.delete_stream(stream).await;
+    }
+}
+
 /// Drains the pre-filled inbound stream with a second durable pull consumer configured
 /// as the service's (explicit ack, the same batch and ack-pending limits) that only acks
 /// — the cost of the transport on its own. Returns the time to ack `messages`.
@@ -205,7 +217,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         args.fetch_batch,
     );
     ledger_nats::service::ensure_streams(&js, &c, 0).await?;
-    let (c_inbound, c_payouts) = (c.inbound.stream.clone(), c.payouts.stream.clone());
+    let throughput_streams = streams_of(&c);
     let start = Instant::now();
     let summary = ledger_nats::publish::publish_all(
         &js,
@@ -245,9 +257,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     // The latency run starts on a quiet machine: the throughput run's streams and data
     // directory go, and what it wrote is on disk (else its write-back competes with
     // the latency run's flushes).
-    for stream in [&c_inbound, &c_payouts] {
-        let _ = js.delete_stream(stream).await;
-    }
+    delete_streams(&js, &throughput_streams).await;
     let _ = std::fs::remove_dir_all(tmp.join("throughput"));
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
@@ -258,7 +268,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     let (positions, payouts) = expected(&lines);
     let tag = format!("L{}", std::process::id());
     let c = config(&args.nats_url, &tag, &tmp.join("latency"), args.fetch_batch);
-    let latency_streams = [c.inbound.stream.clone(), c.payouts.stream.clone()];
+    let latency_streams = streams_of(&c);
     ledger_nats::service::ensure_streams(&js, &c, 0).await?;
     let mut sub = client.subscribe(format!("bench.{tag}.payouts.>")).await?;
     let (service, stop_tx, shared, reader) = start_service(c).await?;
@@ -376,9 +386,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         latencies.len()
     );
     // Leave a reused nats-server as it was found: its stores grow with every run.
-    for stream in &latency_streams {
-        let _ = js.delete_stream(stream).await;
-    }
+    delete_streams(&js, &latency_streams).await;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }

@@ -1040,10 +1040,7 @@ impl Ledger {
             let entry = self.entry_or_create(key);
             entry.basis += Decimal::ONE;
             entry.completions.push(cert.to_string());
-            match entry.certifications.iter_mut().find(|(c, _)| c == cert) {
-                Some((_, n)) => *n += 1,
-                None => entry.certifications.push((cert.to_string(), 1)),
-            }
+            crate::rules::count_completion(&mut entry.certifications, cert);
             self.dirty.push(key);
         }
         Applied::default()

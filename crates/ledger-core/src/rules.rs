@@ -153,6 +153,15 @@ pub struct BasisView<'a> {
     pub certifications: &'a [(String, u64)],
 }
 
+/// Counts one completion with `certification` in a training entry's tally
+/// ([`BasisView::certifications`]), keeping certifications in first-seen order.
+pub(crate) fn count_completion(tally: &mut Vec<(String, u64)>, certification: &str) {
+    match tally.iter_mut().find(|(c, _)| c == certification) {
+        Some((_, n)) => *n += 1,
+        None => tally.push((certification.to_string(), 1)),
+    }
+}
+
 fn mul(a: Decimal, b: Decimal) -> Decimal {
     a.checked_mul(b)
         .unwrap_or(if a.is_sign_negative() != b.is_sign_negative() {
@@ -474,10 +483,7 @@ mod tests {
         for (certs, want) in rows {
             let mut tally: Vec<(String, u64)> = Vec::new();
             for c in certs {
-                match tally.iter_mut().find(|(t, _)| t == c) {
-                    Some((_, n)) => *n += 1,
-                    None => tally.push((c.to_string(), 1)),
-                }
+                count_completion(&mut tally, c);
             }
             let got = r.formula(
                 BasisView {

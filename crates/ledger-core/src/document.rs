@@ -5,6 +5,7 @@
 //! RFC 8785 form of `{"balances", "claims", "payouts"}`. Counts and refusals are kept by
 //! [`crate::replay::Replay`], which assembles the whole document.
 
+use crate::event::Text;
 use crate::ledger::{Balance, ClaimView, Payout};
 use crate::values::{format_exact, format_money};
 use serde::{Deserialize, Serialize};
@@ -87,15 +88,15 @@ impl From<&ClaimView> for ClaimRow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayoutRow {
     pub payout_id: String,
-    pub partner_id: String,
-    pub program_id: String,
-    pub period: String,
+    pub partner_id: Text,
+    pub program_id: Text,
+    pub period: Text,
     pub kind: String,
     pub amount: String,
     pub currency: String,
     pub reason: String,
-    pub cause_source: String,
-    pub cause_id: String,
+    pub cause_source: Text,
+    pub cause_id: Text,
 }
 
 impl From<&Payout> for PayoutRow {

@@ -9,6 +9,11 @@ use crate::values::{Currency, PeriodKind, PeriodLabel};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
+/// Text taken from an event (ids, names, free text). Values of up to 24 bytes — nearly
+/// every id — are kept inline, so reading an event allocates only for its long texts:
+/// intake and replay build millions of these.
+pub type Text = compact_str::CompactString;
+
 /// The inbound event types of SPEC §3.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -63,10 +68,10 @@ impl EventType {
 /// One accepted event: its identity, business date and typed data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub source: String,
-    pub id: String,
+    pub source: Text,
+    pub id: Text,
     /// The CloudEvents `time` as written.
-    pub time: String,
+    pub time: Text,
     /// The UTC calendar date of `time` (SPEC §1 "Business time").
     pub date: NaiveDate,
     pub data: EventData,
@@ -93,46 +98,46 @@ impl Event {
 pub enum EventData {
     ProgramPublished(ProgramDef),
     PartnerEnrolled {
-        partner_id: String,
-        program_id: String,
+        partner_id: Text,
+        program_id: Text,
         target: Option<Decimal>,
     },
     PartnerWithdrawn {
-        partner_id: String,
-        program_id: String,
+        partner_id: Text,
+        program_id: Text,
     },
     SaleRecorded(Sale),
     SaleReturned(Return),
     TrainingCompleted {
-        partner_id: String,
-        person_id: String,
-        course_id: String,
-        certification: Option<String>,
+        partner_id: Text,
+        person_id: Text,
+        course_id: Text,
+        certification: Option<Text>,
     },
     ClaimSubmitted {
-        claim_id: String,
-        partner_id: String,
-        program_id: String,
+        claim_id: Text,
+        partner_id: Text,
+        program_id: Text,
         amount: Decimal,
-        activity: String,
-        description: Option<String>,
+        activity: Text,
+        description: Option<Text>,
     },
     ClaimDecided {
-        claim_id: String,
+        claim_id: Text,
         approved: bool,
         approved_amount: Option<Decimal>,
     },
     PeriodClosed {
-        program_id: String,
+        program_id: Text,
         period: PeriodLabel,
     },
     AdjustmentPosted {
-        adjustment_id: String,
-        partner_id: String,
-        program_id: String,
+        adjustment_id: Text,
+        partner_id: Text,
+        program_id: Text,
         period: PeriodLabel,
         amount: Decimal,
-        reason: String,
+        reason: Text,
     },
 }
 
@@ -177,17 +182,17 @@ impl Eligibility {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sale {
-    pub sale_id: String,
-    pub partner_id: String,
-    pub region: Option<String>,
+    pub sale_id: Text,
+    pub partner_id: Text,
+    pub region: Option<Text>,
     pub lines: Vec<SaleLine>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaleLine {
-    pub line_id: String,
-    pub sku: String,
-    pub product_family: Option<String>,
+    pub line_id: Text,
+    pub sku: Text,
+    pub product_family: Option<Text>,
     pub quantity: u64,
     pub net_amount: Decimal,
     pub currency: Currency,
@@ -195,15 +200,15 @@ pub struct SaleLine {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Return {
-    pub return_id: String,
-    pub sale_id: String,
-    pub partner_id: String,
+    pub return_id: Text,
+    pub sale_id: Text,
+    pub partner_id: Text,
     pub lines: Vec<ReturnLine>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReturnLine {
-    pub line_id: String,
+    pub line_id: Text,
     pub quantity: u64,
     pub net_amount: Decimal,
 }

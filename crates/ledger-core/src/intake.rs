@@ -7,7 +7,7 @@
 //! no business checks: those belong to the fold.
 
 use crate::event::{
-    Eligibility, Event, EventData, EventType, ProgramDef, Return, ReturnLine, Sale, SaleLine,
+    Eligibility, Event, EventData, EventType, ProgramDef, Return, ReturnLine, Sale, SaleLine, Text,
 };
 use crate::json::{self, Json};
 use crate::refusal::Code;
@@ -100,9 +100,9 @@ fn check_inner(raw: &[u8], digest: bool) -> Result<(Event, Option<[u8; 32]>), In
         )
     })?;
     let event = Event {
-        source: envelope.source.to_string(),
-        id: envelope.id.to_string(),
-        time: envelope.time.to_string(),
+        source: Text::from(envelope.source),
+        id: Text::from(envelope.id),
+        time: Text::from(envelope.time),
         date: envelope.date,
         data,
     };
@@ -339,28 +339,28 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn identifier_value(&self, key: &str, v: &'a Json<'a>) -> DResult<String> {
+    fn identifier_value(&self, key: &str, v: &'a Json<'a>) -> DResult<Text> {
         const WHAT: &str = "an identifier (1–64 characters of A-Z a-z 0-9 . _ : -)";
         let s = self.string_value(key, v, WHAT)?;
         if is_identifier(s) {
-            Ok(s.to_string())
+            Ok(Text::from(s))
         } else {
             self.err(key, format!("expected {WHAT}, got {}", show(v)))
         }
     }
 
-    fn identifier(&self, key: &str) -> DResult<String> {
+    fn identifier(&self, key: &str) -> DResult<Text> {
         let v = self.req(key)?;
         self.identifier_value(key, v)
     }
 
-    fn opt_identifier(&self, key: &str) -> DResult<Option<String>> {
+    fn opt_identifier(&self, key: &str) -> DResult<Option<Text>> {
         self.opt(key)
             .map(|v| self.identifier_value(key, v))
             .transpose()
     }
 
-    fn text_value(&self, key: &str, v: &'a Json<'a>, max: usize) -> DResult<String> {
+    fn text_value(&self, key: &str, v: &'a Json<'a>, max: usize) -> DResult<Text> {
         let what = || format!("a non-empty text of at most {max} characters");
         let Json::Str(s) = v else {
             return self.err(key, format!("expected {}, got {}", what(), show(v)));
@@ -369,15 +369,15 @@ impl<'a> Fields<'a> {
         if n == 0 || n > max {
             return self.err(key, format!("expected {}, got {n} characters", what()));
         }
-        Ok(s.to_string())
+        Ok(Text::from(s.as_ref()))
     }
 
-    fn text(&self, key: &str, max: usize) -> DResult<String> {
+    fn text(&self, key: &str, max: usize) -> DResult<Text> {
         let v = self.req(key)?;
         self.text_value(key, v, max)
     }
 
-    fn opt_text(&self, key: &str, max: usize) -> DResult<Option<String>> {
+    fn opt_text(&self, key: &str, max: usize) -> DResult<Option<Text>> {
         self.opt(key)
             .map(|v| self.text_value(key, v, max))
             .transpose()
@@ -657,7 +657,7 @@ fn identifier_list(f: &Fields<'_>, key: &str) -> DResult<Option<Vec<String>>> {
     let items = f.array(key, v, 0, usize::MAX)?;
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        out.push(f.identifier_value(&format!("{key}[{i}]"), item)?);
+        out.push(f.identifier_value(&format!("{key}[{i}]"), item)?.into());
     }
     Ok(Some(out))
 }
@@ -712,9 +712,9 @@ fn program(f: &Fields<'_>) -> DResult<ProgramDef> {
     let r = f.object("rules", rules_json)?;
     let rules = rules(&r, kind, period)?;
     Ok(ProgramDef {
-        program_id,
+        program_id: program_id.into(),
         version,
-        name,
+        name: name.into(),
         kind,
         currency,
         start_date,
@@ -866,7 +866,7 @@ fn rules(r: &Fields<'_>, kind: Kind, period: PeriodKind) -> DResult<Rules> {
                     );
                 }
                 rewards.push(Reward {
-                    certification,
+                    certification: certification.into(),
                     amount: w.amount("amount", AmountRule::NonNegative)?,
                 });
             }

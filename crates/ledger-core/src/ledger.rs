@@ -13,7 +13,7 @@
 //! payouts as sweeping everything, because after each sweep every payable entry has
 //! `earned = paid`.
 
-use crate::event::{Event, EventData, ProgramDef, Return, Sale};
+use crate::event::{Event, EventData, ProgramDef, Return, Sale, Text};
 use crate::refusal::{Code, Refusal};
 use crate::rules::{BasisView, Kind, Measure, Rules};
 use crate::values::{basis_limit, round_money, Currency, PeriodKind, PeriodLabel};
@@ -73,10 +73,10 @@ struct Entry {
     /// MDF/co-op: amounts held by pending claims.
     reserved: Decimal,
     /// Training: the certification of every counted completion, in order (statements).
-    completions: Vec<String>,
+    completions: Vec<Text>,
     /// Training: the same completions counted per certification, in first-seen order —
     /// what the formula sums, so evaluating an entry does not walk every completion.
-    certifications: Vec<(String, u64)>,
+    certifications: Vec<(Text, u64)>,
 }
 
 /// `earned` of an entry evaluated with `def` and the partner's `target` (SPEC §3, §4):
@@ -274,18 +274,18 @@ impl PayoutReason {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Payout {
     pub payout_id: uuid::Uuid,
-    pub partner_id: String,
-    pub program_id: String,
-    pub period: String,
+    pub partner_id: Text,
+    pub program_id: Text,
+    pub period: Text,
     pub kind: Kind,
     /// Exact, with the currency's minor digits at most; negative for a clawback.
     pub amount: Decimal,
     pub currency: Currency,
     pub reason: PayoutReason,
-    pub cause_source: String,
-    pub cause_id: String,
+    pub cause_source: Text,
+    pub cause_id: Text,
     /// The `time` of the causing event as written (the `time` of `payout.issued`).
-    pub cause_time: String,
+    pub cause_time: Text,
 }
 
 /// `uuid_v5(NAMESPACE_URL, "incentive-ledger:payout:" + parts joined by ":")`, each part
@@ -365,12 +365,12 @@ pub struct Ledger {
     entries: HashMap<EntryKey, Entry>,
     /// The period indexes of each (partner, program)'s entries, in creation order.
     partner_entries: HashMap<(Sym, Sym), Vec<i64>>,
-    sales: HashMap<String, SaleRecord>,
-    returns: HashSet<String>,
-    claims: HashMap<String, Claim>,
-    adjustments: HashSet<String>,
+    sales: HashMap<Text, SaleRecord>,
+    returns: HashSet<Text>,
+    claims: HashMap<Text, Claim>,
+    adjustments: HashSet<Text>,
     /// (program, partner, person, certification) completions already counted.
-    trained: HashSet<(Sym, Sym, String, String)>,
+    trained: HashSet<(Sym, Sym, Text, Text)>,
     /// Entries the current event may have changed; drained by the sweep.
     #[serde(skip)]
     dirty: Vec<EntryKey>,
@@ -417,10 +417,10 @@ impl EntryJournal {
 /// event, not four strings per line).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cause {
-    pub source: String,
-    pub id: String,
+    pub source: Text,
+    pub id: Text,
     pub event_type: crate::event::EventType,
-    pub time: String,
+    pub time: Text,
 }
 
 /// One line of an entry's statement: the event that touched it and the entry after it.
@@ -461,8 +461,16 @@ impl Ledger {
 
     /// Applies one event that passed intake, at the next position of the log.
     pub fn apply(&mut self, event: &Event) -> Applied {
+        let mut payouts = Vec::new();
+        let refusal = self.apply_into(event, &mut payouts);
+        Applied { refusal, payouts }
+    }
+
+    /// [`Ledger::apply`], appending the payouts to `payouts` (a replay's growing list)
+    /// instead of a vector of their own. On a refusal nothing is appended.
+    pub fn apply_into(&mut self, event: &Event, payouts: &mut Vec<Payout>) -> Option<Refusal> {
         debug_assert!(self.dirty.is_empty());
-        let mut applied = match &event.data {
+        let applied = match &event.data {
             EventData::ProgramPublished(def) => self.program_published(def),
             EventData::PartnerEnrolled {
                 partner_id,
@@ -509,9 +517,10 @@ impl Ledger {
             debug_assert!(self.dirty.is_empty(), "a refused event changed entries");
             self.dirty.clear();
         } else {
-            self.sweep(event, &mut applied.payouts);
+            payouts.extend(applied.payouts);
+            self.sweep(event, payouts);
         }
-        applied
+        applied.refusal
     }
 
     // ----- lookups -------------------------------------------------------------------
@@ -874,7 +883,10 @@ impl Ledger {
                 period,
             };
             self.entry_or_create(key).basis += amount;
-            self.dirty.push(key);
+            // Lines counting for the same entry mark it once (a sale touches only a few).
+            if !self.dirty.contains(&key) {
+                self.dirty.push(key);
+            }
         }
         self.sales.insert(sale.sale_id.clone(), record);
         Applied::default()
@@ -1019,7 +1031,7 @@ impl Ledger {
             }
             let already = partner.is_some_and(|s| {
                 self.trained
-                    .contains(&(sym, s, person_id.to_string(), cert.to_string()))
+                    .contains(&(sym, s, Text::from(person_id), Text::from(cert)))
             });
             if !already {
                 counts.push((sym, def.period.index_of(event.date)));
@@ -1031,7 +1043,7 @@ impl Ledger {
         let partner = self.syms.intern(partner_id);
         for (program, period) in counts {
             self.trained
-                .insert((program, partner, person_id.to_string(), cert.to_string()));
+                .insert((program, partner, Text::from(person_id), Text::from(cert)));
             let key = EntryKey {
                 partner,
                 program,
@@ -1039,7 +1051,7 @@ impl Ledger {
             };
             let entry = self.entry_or_create(key);
             entry.basis += Decimal::ONE;
-            entry.completions.push(cert.to_string());
+            entry.completions.push(Text::from(cert));
             crate::rules::count_completion(&mut entry.certifications, cert);
             self.dirty.push(key);
         }
@@ -1137,7 +1149,7 @@ impl Ledger {
             }
             debug_assert!(remaining.is_zero(), "claimable covered the claim");
         }
-        self.claims.insert(claim_id.to_string(), claim);
+        self.claims.insert(Text::from(claim_id), claim);
         Applied::default()
     }
 
@@ -1211,8 +1223,8 @@ impl Ledger {
                 self.dirty.push(key);
             }
             if !amount.is_zero() {
-                let partner_id = self.syms.name(partner).to_string();
-                let program_id = self.syms.name(program).to_string();
+                let partner_id = Text::from(self.syms.name(partner));
+                let program_id = Text::from(self.syms.name(program));
                 payouts.push(Payout {
                     payout_id: payout_id([
                         &event.source,
@@ -1357,7 +1369,7 @@ impl Ledger {
                 ),
             );
         }
-        self.adjustments.insert(adjustment_id.to_string());
+        self.adjustments.insert(Text::from(adjustment_id));
         let partner = self.syms.intern(partner_id);
         let key = EntryKey {
             partner,
@@ -1384,7 +1396,8 @@ impl Ledger {
             return;
         }
         if dirty.len() > 1 {
-            dirty.sort_by(|a, b| self.entry_order(a, b));
+            // Equal keys are identical, so an unstable sort (no scratch buffer) is exact.
+            dirty.sort_unstable_by(|a, b| self.entry_order(a, b));
             dirty.dedup();
         }
         let closing = match &event.data {
@@ -1456,8 +1469,8 @@ impl Ledger {
         } else {
             PayoutReason::TrueUp
         };
-        let partner_id = self.syms.name(key.partner).to_string();
-        let program_id = self.syms.name(key.program).to_string();
+        let partner_id = Text::from(self.syms.name(key.partner));
+        let program_id = Text::from(self.syms.name(key.program));
         let period = program.period_kind().label(key.period);
         let payout = Payout {
             payout_id: payout_id([&event.source, &event.id, &partner_id, &program_id, &period]),
@@ -1521,7 +1534,7 @@ impl Ledger {
                 Some(Balance {
                     partner_id: self.syms.name(key.partner).to_string(),
                     program_id: self.syms.name(key.program).to_string(),
-                    period: program.period_kind().label(key.period),
+                    period: program.period_kind().label(key.period).into(),
                     period_index: key.period,
                     kind,
                     currency: program.currency(),
@@ -1537,14 +1550,14 @@ impl Ledger {
 
     /// Every claim, sorted by claim_id.
     pub fn claims(&self) -> Vec<ClaimView> {
-        let mut ids: Vec<&String> = self.claims.keys().collect();
+        let mut ids: Vec<&Text> = self.claims.keys().collect();
         ids.sort();
         ids.into_iter()
             .filter_map(|id| {
                 let c = self.claims.get(id)?;
                 let currency = self.programs.get(&c.program)?.currency();
                 Some(ClaimView {
-                    claim_id: id.clone(),
+                    claim_id: id.to_string(),
                     partner_id: self.syms.name(c.partner).to_string(),
                     program_id: self.syms.name(c.program).to_string(),
                     amount: c.amount,
@@ -1581,7 +1594,7 @@ impl Ledger {
                     versions: p.versions.clone(),
                     closed_periods: closed
                         .into_iter()
-                        .map(|i| p.period_kind().label(i))
+                        .map(|i| p.period_kind().label(i).into())
                         .collect(),
                 }
             })
@@ -1674,7 +1687,7 @@ impl Ledger {
             } => {
                 let expires_index = i128::from(label.index) + i128::from(*expires_after_periods);
                 let claims: Vec<serde_json::Value> = {
-                    let mut ids: Vec<&String> = self.claims.keys().collect();
+                    let mut ids: Vec<&Text> = self.claims.keys().collect();
                     ids.sort();
                     ids.into_iter()
                         .filter_map(|id| {

@@ -20,7 +20,7 @@ pub mod rules;
 pub mod values;
 
 pub use document::Document;
-pub use event::{Event, EventData, EventType};
+pub use event::{Event, EventData, EventType, Text};
 pub use intake::{check, Accepted, IntakeRefusal};
 pub use ledger::{Applied, Ledger, Payout, PayoutReason};
 pub use refusal::{Code, Refusal};

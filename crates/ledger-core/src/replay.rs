@@ -10,7 +10,7 @@
 use crate::document::{digest, BalanceRow, ClaimRow, Counts, Document, PayoutRow, RejectedRow};
 use crate::event::{Event, EventType};
 use crate::intake::{self, Accepted, IntakeRefusal};
-use crate::ledger::{Applied, Ledger, Payout};
+use crate::ledger::{Ledger, Payout};
 use crate::refusal::Code;
 
 /// A refusal as the document and the `rejected` listing show it.
@@ -167,7 +167,7 @@ impl Replay {
                     let refusal = IntakeRefusal {
                         code: Code::DuplicateConflict,
                         message: conflict_message(&event),
-                        identity: Some((event.source.clone(), event.id.clone())),
+                        identity: Some((event.source.to_string(), event.id.to_string())),
                         event_type: Some(event.event_type()),
                     };
                     self.record_quarantined(refusal, line)
@@ -205,7 +205,8 @@ impl Replay {
     /// Folds an event that is in the log.
     pub fn apply_logged(&mut self, event: &Event, line: u64) -> Step {
         self.counts.received += 1;
-        let Applied { refusal, payouts } = self.ledger.apply(event);
+        let first = self.payouts.len();
+        let refusal = self.ledger.apply_into(event, &mut self.payouts);
         let slot = self.by_type.entry(Some(event.event_type())).or_default();
         slot[usize::from(refusal.is_some())] += 1;
         match refusal {
@@ -214,15 +215,13 @@ impl Replay {
                 self.rejected.push(Rejection {
                     code: r.code,
                     message: r.message,
-                    identity: Some((event.source.clone(), event.id.clone())),
+                    identity: Some((event.source.to_string(), event.id.to_string())),
                     line,
                 });
                 Step::Rejected(self.rejected.len() - 1)
             }
             None => {
                 self.counts.applied += 1;
-                let first = self.payouts.len();
-                self.payouts.extend(payouts);
                 Step::Applied(first..self.payouts.len())
             }
         }

@@ -7,6 +7,7 @@
 //! spec's bounds reach only with per-unit rates above 10^13) saturates instead of
 //! panicking — see docs/DECISIONS.md.
 
+use crate::event::Text;
 use rust_decimal::Decimal;
 
 /// The six kinds of incentive program.
@@ -150,15 +151,15 @@ pub struct BasisView<'a> {
     /// completions.
     pub basis: Decimal,
     /// For training: the completions counted, as (certification, how many).
-    pub certifications: &'a [(String, u64)],
+    pub certifications: &'a [(Text, u64)],
 }
 
 /// Counts one completion with `certification` in a training entry's tally
 /// ([`BasisView::certifications`]), keeping certifications in first-seen order.
-pub(crate) fn count_completion(tally: &mut Vec<(String, u64)>, certification: &str) {
+pub(crate) fn count_completion(tally: &mut Vec<(Text, u64)>, certification: &str) {
     match tally.iter_mut().find(|(c, _)| c == certification) {
         Some((_, n)) => *n += 1,
-        None => tally.push((certification.to_string(), 1)),
+        None => tally.push((Text::from(certification), 1)),
     }
 }
 
@@ -481,7 +482,7 @@ mod tests {
             (&["CERT-A", "CERT-A"], "300"),
         ];
         for (certs, want) in rows {
-            let mut tally: Vec<(String, u64)> = Vec::new();
+            let mut tally: Vec<(Text, u64)> = Vec::new();
             for c in certs {
                 count_completion(&mut tally, c);
             }

@@ -4,7 +4,9 @@
 //! Parsers return `None` (or a short reason) and leave the wording of refusals to
 //! `intake`, which knows the field being read.
 
+use crate::event::Text;
 use chrono::{Datelike, NaiveDate};
+use compact_str::format_compact;
 use rust_decimal::Decimal;
 use std::fmt;
 
@@ -265,18 +267,18 @@ impl PeriodKind {
     }
 
     /// The label of the period with this index.
-    pub fn label(&self, index: i64) -> String {
+    pub fn label(&self, index: i64) -> Text {
         match self {
             PeriodKind::Month => {
                 let y = (index - 1).div_euclid(12);
-                format!("{:04}-{:02}", y, index - y * 12)
+                format_compact!("{:04}-{:02}", y, index - y * 12)
             }
             PeriodKind::Quarter => {
                 let y = (index - 1).div_euclid(4);
-                format!("{:04}-Q{}", y, index - y * 4)
+                format_compact!("{:04}-Q{}", y, index - y * 4)
             }
-            PeriodKind::Year => format!("{index:04}"),
-            PeriodKind::Program => "program".to_string(),
+            PeriodKind::Year => format_compact!("{index:04}"),
+            PeriodKind::Program => Text::const_new("program"),
         }
     }
 
@@ -355,7 +357,7 @@ impl PeriodLabel {
         }
     }
 
-    pub fn label(&self) -> String {
+    pub fn label(&self) -> Text {
         self.kind.label(self.index)
     }
 }

@@ -111,8 +111,8 @@ proptest! {
         let mut sums: BTreeMap<(String, String, String), Decimal> = BTreeMap::new();
         let mut per_program: BTreeMap<(String, String), Decimal> = BTreeMap::new();
         for p in &doc.payouts {
-            *sums.entry((p.partner_id.clone(), p.program_id.clone(), p.period.clone())).or_default() += dec(&p.amount);
-            *per_program.entry((p.partner_id.clone(), p.program_id.clone())).or_default() += dec(&p.amount);
+            *sums.entry((p.partner_id.to_string(), p.program_id.to_string(), p.period.to_string())).or_default() += dec(&p.amount);
+            *per_program.entry((p.partner_id.to_string(), p.program_id.to_string())).or_default() += dec(&p.amount);
         }
         let mut fund_paid: BTreeMap<(String, String), Decimal> = BTreeMap::new();
         for b in &doc.balances {

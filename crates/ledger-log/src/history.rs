@@ -389,7 +389,16 @@ pub(crate) fn fold_range(
         // Folded chunks go back to the reader, which drops their events (freeing memory
         // on the thread that allocated it) and reuses their buffers.
         let (back_tx, back_rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH + 2);
-        scope.spawn(move || read_and_parse(log, from_seq + 1, limits, &tx, &back_rx));
+        // Named, so profiles and debuggers tell the two sides apart.
+        std::thread::Builder::new()
+            .name("log-reader".into())
+            .spawn_scoped(scope, move || {
+                read_and_parse(log, from_seq + 1, limits, &tx, &back_rx)
+            })
+            .map_err(|e| LogError::Io {
+                path: log.path().to_path_buf(),
+                source: e,
+            })?;
         // Returning early drops `rx`, which stops the reader at its next send.
         for chunk in rx {
             let chunk = chunk?;

@@ -395,7 +395,7 @@ impl Log {
                         Some(_) => quarantine(
                             Code::DuplicateConflict,
                             conflict_message(&event),
-                            Some((event.source.clone(), event.id.clone())),
+                            Some((event.source.to_string(), event.id.to_string())),
                             Some(event.event_type()),
                         ),
                         None => {

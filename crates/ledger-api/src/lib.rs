@@ -695,11 +695,11 @@ async fn payouts(
     let mut items = Vec::new();
     let mut next = None;
     for (i, payout) in all.iter().enumerate().skip(start) {
-        let fits = partner.as_ref().is_none_or(|x| &payout.partner_id == x)
+        let fits = partner.as_ref().is_none_or(|x| payout.partner_id == *x)
             && page
                 .program
                 .as_ref()
-                .is_none_or(|x| &payout.program_id == x);
+                .is_none_or(|x| payout.program_id == *x);
         if !fits {
             continue;
         }

@@ -305,7 +305,7 @@ impl Rules {
                 // Amounts are non-negative, so summing per certification saturates
                 // exactly where summing completion by completion would.
                 for (cert, count) in b.certifications {
-                    if let Some(r) = rewards.iter().find(|r| &r.certification == cert) {
+                    if let Some(r) = rewards.iter().find(|r| r.certification == *cert) {
                         total = add(total, mul(r.amount, Decimal::from(*count)));
                     }
                 }

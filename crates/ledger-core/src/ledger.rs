@@ -291,21 +291,30 @@ pub struct Payout {
 /// `uuid_v5(NAMESPACE_URL, "incentive-ledger:payout:" + parts joined by ":")`, each part
 /// with `%` escaped as `%25` and then `:` as `%3A` (SPEC §5).
 pub fn payout_id(parts: [&str; 5]) -> uuid::Uuid {
-    let mut name = String::with_capacity(24 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
-    name.push_str("incentive-ledger:payout:");
+    use sha1::Digest;
+    // The name is hashed as it is escaped, never built: SHA-1 (with the CPU's SHA
+    // instructions where it has them) over the namespace and then the name's pieces.
+    let mut hash = sha1::Sha1::new();
+    hash.update(uuid::Uuid::NAMESPACE_URL.as_bytes());
+    hash.update(b"incentive-ledger:payout:");
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
-            name.push(':');
+            hash.update(b":");
         }
-        for c in part.chars() {
-            match c {
-                '%' => name.push_str("%25"),
-                ':' => name.push_str("%3A"),
-                c => name.push(c),
-            }
+        // '%' and ':' are ASCII, so they never occur inside a multi-byte character.
+        let mut rest = part.as_bytes();
+        while let Some(at) = rest.iter().position(|&b| b == b'%' || b == b':') {
+            hash.update(&rest[..at]);
+            hash.update(if rest[at] == b'%' { b"%25" } else { b"%3A" });
+            rest = &rest[at + 1..];
         }
+        hash.update(rest);
     }
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // What `Uuid::new_v5` does with the digest: version 5, RFC 4122 variant.
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 /// What applying one event did.
@@ -361,6 +370,11 @@ pub struct Ledger {
     programs: HashMap<Sym, Program>,
     /// Programs in first-publication order, the order sales and completions visit them.
     program_order: Vec<Sym>,
+    /// The programs of `program_order` a sale can count for: their kind counts sales and
+    /// has a measure, neither of which a later version may change. Derived, so not
+    /// checkpointed: rebuilt at the first sale after a load.
+    #[serde(skip)]
+    sale_programs: Option<Vec<Sym>>,
     enrollments: HashMap<(Sym, Sym), Enrollment>,
     entries: HashMap<EntryKey, Entry>,
     /// The period indexes of each (partner, program)'s entries, in creation order.
@@ -678,6 +692,7 @@ impl Ledger {
                 }
             }
             None => {
+                let sales = counts_sales(&def);
                 self.programs.insert(
                     sym,
                     Program {
@@ -689,6 +704,11 @@ impl Ledger {
                     },
                 );
                 self.program_order.push(sym);
+                if let Some(list) = &mut self.sale_programs {
+                    if sales {
+                        list.push(sym);
+                    }
+                }
             }
         }
         Applied::default()
@@ -771,9 +791,24 @@ impl Ledger {
             );
         }
         let partner = self.syms.get(&sale.partner_id);
+        if self.sale_programs.is_none() {
+            let list = self
+                .program_order
+                .iter()
+                .copied()
+                .filter(|sym| {
+                    self.programs
+                        .get(sym)
+                        .is_some_and(|p| counts_sales(p.current()))
+                })
+                .collect();
+            self.sale_programs = Some(list);
+        }
         // Programs the sale can count for, before looking at lines.
         let candidates: Vec<(Sym, &Program, Measure, i64)> = self
-            .program_order
+            .sale_programs
+            .as_deref()
+            .unwrap_or_default()
             .iter()
             .filter_map(|&sym| {
                 let p = self.programs.get(&sym)?;
@@ -1724,6 +1759,12 @@ impl Ledger {
 }
 
 /// The field a later version may not change, if it does (SPEC §3 `program_immutable_field`).
+/// Whether sales can count for a program of this definition (its kind and measure are
+/// the same in every version; see [`immutable_change`]).
+fn counts_sales(def: &ProgramDef) -> bool {
+    def.kind.counts_sales() && def.rules.measure().is_some()
+}
+
 fn immutable_change(current: &ProgramDef, next: &ProgramDef) -> Option<String> {
     let id = &current.program_id;
     if current.kind != next.kind {
@@ -1798,6 +1839,34 @@ mod payout_id_tests {
             id,
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
         );
+    }
+
+    /// The name built and escaped character by character, as SPEC §5 words it.
+    fn by_the_letter(parts: [&str; 5]) -> uuid::Uuid {
+        let mut name = String::from("incentive-ledger:payout:");
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                name.push(':');
+            }
+            for c in part.chars() {
+                match c {
+                    '%' => name.push_str("%25"),
+                    ':' => name.push_str("%3A"),
+                    c => name.push(c),
+                }
+            }
+        }
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn equals_uuid_v5_of_the_escaped_name(
+            parts in proptest::array::uniform5("[a-z%:é€0-9-]{0,70}")
+        ) {
+            let parts = parts.each_ref().map(String::as_str);
+            proptest::prop_assert_eq!(payout_id(parts), by_the_letter(parts));
+        }
     }
 }
 

@@ -25,6 +25,10 @@ use std::sync::{Arc, Mutex, RwLock};
 pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_FILE: &str = "FORMAT";
 const FORMAT_PREFIX: &str = "incentive-ledger data directory, format ";
+/// The checkpoint: a file of its own, replaced whole (written aside, synced, renamed).
+/// Kept in sled before, where every replaced checkpoint could leave its ~100 MB blob
+/// behind in `sled/blobs` for good; that tree is still read when the file is absent.
+const CHECKPOINT_FILE: &str = "CHECKPOINT";
 const CHECKPOINT_TREE: &str = "checkpoint";
 /// Outside sled: the last acknowledged position, written after every durable batch, so
 /// that sled files damaged into an older (or empty) state are noticed rather than
@@ -603,22 +607,58 @@ impl Log {
             .collect()
     }
 
-    /// Stores a checkpoint payload (written whole, then flushed).
+    /// Stores a checkpoint payload, replacing the previous one atomically: written to a
+    /// file aside, synced, renamed over `CHECKPOINT`, and the directory synced. A crash
+    /// leaves either the old checkpoint or the new one, never a mix (and a damaged one is
+    /// refused by its checksum, then the log replayed).
     pub fn save_checkpoint(&self, payload: &[u8]) -> Result<(), LogError> {
+        use std::io::Write;
+        let path = self.path.join(CHECKPOINT_FILE);
+        let tmp = self.path.join(format!("{CHECKPOINT_FILE}.tmp"));
+        let io = |at: &Path| {
+            let path = at.to_path_buf();
+            move |source| LogError::Io { path, source }
+        };
+        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        file.write_all(payload).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        std::fs::File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.path))?;
+        // A checkpoint left in sled by an earlier version is superseded: drop it, so
+        // that sled can reclaim its space.
         let db = self.store()?.db;
-        let tree = db.open_tree(CHECKPOINT_TREE).map_err(storage(&self.path))?;
-        tree.insert(CHECKPOINT_KEY, payload)
-            .map_err(storage(&self.path))?;
-        self.flush()?;
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == CHECKPOINT_TREE.as_bytes())
+        {
+            db.drop_tree(CHECKPOINT_TREE).map_err(storage(&self.path))?;
+            self.flush()?;
+        }
         Ok(())
     }
 
+    /// The stored checkpoint payload, if any: the `CHECKPOINT` file, or else one that
+    /// an earlier version kept in sled.
     pub fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, LogError> {
-        let tree = self
-            .store()?
-            .db
-            .open_tree(CHECKPOINT_TREE)
-            .map_err(storage(&self.path))?;
+        let path = self.path.join(CHECKPOINT_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => return Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(LogError::Io { path, source }),
+        }
+        let db = self.store()?.db;
+        if !db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == CHECKPOINT_TREE.as_bytes())
+        {
+            return Ok(None);
+        }
+        let tree = db.open_tree(CHECKPOINT_TREE).map_err(storage(&self.path))?;
         Ok(tree
             .get(CHECKPOINT_KEY)
             .map_err(storage(&self.path))?
@@ -824,5 +864,52 @@ mod tests {
         let segments = log.segments_from(1).count();
         assert!(segments > 10, "{segments} segments");
         assert_eq!(log.records_from(1).count() as u64, log.head().last_seq);
+    }
+
+    /// Files in `sled/blobs` (sled keeps large values there).
+    fn blobs(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("sled").join("blobs")).map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn a_checkpoint_is_one_file_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> =
+            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(4, 3000)).collect();
+        for (round, part) in lines.chunks(1000).enumerate() {
+            let mut log = Log::open(dir.path()).unwrap();
+            log.append_batch(&inputs(part)).unwrap();
+            // Large enough that sled would have kept it as a blob.
+            let payload = vec![round as u8; (3 << 20) + round];
+            log.save_checkpoint(&payload).unwrap();
+            assert_eq!(log.load_checkpoint().unwrap(), Some(payload));
+        }
+        let log = Log::open(dir.path()).unwrap();
+        let stored = log.load_checkpoint().unwrap().unwrap();
+        assert_eq!((stored.len(), stored[0]), ((3 << 20) + 2, 2));
+        assert!(!dir.path().join("CHECKPOINT.tmp").exists());
+        assert_eq!(blobs(dir.path()), 0, "no checkpoint went into sled");
+    }
+
+    #[test]
+    fn a_checkpoint_kept_in_sled_by_an_earlier_version_is_read_then_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        assert_eq!(log.load_checkpoint().unwrap(), None);
+        let db = log.store().unwrap().db;
+        let legacy = vec![1u8; 2 << 20];
+        db.open_tree(CHECKPOINT_TREE)
+            .unwrap()
+            .insert(CHECKPOINT_KEY, legacy.as_slice())
+            .unwrap();
+        log.flush().unwrap();
+        assert_eq!(log.load_checkpoint().unwrap(), Some(legacy));
+        let new = vec![2u8; 1000];
+        log.save_checkpoint(&new).unwrap();
+        assert_eq!(log.load_checkpoint().unwrap(), Some(new));
+        assert!(!db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == CHECKPOINT_TREE.as_bytes()));
     }
 }

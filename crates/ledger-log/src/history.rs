@@ -343,12 +343,39 @@ const PIPELINE_CHUNK: usize = 512;
 /// Chunks in flight between the two threads (bounds the memory of the pipeline).
 const PIPELINE_DEPTH: usize = 16;
 
-/// A log record read and parsed back into its event, ready for the fold.
+/// A log record read back, with its event parsed by the reader — or not yet, when the
+/// fold had nothing queued and parses it itself (its bytes are then in the chunk).
 struct Parsed {
     seq: u64,
     arrival: u64,
     line: u64,
-    event: Result<ledger_core::Event, IntakeRefusal>,
+    event: Slot,
+}
+
+// Boxing the parsed event would cost an allocation per record, which is what the
+// pipeline's chunks exist to avoid; the raw variant is the rare one.
+#[allow(clippy::large_enum_variant)]
+enum Slot {
+    Parsed(Result<ledger_core::Event, IntakeRefusal>),
+    /// The record's bytes, at this range of [`Chunk::raw`].
+    Raw(std::ops::Range<usize>),
+}
+
+/// Records passed from the reader to the fold in one message.
+#[derive(Default)]
+struct Chunk {
+    items: Vec<Parsed>,
+    /// Bytes of the records left unparsed.
+    raw: Vec<u8>,
+}
+
+impl Chunk {
+    fn with_capacity() -> Chunk {
+        Chunk {
+            items: Vec::with_capacity(PIPELINE_CHUNK),
+            raw: Vec::new(),
+        }
+    }
 }
 
 /// Folds records after `from_seq` and other inputs after `from_arrival` into `replay`,
@@ -356,7 +383,9 @@ struct Parsed {
 ///
 /// Reading and parsing the records runs on a second thread, a bounded pipeline ahead of
 /// the fold: the fold itself stays sequential, in log order, so the result is the same
-/// as folding record by record.
+/// as folding record by record. Parsing costs about as much as folding, so whichever
+/// side is ahead helps the other: when the fold has no chunk waiting, the reader hands
+/// it the next one unparsed, and the fold parses it.
 pub(crate) fn fold_range(
     log: &Log,
     replay: &mut Replay,
@@ -384,16 +413,19 @@ pub(crate) fn fold_range(
     let mut extras = extras.into_iter().peekable();
     let mut last_seq = from_seq;
     let mut last_arrival = from_arrival;
+    // Chunks the reader sent and the fold has not taken yet.
+    let queued = &std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
         // Folded chunks go back to the reader, which drops their events (freeing memory
         // on the thread that allocated it) and reuses their buffers.
         let (back_tx, back_rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH + 2);
+
         // Named, so profiles and debuggers tell the two sides apart.
         std::thread::Builder::new()
             .name("log-reader".into())
             .spawn_scoped(scope, move || {
-                read_and_parse(log, from_seq + 1, limits, &tx, &back_rx)
+                read_and_parse(log, from_seq + 1, limits, &tx, &back_rx, queued)
             })
             .map_err(|e| LogError::Io {
                 path: log.path().to_path_buf(),
@@ -401,8 +433,9 @@ pub(crate) fn fold_range(
             })?;
         // Returning early drops `rx`, which stops the reader at its next send.
         for chunk in rx {
+            queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let chunk = chunk?;
-            for parsed in &chunk {
+            for parsed in &chunk.items {
                 if parsed.seq != last_seq + 1 {
                     return Err(LogError::Corrupt {
                         path: log.path().to_path_buf(),
@@ -412,7 +445,16 @@ pub(crate) fn fold_range(
                 while let Some(e) = extras.next_if(|e| e.arrival() < parsed.arrival) {
                     e.apply(replay);
                 }
-                let event = parsed.event.as_ref().map_err(|r| LogError::Corrupt {
+                let parsed_here;
+                let checked = match &parsed.event {
+                    Slot::Parsed(checked) => checked,
+                    Slot::Raw(range) => {
+                        let raw = chunk.raw.get(range.clone()).unwrap_or_default();
+                        parsed_here = ledger_core::intake::check_event(raw);
+                        &parsed_here
+                    }
+                };
+                let event = checked.as_ref().map_err(|r| LogError::Corrupt {
                     path: log.path().to_path_buf(),
                     what: format!(
                         "record {} no longer passes intake ({}: {})",
@@ -437,23 +479,48 @@ pub(crate) fn fold_range(
     Ok((last_seq, last_arrival))
 }
 
-/// The reading side of [`fold_range`]: records from `from` within `limits`, parsed, in
-/// chunks; stops at the bound, at the first error (sent on) or when the fold hangs up.
+/// Tests pin the reader's choice: 1 leaves every chunk raw, 2 parses every chunk.
+#[cfg(test)]
+static FORCE_SPLIT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether the reader hands its next chunk over unparsed: when the fold has none waiting.
+fn leave_raw(queued: usize) -> bool {
+    #[cfg(test)]
+    match FORCE_SPLIT.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    queued == 0
+}
+
+/// The reading side of [`fold_range`]: records from `from` within `limits`, in chunks,
+/// parsed — or left raw when the fold has nothing `queued`; stops at the bound, at the
+/// first error (sent on) or when the fold hangs up.
 fn read_and_parse(
     log: &Log,
     from: u64,
     limits: Limits,
-    tx: &std::sync::mpsc::SyncSender<Result<Vec<Parsed>, LogError>>,
-    back: &std::sync::mpsc::Receiver<Vec<Parsed>>,
+    tx: &std::sync::mpsc::SyncSender<Result<Chunk, LogError>>,
+    back: &std::sync::mpsc::Receiver<Chunk>,
+    queued: &std::sync::atomic::AtomicUsize,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let fresh = || match back.try_recv() {
         Ok(mut used) => {
-            used.clear();
+            used.items.clear();
+            used.raw.clear();
             used
         }
-        Err(_) => Vec::with_capacity(PIPELINE_CHUNK),
+        Err(_) => Chunk::with_capacity(),
     };
-    let mut chunk = Vec::with_capacity(PIPELINE_CHUNK);
+    let send = |chunk: Result<Chunk, LogError>| {
+        queued.fetch_add(1, Relaxed);
+        tx.send(chunk).is_ok()
+    };
+    let mut chunk = Chunk::with_capacity();
+    // Decided per chunk, when it starts: the fold is idle or about to be.
+    let mut raw = leave_raw(queued.load(Relaxed));
     let mut read = || -> Result<(), LogError> {
         for segment in log.segments_from(from) {
             let segment = segment?;
@@ -465,28 +532,36 @@ fn read_and_parse(
                 if record.seq > limits.max_seq || record.time_ns >= limits.before_ns {
                     return Ok(());
                 }
-                chunk.push(Parsed {
+                let event = if raw {
+                    let start = chunk.raw.len();
+                    chunk.raw.extend_from_slice(record.raw);
+                    Slot::Raw(start..chunk.raw.len())
+                } else {
+                    Slot::Parsed(ledger_core::intake::check_event(record.raw))
+                };
+                chunk.items.push(Parsed {
                     seq: record.seq,
                     arrival: record.arrival,
                     line: record.line,
-                    event: ledger_core::intake::check_event(record.raw),
+                    event,
                 });
-                if chunk.len() == PIPELINE_CHUNK {
+                if chunk.items.len() == PIPELINE_CHUNK {
                     let full = std::mem::replace(&mut chunk, fresh());
-                    if tx.send(Ok(full)).is_err() {
+                    if !send(Ok(full)) {
                         return Ok(());
                     }
+                    raw = leave_raw(queued.load(Relaxed));
                 }
             }
         }
         Ok(())
     };
     let result = read();
-    if !chunk.is_empty() {
-        let _ = tx.send(Ok(chunk));
+    if !chunk.items.is_empty() {
+        send(Ok(chunk));
     }
     if let Err(e) = result {
-        let _ = tx.send(Err(e));
+        send(Err(e));
     }
 }
 
@@ -507,6 +582,43 @@ mod tests {
         damaged[mid] ^= 1;
         assert!(decode_checkpoint(&damaged).is_err());
         assert!(decode_checkpoint(b"short").is_err());
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use crate::log::Input;
+
+    /// Records parsed by the reader, by the fold, or as the pipeline decides: the same
+    /// document as a replay of the inputs.
+    #[test]
+    fn wherever_records_are_parsed_the_fold_is_the_same() {
+        let lines: Vec<String> =
+            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(8, 6000)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path()).unwrap();
+        let inputs: Vec<Input> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Input {
+                raw: l.as_bytes(),
+                line: Some(i as u64 + 1),
+                time_ns: 0,
+            })
+            .collect();
+        log.append_batch(&inputs).unwrap();
+        let mut expected = Replay::new();
+        for (i, l) in lines.iter().enumerate() {
+            expected.push(l.as_bytes(), i as u64 + 1);
+        }
+        let expected = expected.document();
+        for force in [1, 2, 0] {
+            FORCE_SPLIT.store(force, std::sync::atomic::Ordering::Relaxed);
+            let rebuilt = rebuild(&log, Bound::All, false, &mut |_| {}).unwrap();
+            assert_eq!(rebuilt.replay.document(), expected, "split {force}");
+        }
+        FORCE_SPLIT.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -66,11 +66,15 @@ struct EntryKey {
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Entry {
+    #[serde(with = "crate::values::bin_decimal")]
     basis: Decimal,
+    #[serde(with = "crate::values::bin_decimal")]
     adjustments: Decimal,
     /// Sum of payouts (for MDF/co-op: approved claims charged to the bucket).
+    #[serde(with = "crate::values::bin_decimal")]
     paid: Decimal,
     /// MDF/co-op: amounts held by pending claims.
+    #[serde(with = "crate::values::bin_decimal")]
     reserved: Decimal,
     /// Training: the certification of every counted completion, in order (statements).
     completions: Vec<Text>,
@@ -214,8 +218,10 @@ impl SaleRecord {
 struct LineRecord {
     id_end: u32,
     quantity: u64,
+    #[serde(with = "crate::values::bin_decimal")]
     net_amount: Decimal,
     returned_quantity: u64,
+    #[serde(with = "crate::values::bin_decimal")]
     returned_net: Decimal,
 }
 
@@ -439,15 +445,42 @@ pub struct Cause {
 
 /// One line of an entry's statement: the event that touched it and the entry after it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Checkpoints hold millions of these: their amounts are encoded in binary.
 pub struct JournalLine {
     pub cause: Arc<Cause>,
+    #[serde(with = "crate::values::bin_decimal")]
     pub basis: Decimal,
+    #[serde(with = "crate::values::bin_decimal")]
     pub adjustments: Decimal,
+    #[serde(with = "crate::values::bin_decimal")]
     pub earned: Decimal,
+    #[serde(with = "crate::values::bin_decimal")]
     pub paid: Decimal,
+    #[serde(with = "crate::values::bin_decimal")]
     pub reserved: Decimal,
     /// The payout the event issued for this entry, if any.
+    #[serde(with = "journal_payout")]
     pub payout: Option<(uuid::Uuid, Decimal, PayoutReason)>,
+}
+
+/// [`JournalLine::payout`] with its amount in binary (see `bin_decimal`).
+mod journal_payout {
+    use super::PayoutReason;
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Held = Option<(uuid::Uuid, Decimal, PayoutReason)>;
+
+    pub fn serialize<S: Serializer>(value: &Held, serializer: S) -> Result<S::Ok, S::Error> {
+        value
+            .map(|(id, amount, reason)| (id, amount.serialize(), reason))
+            .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Held, D::Error> {
+        let held = Option::<(uuid::Uuid, [u8; 16], PayoutReason)>::deserialize(deserializer)?;
+        Ok(held.map(|(id, amount, reason)| (id, Decimal::deserialize(amount), reason)))
+    }
 }
 
 fn refuse(code: Code, message: String) -> Applied {

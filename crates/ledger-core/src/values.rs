@@ -362,6 +362,23 @@ impl PeriodLabel {
     }
 }
 
+/// Serde for amounts kept in checkpoints: the 16 bytes of `Decimal::serialize`, not its
+/// text. Use as `#[serde(with = "crate::values::bin_decimal")]` on fields of the fold's
+/// state that only checkpoints encode (never JSON): formatting and parsing millions of
+/// amounts as text was most of a checkpoint's encoding time.
+pub(crate) mod bin_decimal {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+        value.serialize().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+        <[u8; 16]>::deserialize(deserializer).map(Decimal::deserialize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,5 +518,26 @@ mod tests {
         assert!(!is_identifier(""));
         assert!(!is_identifier("P 1"));
         assert!(!is_identifier("é"));
+    }
+
+    #[test]
+    fn amounts_survive_the_binary_checkpoint_form() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Held(#[serde(with = "super::bin_decimal")] Decimal);
+        for text in [
+            "0",
+            "-0.01",
+            "12500.00",
+            "999999999999999.999999",
+            "-79228162514264337593543950335",
+            "0.0000000000000000000000000001",
+        ] {
+            let d: Decimal = text.parse().unwrap();
+            let bytes = postcard::to_allocvec(&Held(d)).unwrap();
+            assert_eq!(bytes.len(), 16);
+            let back: Held = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back.0, d);
+            assert_eq!(back.0.to_string(), d.to_string(), "scale kept");
+        }
     }
 }

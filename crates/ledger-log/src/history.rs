@@ -45,7 +45,7 @@ struct Checkpoint {
 
 /// Names the layout of the encoded state: bump it whenever the fold state's fields
 /// change, so an older checkpoint is refused (and the log replayed) rather than misread.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT04";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT05";
 
 /// The stored form of a checkpoint: magic, position, chain hash, state, checksum.
 fn frame_checkpoint(seq: u64, arrival: u64, hash: &[u8; 32], state: &[u8]) -> Vec<u8> {

@@ -1476,7 +1476,7 @@ impl Ledger {
         };
         let mut cause: Option<Arc<Cause>> = None;
         for key in dirty.drain(..) {
-            let payout = self.settle(key, event, closing);
+            let (payout, earned) = self.settle(key, event, closing);
             if self.journal.is_some() {
                 if let Some(entry) = self.entries.get(&key) {
                     let cause = cause.get_or_insert_with(|| {
@@ -1491,7 +1491,7 @@ impl Ledger {
                         cause: cause.clone(),
                         basis: entry.basis,
                         adjustments: entry.adjustments,
-                        earned: self.earned(key, entry),
+                        earned: earned.unwrap_or_else(|| self.earned(key, entry)),
                         paid: entry.paid,
                         reserved: entry.reserved,
                         payout: payout.as_ref().map(|p| (p.payout_id, p.amount, p.reason)),
@@ -1509,26 +1509,35 @@ impl Ledger {
     }
 
     /// Pays `earned − paid` of one entry if it is payable and not zero (SPEC §5).
+    /// Also returns `earned` when it was computed (a payable entry), which paying does
+    /// not change, so that the journal need not compute it again.
     fn settle(
         &mut self,
         key: EntryKey,
         event: &Event,
         closing: Option<(Sym, i64)>,
-    ) -> Option<Payout> {
-        let entry = self.entries.get(&key)?;
-        let program = self.programs.get(&key.program)?;
+    ) -> (Option<Payout>, Option<Decimal>) {
+        let Some(entry) = self.entries.get(&key) else {
+            return (None, None);
+        };
+        let Some(program) = self.programs.get(&key.program) else {
+            return (None, None);
+        };
         if program.kind().is_fund() {
-            return None; // only claim approvals pay MDF/co-op (SPEC §4.2)
+            return (None, None); // only claim approvals pay MDF/co-op (SPEC §4.2)
         }
         let closed = program.closed.contains_key(&key.period);
-        let (def, target) = self.evaluation(key)?;
+        let Some((def, target)) = self.evaluation(key) else {
+            return (None, None);
+        };
         let always = def.rules.always_payable();
         if !(always || closed) {
-            return None;
+            return (None, None);
         }
-        let due = earned_by(def, target, entry) - entry.paid;
+        let earned = earned_by(def, target, entry);
+        let due = earned - entry.paid;
         if due.is_zero() {
-            return None;
+            return (None, Some(earned));
         }
         let reason = if always {
             PayoutReason::Accrual
@@ -1556,7 +1565,7 @@ impl Ledger {
         if let Some(entry) = self.entries.get_mut(&key) {
             entry.paid += due;
         }
-        Some(payout)
+        (Some(payout), Some(earned))
     }
 
     // ----- views ---------------------------------------------------------------------

@@ -235,26 +235,57 @@ pub async fn ensure_streams(
         .map_err(|e| js_err("durable consumer")(e.to_string()))
 }
 
-/// A refusal notice on the rejected subject (a CloudEvent).
+/// A refusal notice on the rejected subject (a CloudEvent). Members are written in key
+/// order at both levels — the bytes `serde_json::Value` would print — straight from the
+/// rejection, without building a `Value` (the service sends one per refusal).
 fn rejection_notice(r: &Rejection) -> Vec<u8> {
+    /// The row of `Rejection::to_json` plus the arrival number, keys in order.
+    #[derive(Serialize)]
+    struct Data<'a> {
+        /// For messages the line is the arrival number (SPEC §7).
+        arrival: u64,
+        code: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        line: u64,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'a str>,
+        stage: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Notice<'a> {
+        data: Data<'a>,
+        datacontenttype: &'a str,
+        id: &'a str,
+        source: &'a str,
+        specversion: &'a str,
+        #[serde(rename = "type")]
+        event_type: &'a str,
+    }
     let id = uuid_for(&format!(
         "incentive-ledger:rejected:{}:{}",
         r.stage(),
         r.line
     ));
-    // For messages the line is the arrival number (SPEC §7).
-    let mut data = r.to_json();
-    data["arrival"] = r.line.into();
-    serde_json::json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": "incentive-ledger",
-        "type": "refusal.recorded",
-        "datacontenttype": "application/json",
-        "data": data,
-    })
-    .to_string()
-    .into_bytes()
+    let notice = Notice {
+        data: Data {
+            arrival: r.line,
+            code: r.code.as_str(),
+            id: r.identity.as_ref().map(|(_, id)| id.as_str()),
+            line: r.line,
+            message: &r.message,
+            source: r.identity.as_ref().map(|(source, _)| source.as_str()),
+            stage: r.stage(),
+        },
+        datacontenttype: "application/json",
+        id: &id,
+        source: "incentive-ledger",
+        specversion: "1.0",
+        event_type: "refusal.recorded",
+    };
+    // Strings and integers always serialize.
+    serde_json::to_vec(&notice).unwrap_or_default()
 }
 
 fn uuid_for(name: &str) -> String {
@@ -910,4 +941,55 @@ fn checkpoint(log: &Log, shared: &Shared) -> Result<(), ServiceError> {
     };
     lock(shared).checkpoint_seq = seq;
     Ok(())
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+    use ledger_core::Code;
+
+    /// The notice as it was built before: through `serde_json::Value`.
+    fn through_value(r: &Rejection) -> Vec<u8> {
+        let id = uuid_for(&format!(
+            "incentive-ledger:rejected:{}:{}",
+            r.stage(),
+            r.line
+        ));
+        let mut data = r.to_json();
+        data["arrival"] = r.line.into();
+        serde_json::json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": "incentive-ledger",
+            "type": "refusal.recorded",
+            "datacontenttype": "application/json",
+            "data": data,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_notice_has_the_bytes_of_its_value_form() {
+        let cases = [
+            Rejection {
+                code: Code::MalformedJson,
+                message: "not I-JSON: \"x\"\n\u{2028} at byte 3".into(),
+                identity: None,
+                line: 7,
+            },
+            Rejection {
+                code: Code::UnknownSale,
+                message: "sale INV-1 is not known — é".into(),
+                identity: Some(("erp/sap".into(), "e:1/\\x".into())),
+                line: u64::MAX,
+            },
+        ];
+        for r in &cases {
+            assert_eq!(
+                String::from_utf8(rejection_notice(r)).unwrap(),
+                String::from_utf8(through_value(r)).unwrap()
+            );
+        }
+    }
 }

@@ -316,24 +316,27 @@ async fn drain_outbox(
         let Some((first, entries)) = step else {
             return Ok(published);
         };
-        for chunk in entries.chunks(window.max(1)) {
-            let mut acks = Vec::with_capacity(chunk.len());
-            for e in chunk {
+        let count = entries.len();
+        // The step's entries are moved into their messages (no copies of the payloads).
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let mut acks = Vec::with_capacity(window.max(1));
+            for e in entries.by_ref().take(window.max(1)) {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", e.payout_id.as_str());
                 let ack = js
-                    .publish_with_headers(e.subject.clone(), headers, e.payload.clone().into())
+                    .publish_with_headers(e.subject, headers, e.payload.into())
                     .await
                     .map_err(|err| format!("publishing payout {}: {err}", e.payout_id))?;
-                acks.push((e, ack));
+                acks.push((e.payout_id, ack));
             }
-            for (e, ack) in acks {
+            for (payout_id, ack) in acks {
                 ack.await
-                    .map_err(|err| format!("payout {} not acknowledged: {err}", e.payout_id))?;
+                    .map_err(|err| format!("payout {payout_id} not acknowledged: {err}"))?;
             }
         }
         tokio::task::block_in_place(|| outbox.acknowledge(first)).map_err(|e| e.to_string())?;
-        published += entries.len();
+        published += count;
     }
 }
 

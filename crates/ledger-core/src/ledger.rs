@@ -377,8 +377,9 @@ pub struct Ledger {
     /// Programs in first-publication order, the order sales and completions visit them.
     program_order: Vec<Sym>,
     /// The programs of `program_order` a sale can count for: their kind counts sales and
-    /// has a measure, neither of which a later version may change. Derived, so not
-    /// checkpointed: rebuilt at the first sale after a load.
+    /// has a measure, neither of which a later version may change. Derived from
+    /// `program_order`: dropped when a program is added, rebuilt at the next sale (and
+    /// after a checkpoint load, as it is not stored).
     #[serde(skip)]
     sale_programs: Option<Vec<Sym>>,
     enrollments: HashMap<(Sym, Sym), Enrollment>,
@@ -444,8 +445,8 @@ pub struct Cause {
 }
 
 /// One line of an entry's statement: the event that touched it and the entry after it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 /// Checkpoints hold millions of these: their amounts are encoded in binary.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JournalLine {
     pub cause: Arc<Cause>,
     #[serde(with = "crate::values::bin_decimal")]
@@ -725,7 +726,6 @@ impl Ledger {
                 }
             }
             None => {
-                let sales = counts_sales(&def);
                 self.programs.insert(
                     sym,
                     Program {
@@ -737,11 +737,7 @@ impl Ledger {
                     },
                 );
                 self.program_order.push(sym);
-                if let Some(list) = &mut self.sale_programs {
-                    if sales {
-                        list.push(sym);
-                    }
-                }
+                self.sale_programs = None;
             }
         }
         Applied::default()

@@ -362,7 +362,6 @@ enum Slot {
 }
 
 /// Records passed from the reader to the fold in one message.
-#[derive(Default)]
 struct Chunk {
     items: Vec<Parsed>,
     /// Bytes of the records left unparsed.
@@ -588,7 +587,6 @@ mod tests {
 #[cfg(test)]
 mod split_tests {
     use super::*;
-    use crate::log::Input;
 
     /// Records parsed by the reader, by the fold, or as the pipeline decides: the same
     /// document as a replay of the inputs.
@@ -598,16 +596,8 @@ mod split_tests {
             ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(8, 6000)).collect();
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path()).unwrap();
-        let inputs: Vec<Input> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| Input {
-                raw: l.as_bytes(),
-                line: Some(i as u64 + 1),
-                time_ns: 0,
-            })
-            .collect();
-        log.append_batch(&inputs).unwrap();
+        log.append_batch(&crate::log::tests::inputs(&lines))
+            .unwrap();
         let mut expected = Replay::new();
         for (i, l) in lines.iter().enumerate() {
             expected.push(l.as_bytes(), i as u64 + 1);

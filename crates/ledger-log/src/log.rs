@@ -513,15 +513,43 @@ impl Log {
     }
 
     fn write_highwater(&self, head: &Head) -> Result<(), LogError> {
-        let io = |source| LogError::Io {
-            path: self.path.join(HIGHWATER_FILE),
-            source,
-        };
-        let tmp = self.path.join(format!("{HIGHWATER_FILE}.tmp"));
         let hash: String = head.last_hash.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(&tmp, format!("{} {hash}\n", head.last_seq)).map_err(io)?;
-        std::fs::rename(&tmp, self.path.join(HIGHWATER_FILE)).map_err(io)?;
+        let text = format!("{} {hash}\n", head.last_seq);
+        self.replace_file(HIGHWATER_FILE, text.as_bytes(), false)
+    }
+
+    /// Replaces the file `name` of the directory whole: writes `bytes` to `name.tmp`
+    /// and renames it over `name`. With `durable`, the new file is fsynced before the
+    /// rename and the directory after it.
+    fn replace_file(&self, name: &str, bytes: &[u8], durable: bool) -> Result<(), LogError> {
+        let path = self.path.join(name);
+        let tmp = self.path.join(format!("{name}.tmp"));
+        let io = |at: &Path| {
+            let path = at.to_path_buf();
+            move |source| LogError::Io { path, source }
+        };
+        if durable {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            file.write_all(bytes).map_err(io(&tmp))?;
+            file.sync_all().map_err(io(&tmp))?;
+        } else {
+            std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        if durable {
+            std::fs::File::open(&self.path)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.path))?;
+        }
         Ok(())
+    }
+
+    /// Whether the database still has the checkpoint tree of an earlier version.
+    fn has_legacy_checkpoint(db: &sled::Db) -> bool {
+        db.tree_names()
+            .iter()
+            .any(|n| n.as_ref() == CHECKPOINT_TREE.as_bytes())
     }
 
     /// Every record with `seq ≥ from`, in order, segment by segment.
@@ -612,29 +640,11 @@ impl Log {
     /// leaves either the old checkpoint or the new one, never a mix (and a damaged one is
     /// refused by its checksum, then the log replayed).
     pub fn save_checkpoint(&self, payload: &[u8]) -> Result<(), LogError> {
-        use std::io::Write;
-        let path = self.path.join(CHECKPOINT_FILE);
-        let tmp = self.path.join(format!("{CHECKPOINT_FILE}.tmp"));
-        let io = |at: &Path| {
-            let path = at.to_path_buf();
-            move |source| LogError::Io { path, source }
-        };
-        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(payload).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(&self.path)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.path))?;
+        self.replace_file(CHECKPOINT_FILE, payload, true)?;
         // A checkpoint left in sled by an earlier version is superseded: drop it, so
         // that sled can reclaim its space.
         let db = self.store()?.db;
-        if db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == CHECKPOINT_TREE.as_bytes())
-        {
+        if Log::has_legacy_checkpoint(&db) {
             db.drop_tree(CHECKPOINT_TREE).map_err(storage(&self.path))?;
             self.flush()?;
         }
@@ -651,11 +661,7 @@ impl Log {
             Err(source) => return Err(LogError::Io { path, source }),
         }
         let db = self.store()?.db;
-        if !db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == CHECKPOINT_TREE.as_bytes())
-        {
+        if !Log::has_legacy_checkpoint(&db) {
             return Ok(None);
         }
         let tree = db.open_tree(CHECKPOINT_TREE).map_err(storage(&self.path))?;
@@ -800,10 +806,11 @@ fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn inputs(lines: &[String]) -> Vec<Input<'_>> {
+    /// The lines as inputs, numbered from 1 (shared with the history tests).
+    pub(crate) fn inputs(lines: &[String]) -> Vec<Input<'_>> {
         lines
             .iter()
             .enumerate()
@@ -907,9 +914,6 @@ mod tests {
         let new = vec![2u8; 1000];
         log.save_checkpoint(&new).unwrap();
         assert_eq!(log.load_checkpoint().unwrap(), Some(new));
-        assert!(!db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == CHECKPOINT_TREE.as_bytes()));
+        assert!(!Log::has_legacy_checkpoint(&db));
     }
 }

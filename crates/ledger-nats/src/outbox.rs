@@ -1,23 +1,30 @@
-//! The payout outbox: payouts are recorded in the data directory (with the number of
-//! payouts of the fold recorded so far), published to JetStream after, and removed when
-//! JetStream acknowledges them. After a crash, the fold is rebuilt from the log, the
-//! payouts beyond the recorded count are recorded, and everything still in the outbox
-//! is published again — with the same ids, so JetStream and subscribers drop repeats.
+//! The payout outbox: which of the fold's payouts are still to be published. Each fold
+//! step records the range of payouts it issued, with the log position it folded to, in
+//! the data directory; the publisher encodes them from the projection, publishes them
+//! to JetStream, and removes a range when JetStream acknowledged all of it. After a
+//! crash the fold is rebuilt from the log, the payouts beyond the recorded count are
+//! recorded, and every range still in the outbox is published again — with the same
+//! ids and bytes, so JetStream and subscribers drop repeats.
 //!
-//! Layout of the `outbox` tree: `n` → payouts recorded (u64 BE); `P` + index of its
-//! first payout (u64 BE) → the payouts of one fold step: a count (u32 BE), then per
-//! payout `subject`, `payout id`, `payload`, each a u32 BE length and the bytes. A fold
-//! step's payouts go under a few keys of at most `ENTRY_BYTES` each — few writes per
-//! batch, and values small enough for sled to keep in its log (larger ones go to blob
-//! files, which every flush then has to fsync).
+//! A payout is a pure function of the log (its id is a uuid v5 of its cause), so the
+//! outbox keeps which payouts, not their bytes (DECISIONS 26b): the bytes would be the
+//! same when rebuilt, and writing them once more cost a third of what the service wrote
+//! to disk.
+//!
+//! Layout of the `outbox` tree: `n` → payouts recorded (u64 BE); `P` + index of a
+//! range's first payout (u64 BE) → its count (u32 BE), then the log position the fold
+//! step reached (u64 BE). A fold step's payouts are cut into ranges of at most
+//! `RANGE_PAYOUTS`, so that a long backlog is acknowledged as it is published. Entries an
+//! earlier version wrote (the count, then the encoded payouts) are read as their count:
+//! the payouts they hold are the same range of the fold.
 
 use ledger_core::document::write_payout_cloudevent;
 use ledger_core::Payout;
 
 const RECORDED: &[u8] = b"n";
 const ENTRY: u8 = b'P';
-/// Bytes per outbox entry before a step is continued under another key.
-const ENTRY_BYTES: usize = 48 << 10;
+/// Payouts per outbox range.
+const RANGE_PAYOUTS: u64 = 4096;
 
 fn entry_key(index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -26,7 +33,7 @@ fn entry_key(index: u64) -> [u8; 9] {
     k
 }
 
-/// Why payouts could not be recorded.
+/// Why payouts could not be recorded or encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error(transparent)]
@@ -46,6 +53,17 @@ pub struct OutboxEntry {
     pub subject: String,
     pub payout_id: String,
     pub payload: Vec<u8>,
+}
+
+/// A recorded range of the fold's payouts, not yet acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// The fold's index of its first payout.
+    pub first: u64,
+    pub count: u64,
+    /// The log position the fold step that issued them reached (absent in entries of
+    /// earlier versions).
+    pub position: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -73,10 +91,10 @@ impl Outbox {
             tree.scan_prefix([ENTRY])
                 .filter_map(|item| item.ok())
                 .map(|(_, v)| entry_count(&v))
-                .sum()
+                .sum::<u64>()
         });
         self.backlog
-            .store(count, std::sync::atomic::Ordering::Relaxed);
+            .store(count as usize, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many payouts of the fold have been recorded.
@@ -89,56 +107,62 @@ impl Outbox {
             .unwrap_or(0))
     }
 
-    /// Records `payouts`, the fold's payouts from index `first` on. Not flushed on its
-    /// own: the entries are a function of the log, so after a crash the ones lost with
-    /// the page cache are recorded again, identically, from the rebuilt fold.
-    pub fn record(&self, first: u64, payouts: &[Payout]) -> Result<(), OutboxError> {
-        let mut step = self.step(first);
-        for p in payouts {
-            step.add(p)?;
-        }
-        self.write(step)
-    }
-
-    /// Starts a step of payouts from the fold's index `first` on: add them (encoding is
-    /// the costly part, and needs only the payouts), then [`Outbox::write`] it.
-    pub fn step(&self, first: u64) -> OutboxStep {
-        OutboxStep {
-            subject_prefix: self.subject_prefix.clone(),
-            first,
-            added: 0,
-            closed: Vec::new(),
-            entry: Vec::new(),
-            entry_first: first,
-            count: 0,
-        }
-    }
-
-    /// Writes a step (one atomic sled batch) and counts it in the backlog.
-    pub fn write(&self, mut step: OutboxStep) -> Result<(), OutboxError> {
-        if step.added == 0 {
+    /// Records the fold's payouts `first .. first + count`, issued by a fold step that
+    /// reached log `position` (one atomic sled batch), and counts them in the backlog.
+    /// Not flushed on its own: the ranges are a function of the log, so after a crash
+    /// the ones lost with the page cache are recorded again from the rebuilt fold.
+    pub fn record(&self, first: u64, count: u64, position: u64) -> Result<(), OutboxError> {
+        if count == 0 {
             return Ok(());
         }
-        step.close();
         let mut batch = sled::Batch::default();
-        for (first, entry) in step.closed {
-            batch.insert(&entry_key(first), entry);
+        let mut at = first;
+        while at < first + count {
+            let n = RANGE_PAYOUTS.min(first + count - at);
+            let mut value = [0u8; 12];
+            value[..4].copy_from_slice(&(n as u32).to_be_bytes());
+            value[4..].copy_from_slice(&position.to_be_bytes());
+            batch.insert(&entry_key(at), &value);
+            at += n;
         }
-        batch.insert(RECORDED, &(step.first + step.added).to_be_bytes());
+        batch.insert(RECORDED, &(first + count).to_be_bytes());
         self.tree.get()?.apply_batch(batch)?;
         self.backlog
-            .fetch_add(step.added as usize, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(count as usize, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
-    /// The oldest recorded step not yet acknowledged: its key and its payouts.
-    pub fn next_step(&self) -> Result<Option<(u64, Vec<OutboxEntry>)>, sled::Error> {
+    /// The oldest recorded range not yet acknowledged.
+    pub fn next_range(&self) -> Result<Option<Range>, sled::Error> {
         let Some(item) = self.tree.get()?.scan_prefix([ENTRY]).next() else {
             return Ok(None);
         };
         let (k, v) = item?;
         let first = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
-        Ok(Some((first, decode_step(&v))))
+        // A 12-byte value is a range; an earlier version's entry holds its payouts.
+        let position = (v.len() == 12)
+            .then(|| v[4..12].try_into().ok().map(u64::from_be_bytes))
+            .flatten();
+        Ok(Some(Range {
+            first,
+            count: entry_count(&v),
+            position,
+        }))
+    }
+
+    /// The message of one payout: its subject, its id, its `payout.issued` event.
+    pub fn entry(&self, p: &Payout) -> Result<OutboxEntry, OutboxError> {
+        let mut payload = Vec::with_capacity(512);
+        write_payout_cloudevent(p, &mut payload).map_err(|source| OutboxError::Encode {
+            payout_id: p.payout_id,
+            source,
+        })?;
+        let mut id = uuid::Uuid::encode_buffer();
+        Ok(OutboxEntry {
+            subject: format!("{}.{}", self.subject_prefix, p.kind.as_str()),
+            payout_id: p.payout_id.hyphenated().encode_lower(&mut id).to_string(),
+            payload,
+        })
     }
 
     /// Number of payouts waiting for a JetStream acknowledgement.
@@ -146,10 +170,10 @@ impl Outbox {
         self.backlog.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Removes an entry whose payouts JetStream has all acknowledged.
+    /// Removes a range whose payouts JetStream has all acknowledged.
     pub fn acknowledge(&self, first: u64) -> Result<(), sled::Error> {
         if let Some(removed) = self.tree.get()?.remove(entry_key(first))? {
-            let n = entry_count(&removed);
+            let n = entry_count(&removed) as usize;
             let _ = self.backlog.fetch_update(
                 std::sync::atomic::Ordering::Relaxed,
                 std::sync::atomic::Ordering::Relaxed,
@@ -160,144 +184,111 @@ impl Outbox {
     }
 }
 
-/// Payouts of one fold step, encoded into outbox entries of at most about
-/// `ENTRY_BYTES` each, not yet written.
-pub struct OutboxStep {
-    subject_prefix: String,
-    /// The fold's index of the step's first payout.
-    first: u64,
-    added: u64,
-    /// Finished entries: the index of their first payout, their bytes.
-    closed: Vec<(u64, Vec<u8>)>,
-    entry: Vec<u8>,
-    entry_first: u64,
-    count: u32,
-}
-
-impl OutboxStep {
-    /// Encodes the next payout of the step: its subject, id and `payout.issued` event.
-    /// On an error the step is as it was before the call.
-    pub fn add(&mut self, p: &Payout) -> Result<(), OutboxError> {
-        if self.entry.len() > ENTRY_BYTES {
-            self.close();
-            self.entry_first = self.first + self.added;
-        }
-        if self.entry.is_empty() {
-            self.entry.extend_from_slice(&[0; 4]);
-        }
-        let start = self.entry.len();
-        let subject = format!("{}.{}", self.subject_prefix, p.kind.as_str());
-        let mut id = uuid::Uuid::encode_buffer();
-        let id = p.payout_id.hyphenated().encode_lower(&mut id);
-        for part in [subject.as_bytes(), id.as_bytes()] {
-            self.entry
-                .extend_from_slice(&(part.len() as u32).to_be_bytes());
-            self.entry.extend_from_slice(part);
-        }
-        // The payload's length goes before it: reserve it, write, then fill it in.
-        let at = self.entry.len();
-        self.entry.extend_from_slice(&[0; 4]);
-        if let Err(source) = write_payout_cloudevent(p, &mut self.entry) {
-            self.entry.truncate(start);
-            return Err(OutboxError::Encode {
-                payout_id: p.payout_id,
-                source,
-            });
-        }
-        let len = (self.entry.len() - at - 4) as u32;
-        self.entry[at..at + 4].copy_from_slice(&len.to_be_bytes());
-        self.count += 1;
-        self.added += 1;
-        Ok(())
-    }
-
-    /// Payouts added so far.
-    pub fn len(&self) -> u64 {
-        self.added
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.added == 0
-    }
-
-    fn close(&mut self) {
-        if self.count == 0 {
-            return;
-        }
-        self.entry[..4].copy_from_slice(&self.count.to_be_bytes());
-        self.closed
-            .push((self.entry_first, std::mem::take(&mut self.entry)));
-        self.count = 0;
-    }
-}
-
 /// The number of payouts an entry holds.
-fn entry_count(v: &[u8]) -> usize {
+fn entry_count(v: &[u8]) -> u64 {
     v.get(..4)
         .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_be_bytes) as usize
-}
-
-fn decode_step(v: &[u8]) -> Vec<OutboxEntry> {
-    let mut out = Vec::new();
-    let mut at = 4;
-    let take = |at: &mut usize| -> Option<Vec<u8>> {
-        let len = u32::from_be_bytes(v.get(*at..*at + 4)?.try_into().ok()?) as usize;
-        let bytes = v.get(*at + 4..*at + 4 + len)?.to_vec();
-        *at += 4 + len;
-        Some(bytes)
-    };
-    while at < v.len() {
-        let (Some(subject), Some(id), Some(payload)) =
-            (take(&mut at), take(&mut at), take(&mut at))
-        else {
-            break;
-        };
-        out.push(OutboxEntry {
-            subject: String::from_utf8_lossy(&subject).into_owned(),
-            payout_id: String::from_utf8_lossy(&id).into_owned(),
-            payload,
-        });
-    }
-    out
+        .map_or(0, u32::from_be_bytes) as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_large_step_is_split_and_drains_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = ledger_log::Log::open(dir.path()).unwrap();
+    fn folded(payouts_at_least: usize) -> ledger_core::Replay {
         let mut replay = ledger_core::Replay::new();
         for (i, line) in
-            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(2, 4000)).enumerate()
+            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(2, 30_000))
+                .enumerate()
         {
             replay.push(line.as_bytes(), i as u64 + 1);
         }
+        assert!(
+            replay.payouts().len() > payouts_at_least,
+            "{} payouts",
+            replay.payouts().len()
+        );
+        replay
+    }
+
+    #[test]
+    fn a_large_step_is_split_into_ranges_that_drain_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ledger_log::Log::open(dir.path()).unwrap();
+        let replay = folded(2 * RANGE_PAYOUTS as usize);
         let payouts = replay.payouts();
-        assert!(payouts.len() > 500, "{} payouts", payouts.len());
+        let n = payouts.len() as u64;
         let outbox = Outbox::new(log.tree_handle("outbox").unwrap(), "incentive.payouts");
-        outbox.record(0, &payouts[..10]).unwrap();
-        outbox.record(10, &payouts[10..]).unwrap();
-        assert_eq!(outbox.recorded().unwrap(), payouts.len() as u64);
-        assert_eq!(outbox.backlog(), payouts.len());
+        outbox.record(0, 10, 7).unwrap();
+        outbox.record(10, n - 10, 30_000).unwrap();
+        assert_eq!(outbox.recorded().unwrap(), n);
+        assert_eq!(outbox.backlog(), n as usize);
         let entries = log.tree_handle("outbox").unwrap().get().unwrap();
-        let keys = entries.scan_prefix([ENTRY]).count();
-        assert!(keys > 3, "the large step was not split: {keys} entries");
-        // Draining gives every payout once, in order; the backlog counts down to zero.
+        let keys = entries.scan_prefix([ENTRY]).count() as u64;
+        assert_eq!(keys, 1 + (n - 10).div_ceil(RANGE_PAYOUTS));
+        // Draining gives every payout once, in order, with the step's position; the
+        // backlog counts down to zero.
         let mut drained = Vec::new();
-        while let Some((first, step)) = outbox.next_step().unwrap() {
-            assert_eq!(first, drained.len() as u64);
-            drained.extend(step.into_iter().map(|e| e.payout_id));
-            outbox.acknowledge(first).unwrap();
+        while let Some(range) = outbox.next_range().unwrap() {
+            assert_eq!(range.first, drained.len() as u64);
+            assert!(range.count <= RANGE_PAYOUTS);
+            let position = if range.first == 0 { 7 } else { 30_000 };
+            assert_eq!(range.position, Some(position));
+            drained.extend(range.first..range.first + range.count);
+            outbox.acknowledge(range.first).unwrap();
             assert_eq!(outbox.backlog(), payouts.len() - drained.len());
         }
-        let expected: Vec<String> = payouts.iter().map(|p| p.payout_id.to_string()).collect();
-        assert_eq!(drained, expected);
+        assert_eq!(drained, (0..n).collect::<Vec<_>>());
         // A fresh count from the stored entries agrees.
         outbox.recount();
         assert_eq!(outbox.backlog(), 0);
+    }
+
+    #[test]
+    fn an_entry_is_the_payout_cloudevent_on_its_kind_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ledger_log::Log::open(dir.path()).unwrap();
+        let replay = folded(1);
+        let outbox = Outbox::new(log.tree_handle("outbox").unwrap(), "acme.payouts");
+        for p in replay.payouts().iter().take(50) {
+            let e = outbox.entry(p).unwrap();
+            assert_eq!(e.subject, format!("acme.payouts.{}", p.kind.as_str()));
+            assert_eq!(e.payout_id, p.payout_id.to_string());
+            let mut expected = Vec::new();
+            write_payout_cloudevent(p, &mut expected).unwrap();
+            assert_eq!(e.payload, expected);
+        }
+    }
+
+    /// An earlier version stored the encoded payouts after the count: such an entry is
+    /// the same range, published from the fold.
+    #[test]
+    fn an_entry_of_an_earlier_version_is_read_as_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ledger_log::Log::open(dir.path()).unwrap();
+        let tree = log.tree_handle("outbox").unwrap();
+        let mut old = 3u32.to_be_bytes().to_vec();
+        for part in [&b"incentive.payouts.rebate"[..], b"id", b"{}"].repeat(3) {
+            old.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            old.extend_from_slice(part);
+        }
+        tree.get().unwrap().insert(entry_key(5), old).unwrap();
+        tree.get()
+            .unwrap()
+            .insert(RECORDED, &8u64.to_be_bytes())
+            .unwrap();
+        let outbox = Outbox::new(tree, "incentive.payouts");
+        assert_eq!(outbox.backlog(), 3);
+        assert_eq!(
+            outbox.next_range().unwrap(),
+            Some(Range {
+                first: 5,
+                count: 3,
+                position: None
+            })
+        );
+        outbox.acknowledge(5).unwrap();
+        assert_eq!(outbox.backlog(), 0);
+        assert_eq!(outbox.next_range().unwrap(), None);
     }
 }

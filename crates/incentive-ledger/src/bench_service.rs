@@ -172,6 +172,32 @@ async fn transport_ceiling(
     Ok(took)
 }
 
+/// CPU time this process has used so far: user and system.
+#[derive(Clone, Copy)]
+struct Cpu(Duration, Duration);
+
+impl std::ops::Sub for Cpu {
+    type Output = (Duration, Duration);
+    fn sub(self, earlier: Cpu) -> (Duration, Duration) {
+        (
+            self.0.saturating_sub(earlier.0),
+            self.1.saturating_sub(earlier.1),
+        )
+    }
+}
+
+fn process_cpu() -> Cpu {
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    // SAFETY: getrusage writes into the struct it is given; RUSAGE_SELF is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Cpu(Duration::ZERO, Duration::ZERO);
+    }
+    Cpu(tv(usage.ru_utime), tv(usage.ru_stime))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -181,6 +207,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub fn run(args: BenchServiceArgs) -> Result<()> {
+    // Runs the service in this process: with its memory setting.
+    crate::keep_freed_memory();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -241,8 +269,10 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         "transport alone:      {:>9.0} events/s (fetch + explicit ack of every message, no log, no fold: the ceiling nats-server and the client set on this machine)",
         summary.published as f64 / ceiling.as_secs_f64()
     );
+    let cpu_before = process_cpu();
     let (service, stop_tx, shared, _) = start_service(c).await?;
     let took = wait_folded(&shared, positions, Duration::from_secs(3600)).await?;
+    let (user, system) = process_cpu() - cpu_before;
     println!(
         "service end to end:   {:>9.0} events/s ({} messages → {} log positions → {} payouts published, {:.2} s, fetch batch {})",
         summary.published as f64 / took.as_secs_f64(),
@@ -251,6 +281,13 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         payouts,
         took.as_secs_f64(),
         args.fetch_batch
+    );
+    println!(
+        "ledger CPU:           {:>9.1} µs per message (user {:.2} s + system {:.2} s over the run, {:.0}% of one core; nats-server's is not counted)",
+        (user + system).as_secs_f64() * 1e6 / summary.published.max(1) as f64,
+        user.as_secs_f64(),
+        system.as_secs_f64(),
+        (user + system).as_secs_f64() * 100.0 / took.as_secs_f64()
     );
     let _ = stop_tx.send(());
     service.await??;

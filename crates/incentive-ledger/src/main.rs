@@ -73,6 +73,21 @@ fn disable_transparent_huge_pages() {
     }
 }
 
+/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e` of the v3 header the
+/// locked `libmimalloc-sys` builds; the crate exports no constant for it). A test checks
+/// that it reads the v3 default.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// The service keeps the memory it freed instead of handing it back to the kernel a
+/// second later (mimalloc's default purge): its log buffers, batches and checkpoint
+/// buffers are freed and allocated again all the time, and each purge meant faulting the
+/// pages in again. The service's resident memory then stays at its peak, which is what
+/// it has to be provisioned for anyway (DECISIONS 21f).
+pub(crate) fn keep_freed_memory() {
+    // SAFETY: sets a plain option; called before the service's threads start.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 fn main() -> ExitCode {
     disable_transparent_huge_pages();
     let cli = Cli::parse();
@@ -100,5 +115,24 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_where_it_is_expected() {
+        // SAFETY: reads an option.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        // mimalloc v3's default, unless the environment overrides it.
+        match std::env::var("MIMALLOC_PURGE_DELAY") {
+            Ok(v) => assert_eq!(delay.to_string(), v),
+            Err(_) => assert_eq!(delay, 1000),
+        }
+        // The next option (use_numa_nodes) defaults to 0, the one before is deprecated.
+        let numa = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY + 1) };
+        assert_eq!(numa, 0);
     }
 }

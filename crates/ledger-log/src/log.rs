@@ -59,6 +59,10 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// The fold state could not be encoded (not expected: it holds plain data); no
+    /// checkpoint is written, the log stays the truth.
+    #[error("the checkpoint cannot be encoded: {0}")]
+    Checkpoint(String),
 }
 
 /// One input offered to the log.

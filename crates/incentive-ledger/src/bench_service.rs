@@ -35,8 +35,8 @@ pub struct BenchServiceArgs {
     /// HTTP queries per second during the latency run (balances and statements).
     #[arg(long, default_value_t = 1000)]
     pub query_rate: u64,
-    /// Messages per fetch / group commit.
-    #[arg(long, default_value_t = 1000)]
+    /// Messages per fetch / group commit (the service's default).
+    #[arg(long, default_value_t = 4000)]
     pub fetch_batch: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

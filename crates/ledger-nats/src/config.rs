@@ -140,7 +140,7 @@ impl Default for InboundConfig {
             replicas: 1,
             max_bytes: -1,
             max_age_secs: 0,
-            fetch_batch: 1000,
+            fetch_batch: 4000,
             fetch_wait_ms: 100,
             linger_ms: 2,
             ack_wait_secs: 30,

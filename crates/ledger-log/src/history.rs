@@ -45,7 +45,7 @@ struct Checkpoint {
 
 /// Names the layout of the encoded state: bump it whenever the fold state's fields
 /// change, so an older checkpoint is refused (and the log replayed) rather than misread.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT05";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT06";
 
 /// Bytes of the last checkpoint encoded in this process: the next one reserves about
 /// that much at once, instead of growing its buffer by doubling (each step a copy of

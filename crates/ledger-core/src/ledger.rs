@@ -583,7 +583,8 @@ mod journal_causes {
     }
 }
 
-/// [`JournalLine::payout`] with its amount in binary (see `bin_decimal`).
+/// [`JournalLine::payout`] with its amount in the checkpoint form of every other
+/// amount (`bin_decimal`).
 mod journal_payout {
     use super::PayoutReason;
     use rust_decimal::Decimal;
@@ -591,15 +592,22 @@ mod journal_payout {
 
     type Held = Option<(uuid::Uuid, Decimal, PayoutReason)>;
 
+    #[derive(Serialize, Deserialize)]
+    struct Paid(
+        uuid::Uuid,
+        #[serde(with = "crate::values::bin_decimal")] Decimal,
+        PayoutReason,
+    );
+
     pub fn serialize<S: Serializer>(value: &Held, serializer: S) -> Result<S::Ok, S::Error> {
         value
-            .map(|(id, amount, reason)| (id, amount.serialize(), reason))
+            .map(|(id, amount, reason)| Paid(id, amount, reason))
             .serialize(serializer)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Held, D::Error> {
-        let held = Option::<(uuid::Uuid, [u8; 16], PayoutReason)>::deserialize(deserializer)?;
-        Ok(held.map(|(id, amount, reason)| (id, Decimal::deserialize(amount), reason)))
+        let held = Option::<Paid>::deserialize(deserializer)?;
+        Ok(held.map(|Paid(id, amount, reason)| (id, amount, reason)))
     }
 }
 
@@ -1915,13 +1923,13 @@ impl Ledger {
     }
 }
 
-/// The field a later version may not change, if it does (SPEC §3 `program_immutable_field`).
 /// Whether sales can count for a program of this definition (its kind and measure are
 /// the same in every version; see [`immutable_change`]).
 fn counts_sales(def: &ProgramDef) -> bool {
     def.kind.counts_sales() && def.rules.measure().is_some()
 }
 
+/// The field a later version may not change, if it does (SPEC §3 `program_immutable_field`).
 fn immutable_change(current: &ProgramDef, next: &ProgramDef) -> Option<String> {
     let id = &current.program_id;
     if current.kind != next.kind {

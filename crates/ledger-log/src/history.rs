@@ -295,39 +295,38 @@ fn rebuild_inner(
     let mut warnings = Vec::new();
     let mut start: Option<Checkpoint> = None;
     if use_checkpoint && limits.before_ns == u64::MAX {
-        let stored = log.load_checkpoint()?;
-        if let Some(bytes) = &stored {
-            // The next checkpoint will be about this size.
-            LAST_CHECKPOINT_BYTES.fetch_max(bytes.len(), std::sync::atomic::Ordering::Relaxed);
-        }
-        match stored {
+        match log.load_checkpoint()? {
             None => {}
-            Some(bytes) => match decode_checkpoint(&bytes) {
-                Err(why) => warnings.push(format!(
-                    "checkpoint not used: {why}; replaying the whole log"
-                )),
-                Ok(cp) => {
-                    let record_hash = match cp.seq {
-                        0 => Some([0u8; 32]),
-                        s => log
-                            .records_from(s)
-                            .next()
-                            .transpose()?
-                            .filter(|r| r.seq == s)
-                            .map(|r| r.hash),
-                    };
-                    if record_hash != Some(cp.hash) {
-                        warnings.push(format!(
+            Some(bytes) => {
+                // The next checkpoint will be about this size.
+                LAST_CHECKPOINT_BYTES.fetch_max(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+                match decode_checkpoint(&bytes) {
+                    Err(why) => warnings.push(format!(
+                        "checkpoint not used: {why}; replaying the whole log"
+                    )),
+                    Ok(cp) => {
+                        let record_hash = match cp.seq {
+                            0 => Some([0u8; 32]),
+                            s => log
+                                .records_from(s)
+                                .next()
+                                .transpose()?
+                                .filter(|r| r.seq == s)
+                                .map(|r| r.hash),
+                        };
+                        if record_hash != Some(cp.hash) {
+                            warnings.push(format!(
                             "checkpoint not used: it covers position {} but the log's record there differs or is missing; replaying the whole log",
                             cp.seq
                         ));
-                    } else if journal && !cp.replay.ledger().journal_enabled() {
-                        warnings.push("checkpoint not used: it holds no statement journals; replaying the whole log".into());
-                    } else if cp.seq <= limits.max_seq && cp.arrival <= limits.max_arrival {
-                        start = Some(cp);
+                        } else if journal && !cp.replay.ledger().journal_enabled() {
+                            warnings.push("checkpoint not used: it holds no statement journals; replaying the whole log".into());
+                        } else if cp.seq <= limits.max_seq && cp.arrival <= limits.max_arrival {
+                            start = Some(cp);
+                        }
                     }
                 }
-            },
+            }
         }
     }
     let (mut replay, from_seq, from_arrival, resumed_from) = match start {

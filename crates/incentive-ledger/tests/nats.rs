@@ -478,6 +478,106 @@ fn a_fault_after_the_flush_folds_the_batch_from_the_log_once() {
     assert_payouts_match(&stream_payouts(&nats), &doc);
 }
 
+/// A plain NATS client that publishes small messages on `subject` until told to stop;
+/// returns how many it sent.
+fn intruder(
+    port: u16,
+    subject: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut info = String::new();
+        reader.read_line(&mut info).unwrap(); // INFO {...}
+        let mut w = stream;
+        w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+            .unwrap();
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            w.write_all(format!("PUB {subject} 2\r\n{{}}\r\n").as_bytes())
+                .unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        w.write_all(b"PING\r\n").unwrap();
+        let mut pong = String::new();
+        while !pong.starts_with("PONG") {
+            pong.clear();
+            reader.read_line(&mut pong).unwrap();
+        }
+        sent
+    })
+}
+
+/// The text without its ANSI colour codes (`ESC [ ... m`).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn another_writer_in_the_payout_stream_costs_no_payout() {
+    // Payout windows are confirmed by a chain of expected last message ids (DECISIONS
+    // 26c); a foreign message in the payout stream breaks the chain, and the payouts the
+    // server then refused must be published again — each stored once, none lost.
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("js"));
+    let lines: Vec<String> = Generator::new(GenConfig::new(77, 15_000)).collect();
+    let file = tmp.path().join("events.ndjson");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    publish(&nats, &file);
+    let doc = document(&file);
+    let log = tmp.path().join("serve.log");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let foreign = intruder(nats.port, "incentive.payouts.foreign", stop.clone());
+    let mut service = Service::start(&nats, &tmp.path().join("data"), &log);
+    let s = wait_for(&nats, positions(&doc), &log);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(foreign.join().unwrap() > 0);
+    assert_eq!(s["digest"], doc["digest"]);
+    service.terminate();
+
+    let stored = stream_payouts(&nats);
+    let payouts: Vec<serde_json::Value> = stored
+        .iter()
+        .filter(|m| m["type"] == "payout.issued")
+        .cloned()
+        .collect();
+    assert!(
+        payouts.len() < stored.len(),
+        "foreign messages reached the stream"
+    );
+    assert_eq!(
+        payouts.len(),
+        doc["payouts"].as_array().unwrap().len(),
+        "every payout stored once"
+    );
+    assert_payouts_match(&payouts, &doc);
+    // Some windows needed an acknowledgement per payout (the first one always does).
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    let acked: u64 = without_colours(&logs)
+        .split("acked_per_payout=")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no publisher summary in the log:\n{logs}"));
+    assert!(acked >= 2, "the chain never broke: {acked}\n{logs}");
+}
+
 #[test]
 fn malformed_and_conflicting_inputs_are_quarantined_and_announced() {
     let tmp = tempfile::tempdir().unwrap();

@@ -19,7 +19,7 @@ use ledger_log::{history, Input, Log, Outcome};
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -302,15 +302,17 @@ fn uuid_for(name: &str) -> String {
     )
 }
 
-/// Publishes what is in the outbox, range by range in order, at most `window` payouts
-/// in flight, each encoded from the projection when it is sent; a range is removed once
-/// JetStream acknowledged all its payouts. Stops at the first failure (the range stays
-/// and is published again, with the same ids).
+/// Publishes what is in the outbox, range by range in order, in windows of at most
+/// `window` payouts, each encoded from the projection when it is sent; a range is
+/// removed once JetStream has stored all its payouts. Stops at the first failure (the
+/// range stays and is published again, with the same ids; the publisher forgets the
+/// stream's tail).
 async fn drain_outbox(
-    js: &jetstream::Context,
+    sink: &impl PayoutSink,
     outbox: &Outbox,
     shared: &Shared,
     window: usize,
+    publisher: &mut Publisher,
 ) -> Result<usize, String> {
     let window = window.max(1) as u64;
     let mut published = 0;
@@ -325,25 +327,174 @@ async fn drain_outbox(
         while at < end {
             let entries = outbox_entries(outbox, shared, at, window.min(end - at))?;
             at += entries.len() as u64;
-            let mut acks = Vec::with_capacity(entries.len());
-            for e in entries {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", e.payout_id.as_str());
-                let ack = js
-                    .publish_with_headers(e.subject, headers, e.payload.into())
-                    .await
-                    .map_err(|err| format!("publishing payout {}: {err}", e.payout_id))?;
-                acks.push((e.payout_id, ack));
-            }
-            for (payout_id, ack) in acks {
-                ack.await
-                    .map_err(|err| format!("payout {payout_id} not acknowledged: {err}"))?;
+            let (tail, chained) = publish_window(sink, entries, publisher.tail.take()).await?;
+            publisher.tail = tail;
+            match chained {
+                true => publisher.chained += 1,
+                false => publisher.acked += 1,
             }
         }
         tokio::task::block_in_place(|| outbox.acknowledge(range.first))
             .map_err(|e| e.to_string())?;
         published += range.count as usize;
     }
+}
+
+/// What the payout publisher knows and has done.
+#[derive(Debug, Default)]
+struct Publisher {
+    /// The id of the payout stream's last message, as far as the publisher knows.
+    tail: Option<String>,
+    /// Windows confirmed by the acknowledgement of their last payout.
+    chained: u64,
+    /// Windows published with an acknowledgement per payout.
+    acked: u64,
+}
+
+/// JetStream's acknowledgement of a stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InStream {
+    sequence: u64,
+    /// The stream already held a message with this `Nats-Msg-Id` (`sequence` is its);
+    /// this one was not stored.
+    duplicate: bool,
+}
+
+/// Where payouts go: the payout stream, each message with `Nats-Msg-Id` = its payout
+/// id and, when `after` is given, `Nats-Expected-Last-Msg-Id` = `after`: JetStream then
+/// stores it only if the stream's last message has that id.
+trait PayoutSink {
+    /// Publishes without asking for JetStream's acknowledgement.
+    async fn send(
+        &self,
+        subject: &str,
+        id: &str,
+        after: Option<&str>,
+        payload: bytes::Bytes,
+    ) -> Result<(), String>;
+    /// Publishes; the returned future resolves to JetStream's acknowledgement.
+    async fn send_acked(
+        &self,
+        subject: &str,
+        id: &str,
+        after: Option<&str>,
+        payload: bytes::Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<InStream, String>>, String>;
+}
+
+/// The payout stream on the service's NATS connection.
+struct JetStreamSink {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+fn payout_headers(id: &str, after: Option<&str>) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    if let Some(after) = after {
+        headers.insert("Nats-Expected-Last-Msg-Id", after);
+    }
+    headers
+}
+
+impl PayoutSink for JetStreamSink {
+    async fn send(
+        &self,
+        subject: &str,
+        id: &str,
+        after: Option<&str>,
+        payload: bytes::Bytes,
+    ) -> Result<(), String> {
+        self.client
+            .publish_with_headers(subject.to_string(), payout_headers(id, after), payload)
+            .await
+            .map_err(|err| format!("publishing payout {id}: {err}"))
+    }
+
+    async fn send_acked(
+        &self,
+        subject: &str,
+        id: &str,
+        after: Option<&str>,
+        payload: bytes::Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<InStream, String>>, String> {
+        let ack = self
+            .js
+            .publish_with_headers(subject.to_string(), payout_headers(id, after), payload)
+            .await
+            .map_err(|err| format!("publishing payout {id}: {err}"))?;
+        let id = id.to_string();
+        Ok(async move {
+            ack.await
+                .map(|a| InStream {
+                    sequence: a.sequence,
+                    duplicate: a.duplicate,
+                })
+                .map_err(|err| format!("payout {id} not acknowledged: {err}"))
+        })
+    }
+}
+
+/// Publishes one window of payouts so that JetStream stores each. Returns the id of the
+/// payout stream's last message after it, when known, and whether the chain confirmed
+/// the window (DECISIONS 26c).
+///
+/// With the stream's last message `tail` known, the payouts are chained: each names the
+/// one before it (the first names `tail`) as the message the stream must end with
+/// before it is stored. Only the last payout awaits JetStream's acknowledgement. If it
+/// was stored (not a duplicate), so was the one it names, and that one's predecessor,
+/// back to the first: the whole window, in order. If anything broke the chain — a
+/// lost message, a payout already stored (re-sent after a crash), another writer's
+/// message, a server restart, or no known tail — the last one is refused or is a
+/// duplicate, and the whole window is published again without the chain, every payout
+/// awaiting its own acknowledgement; the ids make the second sending harmless.
+async fn publish_window(
+    sink: &impl PayoutSink,
+    entries: Vec<crate::outbox::OutboxEntry>,
+    tail: Option<String>,
+) -> Result<(Option<String>, bool), String> {
+    let entries: Vec<(String, String, bytes::Bytes)> = entries
+        .into_iter()
+        .map(|e| (e.subject, e.payout_id, e.payload.into()))
+        .collect();
+    let Some(((last_subject, last_id, last_payload), rest)) = entries.split_last() else {
+        return Ok((tail, false));
+    };
+    if let Some(tail) = &tail {
+        let mut after = tail.as_str();
+        for (subject, id, payload) in rest {
+            sink.send(subject, id, Some(after), payload.clone()).await?;
+            after = id;
+        }
+        let ack = sink
+            .send_acked(last_subject, last_id, Some(after), last_payload.clone())
+            .await?
+            .await;
+        match ack {
+            Ok(InStream {
+                duplicate: false, ..
+            }) => return Ok((Some(last_id.clone()), true)),
+            Ok(InStream { sequence, .. }) => debug!(
+                payout = %last_id,
+                sequence,
+                "the last payout of the window was stored before: publishing the window again, each payout acknowledged"
+            ),
+            Err(e) => debug!("the payout window's chain broke ({e}): publishing it again, each payout acknowledged"),
+        }
+    }
+    let mut acks = Vec::with_capacity(entries.len());
+    for (subject, id, payload) in &entries {
+        acks.push(sink.send_acked(subject, id, None, payload.clone()).await?);
+    }
+    let mut last = None;
+    for ack in acks {
+        last = Some(ack.await?);
+    }
+    // A duplicate leaves the stream's last message unknown.
+    let tail = last
+        .filter(|stored| !stored.duplicate)
+        .map(|_| last_id.clone());
+    Ok((tail, false))
 }
 
 /// The messages of the fold's payouts `first .. first + count`, encoded from the
@@ -441,12 +592,17 @@ pub async fn run(
     let wake = Arc::new(tokio::sync::Notify::new());
     let (stop_publisher, mut publisher_stop) = tokio::sync::watch::channel(false);
     let publisher = {
-        let (js, outbox, wake, shared) = (js.clone(), outbox.clone(), wake.clone(), shared.clone());
+        let (outbox, wake, shared) = (outbox.clone(), wake.clone(), shared.clone());
+        let sink = JetStreamSink {
+            client: client.clone(),
+            js: js.clone(),
+        };
         let window = config.payouts.publish_window;
         tokio::spawn(async move {
             let mut last_error = None;
+            let mut state = Publisher::default();
             loop {
-                match drain_outbox(&js, &outbox, &shared, window).await {
+                match drain_outbox(&sink, &outbox, &shared, window, &mut state).await {
                     Ok(_) => {
                         last_error = None;
                         let mut p = lock(&shared);
@@ -475,6 +631,11 @@ pub async fn run(
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
+            info!(
+                confirmed_by_last_ack = state.chained,
+                acked_per_payout = state.acked,
+                "payout windows published"
+            );
         })
     };
     tokio::pin!(shutdown);
@@ -1023,6 +1184,206 @@ mod notice_tests {
                 String::from_utf8(rejection_notice(r)).unwrap(),
                 String::from_utf8(through_value(r)).unwrap()
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use crate::outbox::OutboxEntry;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    /// A payout stream as JetStream keeps one: one message per `Nats-Msg-Id` (checked
+    /// first), then `Nats-Expected-Last-Msg-Id` against the last stored message; a
+    /// refused message is dropped in silence unless acknowledged. It can lose chosen
+    /// messages sent without a reply, and another writer can slip a message in after a
+    /// chosen one.
+    #[derive(Default)]
+    struct Stream {
+        state: Mutex<State>,
+    }
+
+    #[derive(Default)]
+    struct State {
+        /// The id of each stored message, in sequence order.
+        stored: Vec<String>,
+        lose: HashSet<String>,
+        foreign_after: Option<String>,
+        acked_sends: usize,
+        plain_sends: usize,
+    }
+
+    impl Stream {
+        fn holding(ids: &[String]) -> Stream {
+            let s = Stream::default();
+            s.state.lock().unwrap().stored = ids.to_vec();
+            s
+        }
+
+        fn store(state: &mut State, id: &str, after: Option<&str>) -> Result<InStream, String> {
+            if let Some(at) = state.stored.iter().position(|s| s == id) {
+                return Ok(InStream {
+                    sequence: at as u64 + 1,
+                    duplicate: true,
+                });
+            }
+            if let Some(after) = after {
+                if state.stored.last().map(String::as_str) != Some(after) {
+                    return Err(format!("wrong last msg ID: {:?}", state.stored.last()));
+                }
+            }
+            state.stored.push(id.to_string());
+            let sequence = state.stored.len() as u64;
+            if state.foreign_after.as_deref() == Some(id) {
+                state.stored.push("foreign".into());
+            }
+            Ok(InStream {
+                sequence,
+                duplicate: false,
+            })
+        }
+
+        fn stored(&self) -> Vec<String> {
+            self.state.lock().unwrap().stored.clone()
+        }
+
+        fn sends(&self) -> (usize, usize) {
+            let state = self.state.lock().unwrap();
+            (state.acked_sends, state.plain_sends)
+        }
+    }
+
+    impl PayoutSink for Stream {
+        async fn send(
+            &self,
+            _: &str,
+            id: &str,
+            after: Option<&str>,
+            _: bytes::Bytes,
+        ) -> Result<(), String> {
+            let mut state = self.state.lock().unwrap();
+            state.plain_sends += 1;
+            if !state.lose.remove(id) {
+                let _ = Stream::store(&mut state, id, after);
+            }
+            Ok(())
+        }
+
+        async fn send_acked(
+            &self,
+            _: &str,
+            id: &str,
+            after: Option<&str>,
+            _: bytes::Bytes,
+        ) -> Result<impl std::future::Future<Output = Result<InStream, String>>, String> {
+            let mut state = self.state.lock().unwrap();
+            state.acked_sends += 1;
+            Ok(std::future::ready(Stream::store(&mut state, id, after)))
+        }
+    }
+
+    fn ids(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("payout-{i}")).collect()
+    }
+
+    fn window(ids: &[String]) -> Vec<OutboxEntry> {
+        ids.iter()
+            .map(|id| OutboxEntry {
+                subject: "incentive.payouts.rebate".into(),
+                payout_id: id.clone(),
+                payload: id.as_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    fn publish(s: &Stream, ids: &[String], tail: Option<&str>) -> Option<String> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(publish_window(s, window(ids), tail.map(str::to_string)))
+            .unwrap()
+            .0
+    }
+
+    /// Every payout stored exactly once, in window order after the stream's own.
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_first_window_is_acked_per_payout_and_later_ones_by_their_last() {
+        let s = Stream::default();
+        let tail = publish(&s, &ids(0..10), None);
+        assert_eq!(tail.as_deref(), Some("payout-9"));
+        assert_eq!(s.sends(), (10, 0));
+        let tail = publish(&s, &ids(10..20), tail.as_deref());
+        assert_eq!(tail.as_deref(), Some("payout-19"));
+        assert_eq!(s.sends(), (11, 9));
+        let tail = publish(&s, &ids(20..21), tail.as_deref());
+        assert_eq!(tail.as_deref(), Some("payout-20"));
+        assert_eq!(s.sends(), (12, 9));
+        assert_eq!(s.stored(), ids(0..21));
+    }
+
+    #[test]
+    fn a_lost_payout_breaks_the_chain_and_the_window_is_sent_again() {
+        let s = Stream::holding(&ids(0..10));
+        s.state.lock().unwrap().lose.insert("payout-13".into());
+        let tail = publish(&s, &ids(10..20), Some("payout-9"));
+        let mut expected = ids(0..13);
+        expected.extend(ids(13..20));
+        assert_eq!(s.stored(), expected, "every payout stored once, in order");
+        assert_eq!(tail.as_deref(), Some("payout-19"));
+        assert_eq!(s.sends(), (11, 9));
+    }
+
+    #[test]
+    fn another_writers_message_breaks_the_chain_and_nothing_is_lost() {
+        let s = Stream::holding(&ids(0..10));
+        {
+            let mut state = s.state.lock().unwrap();
+            state.foreign_after = Some("payout-12".into());
+            // A lost payout and a foreign message in one window: a count of the
+            // stream's sequences could not tell this from a complete window.
+            state.lose.insert("payout-15".into());
+        }
+        let tail = publish(&s, &ids(10..20), Some("payout-9"));
+        let stored = s.stored();
+        assert_eq!(stored.len(), 21);
+        assert_eq!(
+            sorted(stored.into_iter().filter(|i| i != "foreign").collect()),
+            sorted(ids(0..20))
+        );
+        assert_eq!(tail.as_deref(), Some("payout-19"));
+    }
+
+    #[test]
+    fn payouts_sent_again_after_a_crash_are_not_taken_for_a_confirmation() {
+        // The stream holds the whole window: every ack is a duplicate, the tail unknown.
+        let s = Stream::holding(&ids(0..20));
+        let tail = publish(&s, &ids(10..20), Some("payout-19"));
+        assert_eq!(s.stored(), ids(0..20));
+        assert_eq!(tail, None);
+        assert_eq!(s.sends(), (11, 9));
+        // Half of it: the chain breaks at the first payout not stored before.
+        let s = Stream::holding(&ids(0..15));
+        let tail = publish(&s, &ids(10..20), Some("payout-9"));
+        assert_eq!(s.stored(), ids(0..20));
+        assert_eq!(tail.as_deref(), Some("payout-19"));
+    }
+
+    #[test]
+    fn a_wrong_tail_costs_a_second_sending_never_a_payout() {
+        for tail in ["payout-8", "payout-0", "nothing"] {
+            let s = Stream::holding(&ids(0..10));
+            s.state.lock().unwrap().lose.insert("payout-11".into());
+            let after = publish(&s, &ids(10..20), Some(tail));
+            assert_eq!(sorted(s.stored()), sorted(ids(0..20)), "tail {tail}");
+            assert_eq!(after.as_deref(), Some("payout-19"), "tail {tail}");
+            assert_eq!(s.sends(), (11, 9), "tail {tail}");
         }
     }
 }

@@ -78,7 +78,7 @@ async fn wait_folded(shared: &Shared, positions: u64, limit: Duration) -> Result
     loop {
         {
             let p = shared.read().unwrap_or_else(|e| e.into_inner());
-            if p.seq >= positions && p.outbox_backlog == 0 {
+            if p.seq >= positions && ledger_nats::service::health(&p.health).outbox_backlog == 0 {
                 return Ok(start.elapsed());
             }
         }

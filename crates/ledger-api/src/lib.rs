@@ -334,6 +334,7 @@ async fn metrics(
 ) -> ApiResult {
     staff_only(&role)?;
     let p = lock(&state.shared);
+    let h = ledger_nats::service::health(&p.health);
     let counts = p.replay.counts();
     let mut by_code: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     for r in p.replay.rejections() {
@@ -425,13 +426,13 @@ async fn metrics(
         "ledger_outbox_backlog",
         "Payouts waiting for a JetStream acknowledgement.",
         "gauge",
-        vec![(String::new(), p.outbox_backlog as u64)],
+        vec![(String::new(), h.outbox_backlog as u64)],
     );
     metric(
         "ledger_consumer_pending",
         "Inbound messages not yet delivered (consumer lag).",
         "gauge",
-        vec![(String::new(), p.consumer_pending.unwrap_or(0))],
+        vec![(String::new(), h.consumer_pending.unwrap_or(0))],
     );
     metric(
         "ledger_payouts_total",
@@ -443,11 +444,12 @@ async fn metrics(
         "ledger_fault",
         "1 while the service reports a fault.",
         "gauge",
-        vec![(String::new(), u64::from(p.fault.is_some()))],
+        vec![(String::new(), u64::from(h.fault.is_some()))],
     );
     out.push_str("# HELP ledger_batch_flush_seconds Time of one group commit (checks, write, flush).\n# TYPE ledger_batch_flush_seconds histogram\n");
-    p.batch_flush
+    h.batch_flush
         .render("ledger_batch_flush_seconds", "", &mut out);
+    drop(h);
     drop(p);
     out.push_str("# HELP ledger_http_request_seconds HTTP request latency by route.\n# TYPE ledger_http_request_seconds histogram\n");
     if let Ok(h) = state.http_latency.lock() {
@@ -470,7 +472,8 @@ async fn metrics(
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {
-    let fault = lock(&state.shared).fault.clone();
+    let report = lock(&state.shared).health.clone();
+    let fault = ledger_nats::service::health(&report).fault.clone();
     match fault {
         None => Json(json!({ "status": "ready" })).into_response(),
         Some(f) => (

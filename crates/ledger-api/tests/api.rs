@@ -25,10 +25,7 @@ fn state() -> ApiState {
         seq,
         arrival: seq,
         checkpoint_seq: 0,
-        fault: None,
-        outbox_backlog: 0,
-        consumer_pending: None,
-        batch_flush: Default::default(),
+        health: ledger_nats::service::Health::shared(),
     }));
     ApiState::new(
         shared,
@@ -417,10 +414,7 @@ async fn as_of_seq_answers_from_the_log_as_it_stood() {
         seq: rebuilt.seq,
         arrival: rebuilt.arrival,
         checkpoint_seq: 0,
-        fault: None,
-        outbox_backlog: 0,
-        consumer_pending: None,
-        batch_flush: Default::default(),
+        health: ledger_nats::service::Health::shared(),
     }));
     st.log = Some(Arc::new(log.reader()));
     let call = |path: String| {

@@ -17,7 +17,7 @@ use ledger_core::replay::Rejection;
 use ledger_core::Replay;
 use ledger_log::{history, Input, Log, Outcome};
 use serde::Serialize;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, error, info, warn};
 
@@ -67,6 +67,16 @@ pub struct Projection {
     pub seq: u64,
     pub arrival: u64,
     pub checkpoint_seq: u64,
+    /// What the ingest loop and the publisher report, under a lock of its own.
+    pub health: Arc<Mutex<Health>>,
+}
+
+/// What the service's loops report beside the projection. It has its own lock, so
+/// that reporting never waits for the fold or for a checkpoint being encoded under the
+/// projection's read lock (the ingest loop had waited seconds per 1M events for it).
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The last storage or publishing fault, until it clears.
     pub fault: Option<String>,
     pub outbox_backlog: usize,
     pub consumer_pending: Option<u64>,
@@ -74,18 +84,31 @@ pub struct Projection {
     pub batch_flush: crate::histogram::Histogram,
 }
 
+impl Health {
+    /// A new, healthy report to share between the projection and the loops.
+    pub fn shared() -> Arc<Mutex<Health>> {
+        Arc::new(Mutex::new(Health::default()))
+    }
+}
+
+/// The health report for reading or writing; a panic while holding it leaves it usable.
+pub fn health(h: &Mutex<Health>) -> std::sync::MutexGuard<'_, Health> {
+    h.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Projection {
     pub fn status(&self) -> Status {
         let doc = self.replay.document();
+        let h = health(&self.health);
         Status {
             position: self.seq,
             arrival: self.arrival,
             digest: doc.digest,
             events: doc.events,
-            outbox_backlog: self.outbox_backlog,
+            outbox_backlog: h.outbox_backlog,
             checkpoint_seq: self.checkpoint_seq,
-            consumer_pending: self.consumer_pending,
-            fault: self.fault.clone(),
+            consumer_pending: h.consumer_pending,
+            fault: h.fault.clone(),
         }
     }
 }
@@ -546,15 +569,14 @@ pub async fn run(
         payouts = rebuilt.replay.payouts().len(),
         "projection rebuilt"
     );
+    let health_report = Health::shared();
+    health(&health_report).outbox_backlog = outbox.backlog();
     let shared: Shared = Arc::new(RwLock::new(Projection {
         checkpoint_seq: rebuilt.resumed_from.unwrap_or(0),
         seq: rebuilt.seq,
         arrival: rebuilt.arrival,
         replay: rebuilt.replay,
-        fault: None,
-        outbox_backlog: outbox.backlog(),
-        consumer_pending: None,
-        batch_flush: Default::default(),
+        health: health_report.clone(),
     }));
     if let Some(tx) = shared_out {
         let _ = tx.send((shared.clone(), Arc::new(log.reader())));
@@ -593,6 +615,7 @@ pub async fn run(
     let (stop_publisher, mut publisher_stop) = tokio::sync::watch::channel(false);
     let publisher = {
         let (outbox, wake, shared) = (outbox.clone(), wake.clone(), shared.clone());
+        let report = health_report.clone();
         let sink = JetStreamSink {
             client: client.clone(),
             js: js.clone(),
@@ -605,9 +628,9 @@ pub async fn run(
                 match drain_outbox(&sink, &outbox, &shared, window, &mut state).await {
                     Ok(_) => {
                         last_error = None;
-                        let mut p = lock(&shared);
-                        if p.fault.as_deref().is_some_and(|f| f.starts_with("publish")) {
-                            p.fault = None;
+                        let mut h = health(&report);
+                        if h.fault.as_deref().is_some_and(|f| f.starts_with("publish")) {
+                            h.fault = None;
                         }
                     }
                     Err(e) => {
@@ -615,9 +638,9 @@ pub async fn run(
                             warn!("payout publishing paused: {e}");
                         }
                         // A log fault is the one to report: it is why publishing stopped.
-                        let mut p = lock(&shared);
-                        if p.fault.as_deref().is_none_or(|f| f.starts_with("publish")) {
-                            p.fault = Some(format!("publish: {e}"));
+                        let mut h = health(&report);
+                        if h.fault.as_deref().is_none_or(|f| f.starts_with("publish")) {
+                            h.fault = Some(format!("publish: {e}"));
                         }
                         last_error = Some(e);
                     }
@@ -660,7 +683,7 @@ pub async fn run(
         .run(jobs_rx),
     );
     loop {
-        lock(&shared).outbox_backlog = outbox.backlog();
+        health(&health_report).outbox_backlog = outbox.backlog();
 
         // Wait for the first message, then take what else is already buffered, up to a
         // batch: the pull stream keeps requests outstanding while we commit and fold.
@@ -734,15 +757,15 @@ pub async fn run(
             match tokio::task::block_in_place(|| log.append_batch_from(&inputs, last_stream_seq)) {
                 Ok(o) => {
                     backoff = Duration::from_millis(100);
-                    let mut p = lock(&shared);
-                    if p.fault.as_deref().is_some_and(|f| f.starts_with("log")) {
-                        p.fault = None;
+                    let mut h = health(&health_report);
+                    if h.fault.as_deref().is_some_and(|f| f.starts_with("log")) {
+                        h.fault = None;
                     }
                     break Some(FoldJob::Outcomes(o));
                 }
                 Err(e) => {
                     error!("the log cannot be written; nothing acknowledged, retrying in {backoff:?}: {e}");
-                    lock(&shared).fault = Some(format!("log: {e}"));
+                    health(&health_report).fault = Some(format!("log: {e}"));
                     for m in &messages {
                         // Keep JetStream from redelivering while we retry.
                         let _ = m.ack_with(AckKind::Progress).await;
@@ -769,7 +792,7 @@ pub async fn run(
                     match reopened {
                         Ok(()) if log.head().last_arrival > before.last_arrival => {
                             warn!(position = log.head().last_seq, "the batch had become durable before the fault; folding it from the log");
-                            lock(&shared).fault = None;
+                            health(&health_report).fault = None;
                             break Some(FoldJob::Landed);
                         }
                         Ok(()) => info!("data directory re-opened; retrying the batch"),
@@ -788,7 +811,7 @@ pub async fn run(
         };
         drop(inputs);
         timing.append += t.elapsed();
-        lock(&shared).batch_flush.observe(t.elapsed());
+        health(&health_report).batch_flush.observe(t.elapsed());
         let t = std::time::Instant::now();
         // Durable: acknowledge every message of the batch.
         for m in &messages {
@@ -805,7 +828,7 @@ pub async fn run(
         if last_lag_check.elapsed() >= Duration::from_secs(1) {
             last_lag_check = std::time::Instant::now();
             if let Ok(info) = consumer.info().await {
-                lock(&shared).consumer_pending = Some(info.num_pending);
+                health(&health_report).consumer_pending = Some(info.num_pending);
             }
         }
     }

@@ -40,6 +40,10 @@ pub struct BenchServiceArgs {
     pub fetch_batch: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The nats-server's process id, when it runs on this machine: its CPU time per
+    /// message over the throughput run is printed too (scripts/bench-service passes it).
+    #[arg(long)]
+    pub nats_server_pid: Option<u32>,
 }
 
 fn config(url: &str, tag: &str, data: &std::path::Path, fetch_batch: usize) -> Config {
@@ -198,6 +202,22 @@ fn process_cpu() -> Cpu {
     Cpu(tv(usage.ru_utime), tv(usage.ru_stime))
 }
 
+/// CPU time (user + system) of another process so far, from `/proc/PID/stat`.
+fn other_process_cpu(pid: u32) -> Option<Duration> {
+    let ticks = cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks. The
+/// command name (field 2, in parentheses) may hold spaces and parentheses itself.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -270,9 +290,15 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         summary.published as f64 / ceiling.as_secs_f64()
     );
     let cpu_before = process_cpu();
+    let server_before = args.nats_server_pid.and_then(other_process_cpu);
     let (service, stop_tx, shared, _) = start_service(c).await?;
     let took = wait_folded(&shared, positions, Duration::from_secs(3600)).await?;
     let (user, system) = process_cpu() - cpu_before;
+    let server_cpu = args
+        .nats_server_pid
+        .and_then(other_process_cpu)
+        .zip(server_before)
+        .map(|(after, before)| after.saturating_sub(before));
     println!(
         "service end to end:   {:>9.0} events/s ({} messages → {} log positions → {} payouts published, {:.2} s, fetch batch {})",
         summary.published as f64 / took.as_secs_f64(),
@@ -289,6 +315,14 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         system.as_secs_f64(),
         (user + system).as_secs_f64() * 100.0 / took.as_secs_f64()
     );
+    if let Some(server) = server_cpu {
+        println!(
+            "nats-server CPU:      {:>9.1} µs per message ({:.2} s over the run, {:.0}% of one core)",
+            server.as_secs_f64() * 1e6 / summary.published.max(1) as f64,
+            server.as_secs_f64(),
+            server.as_secs_f64() * 100.0 / took.as_secs_f64()
+        );
+    }
     let _ = stop_tx.send(());
     service.await??;
     // The latency run starts on a quiet machine: the throughput run's streams and data
@@ -477,4 +511,15 @@ fn http_load(
         n += 1;
     }
     (balances, statements, failures)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "4242 (nats (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 12";
+        assert_eq!(super::cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(super::cpu_ticks("4242 (cut short) S 1 2"), None);
+        assert!(super::other_process_cpu(std::process::id()).is_some());
+    }
 }

@@ -468,7 +468,8 @@ impl PayoutSink for JetStreamSink {
 /// was stored (not a duplicate), so was the one it names, and that one's predecessor,
 /// back to the first: the whole window, in order. If anything broke the chain — a
 /// lost message, a payout already stored (re-sent after a crash), another writer's
-/// message, a server restart, or no known tail — the last one is refused or is a
+/// message, a server that lost track of its last id, or no known tail — the last one
+/// is refused or is a
 /// duplicate, and the whole window is published again without the chain, every payout
 /// awaiting its own acknowledgement; the ids make the second sending harmless.
 async fn publish_window(

@@ -47,12 +47,13 @@ pub enum OutboxError {
     },
 }
 
-/// One payout message ready to publish.
+/// One payout message ready to publish (its payload shared, so that sending it again
+/// copies nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub subject: String,
     pub payout_id: String,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
 }
 
 /// A recorded range of the fold's payouts, not yet acknowledged.
@@ -161,7 +162,7 @@ impl Outbox {
         Ok(OutboxEntry {
             subject: format!("{}.{}", self.subject_prefix, p.kind.as_str()),
             payout_id: p.payout_id.hyphenated().encode_lower(&mut id).to_string(),
-            payload,
+            payload: payload.into(),
         })
     }
 

@@ -10,7 +10,7 @@
 //! written, the batch is held (nothing acked) and retried with a growing delay.
 
 use crate::config::Config;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OutboxEntry};
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
 use futures::StreamExt;
 use ledger_core::replay::Rejection;
@@ -388,20 +388,12 @@ struct InStream {
 /// stores it only if the stream's last message has that id.
 trait PayoutSink {
     /// Publishes without asking for JetStream's acknowledgement.
-    async fn send(
-        &self,
-        subject: &str,
-        id: &str,
-        after: Option<&str>,
-        payload: bytes::Bytes,
-    ) -> Result<(), String>;
+    async fn send(&self, payout: &OutboxEntry, after: Option<&str>) -> Result<(), String>;
     /// Publishes; the returned future resolves to JetStream's acknowledgement.
     async fn send_acked(
         &self,
-        subject: &str,
-        id: &str,
+        payout: &OutboxEntry,
         after: Option<&str>,
-        payload: bytes::Bytes,
     ) -> Result<impl std::future::Future<Output = Result<InStream, String>>, String>;
 }
 
@@ -421,32 +413,34 @@ fn payout_headers(id: &str, after: Option<&str>) -> async_nats::HeaderMap {
 }
 
 impl PayoutSink for JetStreamSink {
-    async fn send(
-        &self,
-        subject: &str,
-        id: &str,
-        after: Option<&str>,
-        payload: bytes::Bytes,
-    ) -> Result<(), String> {
+    async fn send(&self, payout: &OutboxEntry, after: Option<&str>) -> Result<(), String> {
+        let OutboxEntry {
+            subject,
+            payout_id: id,
+            payload,
+        } = payout;
         self.client
-            .publish_with_headers(subject.to_string(), payout_headers(id, after), payload)
+            .publish_with_headers(subject.clone(), payout_headers(id, after), payload.clone())
             .await
             .map_err(|err| format!("publishing payout {id}: {err}"))
     }
 
     async fn send_acked(
         &self,
-        subject: &str,
-        id: &str,
+        payout: &OutboxEntry,
         after: Option<&str>,
-        payload: bytes::Bytes,
     ) -> Result<impl std::future::Future<Output = Result<InStream, String>>, String> {
+        let OutboxEntry {
+            subject,
+            payout_id: id,
+            payload,
+        } = payout;
         let ack = self
             .js
-            .publish_with_headers(subject.to_string(), payout_headers(id, after), payload)
+            .publish_with_headers(subject.clone(), payout_headers(id, after), payload.clone())
             .await
             .map_err(|err| format!("publishing payout {id}: {err}"))?;
-        let id = id.to_string();
+        let id = id.clone();
         Ok(async move {
             ack.await
                 .map(|a| InStream {
@@ -469,31 +463,25 @@ impl PayoutSink for JetStreamSink {
 /// back to the first: the whole window, in order. If anything broke the chain — a
 /// lost message, a payout already stored (re-sent after a crash), another writer's
 /// message, a server that lost track of its last id, or no known tail — the last one
-/// is refused or is a
-/// duplicate, and the whole window is published again without the chain, every payout
-/// awaiting its own acknowledgement; the ids make the second sending harmless.
+/// is refused or is a duplicate, and the whole window is published again without the
+/// chain, every payout awaiting its own acknowledgement; the ids make the second
+/// sending harmless.
 async fn publish_window(
     sink: &impl PayoutSink,
-    entries: Vec<crate::outbox::OutboxEntry>,
+    entries: Vec<OutboxEntry>,
     tail: Option<String>,
 ) -> Result<(Option<String>, bool), String> {
-    let entries: Vec<(String, String, bytes::Bytes)> = entries
-        .into_iter()
-        .map(|e| (e.subject, e.payout_id, e.payload.into()))
-        .collect();
-    let Some(((last_subject, last_id, last_payload), rest)) = entries.split_last() else {
+    let Some((last, rest)) = entries.split_last() else {
         return Ok((tail, false));
     };
+    let last_id = &last.payout_id;
     if let Some(tail) = &tail {
         let mut after = tail.as_str();
-        for (subject, id, payload) in rest {
-            sink.send(subject, id, Some(after), payload.clone()).await?;
-            after = id;
+        for payout in rest {
+            sink.send(payout, Some(after)).await?;
+            after = &payout.payout_id;
         }
-        let ack = sink
-            .send_acked(last_subject, last_id, Some(after), last_payload.clone())
-            .await?
-            .await;
+        let ack = sink.send_acked(last, Some(after)).await?.await;
         match ack {
             Ok(InStream {
                 duplicate: false, ..
@@ -507,8 +495,8 @@ async fn publish_window(
         }
     }
     let mut acks = Vec::with_capacity(entries.len());
-    for (subject, id, payload) in &entries {
-        acks.push(sink.send_acked(subject, id, None, payload.clone()).await?);
+    for payout in &entries {
+        acks.push(sink.send_acked(payout, None).await?);
     }
     let mut last = None;
     for ack in acks {
@@ -528,7 +516,7 @@ fn outbox_entries(
     shared: &Shared,
     first: u64,
     count: u64,
-) -> Result<Vec<crate::outbox::OutboxEntry>, String> {
+) -> Result<Vec<OutboxEntry>, String> {
     let mut entries = Vec::with_capacity(count as usize);
     while (entries.len() as u64) < count {
         let p = read(shared);
@@ -1215,7 +1203,6 @@ mod notice_tests {
 #[cfg(test)]
 mod window_tests {
     use super::*;
-    use crate::outbox::OutboxEntry;
     use std::collections::HashSet;
     use std::sync::Mutex;
 
@@ -1280,31 +1267,24 @@ mod window_tests {
     }
 
     impl PayoutSink for Stream {
-        async fn send(
-            &self,
-            _: &str,
-            id: &str,
-            after: Option<&str>,
-            _: bytes::Bytes,
-        ) -> Result<(), String> {
+        async fn send(&self, payout: &OutboxEntry, after: Option<&str>) -> Result<(), String> {
             let mut state = self.state.lock().unwrap();
             state.plain_sends += 1;
-            if !state.lose.remove(id) {
-                let _ = Stream::store(&mut state, id, after);
+            if !state.lose.remove(&payout.payout_id) {
+                let _ = Stream::store(&mut state, &payout.payout_id, after);
             }
             Ok(())
         }
 
         async fn send_acked(
             &self,
-            _: &str,
-            id: &str,
+            payout: &OutboxEntry,
             after: Option<&str>,
-            _: bytes::Bytes,
         ) -> Result<impl std::future::Future<Output = Result<InStream, String>>, String> {
             let mut state = self.state.lock().unwrap();
             state.acked_sends += 1;
-            Ok(std::future::ready(Stream::store(&mut state, id, after)))
+            let stored = Stream::store(&mut state, &payout.payout_id, after);
+            Ok(std::future::ready(stored))
         }
     }
 
@@ -1317,7 +1297,7 @@ mod window_tests {
             .map(|id| OutboxEntry {
                 subject: "incentive.payouts.rebate".into(),
                 payout_id: id.clone(),
-                payload: id.as_bytes().to_vec(),
+                payload: id.clone().into(),
             })
             .collect()
     }

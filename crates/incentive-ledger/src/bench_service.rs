@@ -218,6 +218,79 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+/// The machine's CPU time so far, all cores, in clock ticks (`/proc/stat`'s `cpu` line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HostCpu {
+    /// user + nice + system + irq + softirq.
+    busy: u64,
+    /// idle + iowait.
+    idle: u64,
+    /// Time the hypervisor gave this machine's virtual CPUs to someone else.
+    steal: u64,
+}
+
+fn host_cpu() -> Option<HostCpu> {
+    parse_host_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq steal …
+fn parse_host_cpu(stat: &str) -> Option<HostCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let at = |i: usize| f.get(i).copied();
+    Some(HostCpu {
+        busy: at(0)? + at(1)? + at(2)? + at(5)? + at(6)?,
+        idle: at(3)? + at(4)?,
+        // Absent on old kernels: nothing was measured as stolen.
+        steal: at(7).unwrap_or(0),
+    })
+}
+
+/// How the machine's CPU time went during a run, in percent of all of it: what the
+/// ledger and nats-server used, what every other process used, idle, and stolen by the
+/// hypervisor. Others or steal above a few percent mean the run shared the machine.
+fn machine_line(
+    before: HostCpu,
+    after: HostCpu,
+    ledger: Duration,
+    server: Option<Duration>,
+) -> String {
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks = |d: Duration| d.as_secs_f64() * per_second;
+    let busy = after.busy.saturating_sub(before.busy) as f64;
+    let idle = after.idle.saturating_sub(before.idle) as f64;
+    let steal = after.steal.saturating_sub(before.steal) as f64;
+    let total = (busy + idle + steal).max(1.0);
+    let pct = |x: f64| (x * 100.0 / total).max(0.0);
+    let ledger = ticks(ledger);
+    match server {
+        Some(server) => {
+            let server = ticks(server);
+            format!(
+                "ledger {:.0}%, nats-server {:.0}%, other processes {:.0}%, idle {:.0}%, stolen by the hypervisor {:.0}%",
+                pct(ledger),
+                pct(server),
+                pct(busy - ledger - server),
+                pct(idle),
+                pct(steal)
+            )
+        }
+        None => format!(
+            "ledger {:.0}%, everything else {:.0}%, idle {:.0}%, stolen by the hypervisor {:.0}%",
+            pct(ledger),
+            pct(busy - ledger),
+            pct(idle),
+            pct(steal)
+        ),
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -291,9 +364,11 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     );
     let cpu_before = process_cpu();
     let server_before = args.nats_server_pid.and_then(other_process_cpu);
+    let host_before = host_cpu();
     let (service, stop_tx, shared, _) = start_service(c).await?;
     let took = wait_folded(&shared, positions, Duration::from_secs(3600)).await?;
     let (user, system) = process_cpu() - cpu_before;
+    let host_after = host_cpu();
     let server_cpu = args
         .nats_server_pid
         .and_then(other_process_cpu)
@@ -321,6 +396,12 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
             server.as_secs_f64() * 1e6 / summary.published.max(1) as f64,
             server.as_secs_f64(),
             server.as_secs_f64() * 100.0 / took.as_secs_f64()
+        );
+    }
+    if let Some((before, after)) = host_before.zip(host_after) {
+        println!(
+            "machine's CPU:        {} (all cores, over the run)",
+            machine_line(before, after, user + system, server_cpu)
         );
     }
     let _ = stop_tx.send(());
@@ -521,5 +602,58 @@ mod tests {
         assert_eq!(super::cpu_ticks(stat), Some(1234 + 567));
         assert_eq!(super::cpu_ticks("4242 (cut short) S 1 2"), None);
         assert!(super::other_process_cpu(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn the_machines_cpu_line_is_split_into_busy_idle_and_stolen() {
+        let stat = "cpu  100 2 30 400 5 6 7 8 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\nintr 1\n";
+        let host = super::parse_host_cpu(stat);
+        assert_eq!(
+            host,
+            Some(super::HostCpu {
+                busy: 100 + 2 + 30 + 6 + 7,
+                idle: 400 + 5,
+                steal: 8
+            })
+        );
+        // A kernel without the steal column.
+        let old = super::parse_host_cpu("cpu 1 2 3 4 5 6 7\n").map(|h| h.steal);
+        assert_eq!(old, Some(0));
+        assert_eq!(super::parse_host_cpu("cpu 1 2 x 4 5 6 7\n"), None);
+        assert_eq!(super::parse_host_cpu("intr 1\n"), None);
+        assert!(super::host_cpu().is_some());
+    }
+
+    #[test]
+    fn the_machine_line_shares_out_the_runs_cpu_time() {
+        use std::time::Duration;
+        // SAFETY: sysconf only reads a configuration value.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let before = super::HostCpu {
+            busy: 0,
+            idle: 0,
+            steal: 0,
+        };
+        // 10 s of two cores: 12 s busy, 6 s idle, 2 s stolen.
+        let after = super::HostCpu {
+            busy: 12 * hz,
+            idle: 6 * hz,
+            steal: 2 * hz,
+        };
+        let line = super::machine_line(
+            before,
+            after,
+            Duration::from_secs(6),
+            Some(Duration::from_secs(4)),
+        );
+        assert_eq!(
+            line,
+            "ledger 30%, nats-server 20%, other processes 10%, idle 30%, stolen by the hypervisor 10%"
+        );
+        let line = super::machine_line(before, after, Duration::from_secs(6), None);
+        assert_eq!(
+            line,
+            "ledger 30%, everything else 30%, idle 30%, stolen by the hypervisor 10%"
+        );
     }
 }

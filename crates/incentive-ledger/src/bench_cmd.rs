@@ -128,10 +128,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     drop(replay);
 
     // 2. Intake alone, and 3. the fold alone over pre-parsed events, chunk by chunk.
+    // The fold runs twice over each chunk: plain, and keeping the statement journals
+    // (as `serve` does).
     let mut intake_time = Duration::ZERO;
     let mut fold_time = Duration::ZERO;
+    let mut journal_fold_time = Duration::ZERO;
     let mut folded = 0usize;
     let mut ledger = Ledger::new();
+    let mut journaled = Ledger::new();
+    journaled.enable_journal();
     let mut identities = IdentityIndex::default();
     for chunk in lines.chunks(args.chunk.max(1)) {
         let start = Instant::now();
@@ -154,11 +159,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             std::hint::black_box(ledger.apply(event));
         }
         fold_time += start.elapsed();
+        let start = Instant::now();
+        for event in &events {
+            std::hint::black_box(journaled.apply(event));
+        }
+        journal_fold_time += start.elapsed();
         folded += events.len();
     }
     println!("intake alone:      {}", rate(lines.len(), intake_time));
     println!("fold alone:        {}", rate(folded, fold_time));
+    println!("fold + journals:   {}", rate(folded, journal_fold_time));
     drop(ledger);
+    drop(journaled);
     drop(identities);
     if let Some(dir) = &args.data_dir {
         bench_log(dir, &lines, args.batch_size.max(1))?;

@@ -202,12 +202,17 @@ fn process_cpu() -> Cpu {
     Cpu(tv(usage.ru_utime), tv(usage.ru_stime))
 }
 
+/// The kernel's clock ticks per second, the unit of `/proc`'s CPU times.
+fn ticks_per_second() -> Option<f64> {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then_some(hz as f64)
+}
+
 /// CPU time (user + system) of another process so far, from `/proc/PID/stat`.
 fn other_process_cpu(pid: u32) -> Option<Duration> {
     let ticks = cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
-    // SAFETY: sysconf only reads a configuration value.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
+    Some(Duration::from_secs_f64(ticks as f64 / ticks_per_second()?))
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks. The
@@ -260,8 +265,7 @@ fn machine_line(
     ledger: Duration,
     server: Option<Duration>,
 ) -> String {
-    // SAFETY: sysconf only reads a configuration value.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let per_second = ticks_per_second().unwrap_or(1.0);
     let ticks = |d: Duration| d.as_secs_f64() * per_second;
     let busy = after.busy.saturating_sub(before.busy) as f64;
     let idle = after.idle.saturating_sub(before.idle) as f64;
@@ -627,8 +631,7 @@ mod tests {
     #[test]
     fn the_machine_line_shares_out_the_runs_cpu_time() {
         use std::time::Duration;
-        // SAFETY: sysconf only reads a configuration value.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let hz = super::ticks_per_second().unwrap() as u64;
         let before = super::HostCpu {
             busy: 0,
             idle: 0,

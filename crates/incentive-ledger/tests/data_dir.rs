@@ -12,6 +12,52 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_incentive-ledger"))
 }
 
+/// A log the test opens itself, before a child process opens the same directory.
+/// Dropping a `Log` does not release sled's lock on the directory at once: sled's
+/// background writer threads keep the database file open until their last task ends,
+/// and a child started before then is refused ("could not acquire lock"). This handle
+/// waits, when dropped, until the lock is free.
+struct TestLog {
+    log: Option<Log>,
+    dir: PathBuf,
+}
+
+fn open_log(dir: &Path) -> Result<TestLog, ledger_log::LogError> {
+    Ok(TestLog {
+        log: Some(Log::open(dir)?),
+        dir: dir.to_path_buf(),
+    })
+}
+
+impl std::ops::Deref for TestLog {
+    type Target = Log;
+    fn deref(&self) -> &Log {
+        self.log
+            .as_ref()
+            .expect("the log is open until the handle drops")
+    }
+}
+
+impl Drop for TestLog {
+    fn drop(&mut self) {
+        drop(self.log.take());
+        // sled locks its `db` file with flock(2); another open file description is
+        // refused while sled holds it, in this process too.
+        use std::os::fd::AsRawFd;
+        let Ok(file) = std::fs::File::open(self.dir.join("sled").join("db")) else {
+            return;
+        };
+        for _ in 0..1000 {
+            // SAFETY: flock on a descriptor this function owns; closing it unlocks.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Still held after 10 s: the child that follows will say so.
+    }
+}
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../replay-fixtures")
 }
@@ -115,7 +161,7 @@ fn generated_streams_as_of_positions_and_checkpoints() {
 
     // As of a position: equal to replaying the input up to that record's line.
     let record_lines: Vec<(u64, u64)> = {
-        let log = Log::open(&dir).unwrap();
+        let log = open_log(&dir).unwrap();
         log.records_from(1)
             .map(|r| r.unwrap())
             .map(|r| (r.seq, r.line))
@@ -181,7 +227,7 @@ fn as_of_time_splits_between_two_ingests() {
 
 /// Rewrites the records of the first segment with `edit`, then closes the directory.
 fn edit_first_segment(dir: &Path, edit: impl FnOnce(&mut Vec<ledger_log::layout::Record>)) {
-    let log = Log::open(dir).unwrap();
+    let log = open_log(dir).unwrap();
     let tree = log.raw_tree().unwrap();
     let bytes = tree.get(key(SEGMENT, 1)).unwrap().unwrap();
     let mut records = decode_segment(&bytes).unwrap();
@@ -337,7 +383,7 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
         acknowledged_seq = acknowledged_seq.max(reader.join().unwrap());
         // The log is a gap-free prefix (open checks the sequence and the head) whose
         // records are input lines in input order, and nothing acknowledged was lost.
-        let log = Log::open(&dir).unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"));
+        let log = open_log(&dir).unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"));
         assert!(
             log.head().last_seq >= acknowledged_seq,
             "seed {seed} round {round}: acknowledged {acknowledged_seq}, log ends at {}",
@@ -380,7 +426,7 @@ fn a_damaged_checkpoint_falls_back_to_a_full_replay_with_a_warning() {
     let expected = replay_file(&events);
     assert_eq!(replay_dir(&dir, &[]), expected); // leaves a checkpoint
     {
-        let log = Log::open(&dir).unwrap();
+        let log = open_log(&dir).unwrap();
         let mut bytes = log
             .load_checkpoint()
             .unwrap()

@@ -18,3 +18,15 @@ ensure_nats_server() {
   fi
   export PATH="$PWD/$venv/bin:$PATH"
 }
+
+# Puts `cargo nextest` in reach: the one installed, or one built from crates.io
+# (`cargo install --locked`, into ~/.cargo/bin) — never a silent fall-back to
+# `cargo test`, whose summary hides which tests ran.
+ensure_nextest() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "installing cargo-nextest from crates.io (cargo install --locked) ..." >&2
+  cargo install --locked cargo-nextest
+  cargo nextest --version >/dev/null
+}

@@ -4,13 +4,13 @@
 //! latency at a moderate publishing rate, and the transport's own ceiling (fetch + ack
 //! with nothing behind it) for comparison. Prints figures; asserts nothing.
 
+use crate::config::Config;
 use anyhow::{Context, Result};
 use clap::Args;
 use futures::StreamExt;
 use ledger_core::gen::{GenConfig, Generator};
 use ledger_core::Replay;
-use ledger_nats::service::Shared;
-use ledger_nats::Config;
+use ledger_service::Handle;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -77,14 +77,11 @@ fn expected(lines: &[String]) -> (u64, usize) {
     (replay.counts().applied + business, replay.payouts().len())
 }
 
-async fn wait_folded(shared: &Shared, positions: u64, limit: Duration) -> Result<Duration> {
+async fn wait_folded(handle: &Handle, positions: u64, limit: Duration) -> Result<Duration> {
     let start = Instant::now();
     loop {
-        {
-            let p = shared.read().unwrap_or_else(|e| e.into_inner());
-            if p.seq >= positions && ledger_nats::service::health(&p.health).outbox_backlog == 0 {
-                return Ok(start.elapsed());
-            }
+        if handle.position() >= positions && handle.metrics().outbox_backlog == 0 {
+            return Ok(start.elapsed());
         }
         anyhow::ensure!(
             start.elapsed() < limit,
@@ -95,25 +92,20 @@ async fn wait_folded(shared: &Shared, positions: u64, limit: Duration) -> Result
 }
 
 type Running = (
-    tokio::task::JoinHandle<Result<ledger_nats::Status, ledger_nats::service::ServiceError>>,
+    crate::nats_cmd::Running,
     tokio::sync::oneshot::Sender<()>,
-    Shared,
-    std::sync::Arc<ledger_log::Log>,
+    Handle,
 );
 
 /// Starts the service in this process; it stops when the returned sender fires.
 async fn start_service(c: Config) -> Result<Running> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(ledger_nats::run(
-        c,
-        async {
-            let _ = stop_rx.await;
-        },
-        Some(tx),
-    ));
-    let (shared, reader) = rx.await.context("the service did not start")?;
-    Ok((service, stop_tx, shared, reader))
+    let (handle, service) = crate::nats_cmd::start(&c, async {
+        let _ = stop_rx.await;
+    })
+    .await
+    .context("the service did not start")?;
+    Ok((service, stop_tx, handle))
 }
 
 /// The names of the streams a run creates (kept before its config moves into the service).
@@ -341,7 +333,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         &tmp.join("throughput"),
         args.fetch_batch,
     );
-    ledger_nats::service::ensure_streams(&js, &c, 0).await?;
+    ledger_nats::ensure_streams(&js, &c.nats(), 0).await?;
     let throughput_streams = streams_of(&c);
     let start = Instant::now();
     let summary = ledger_nats::publish::publish_all(
@@ -369,7 +361,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     let cpu_before = process_cpu();
     let server_before = args.nats_server_pid.and_then(other_process_cpu);
     let host_before = host_cpu();
-    let (service, stop_tx, shared, _) = start_service(c).await?;
+    let (service, stop_tx, shared) = start_service(c).await?;
     let took = wait_folded(&shared, positions, Duration::from_secs(3600)).await?;
     let (user, system) = process_cpu() - cpu_before;
     let host_after = host_cpu();
@@ -425,15 +417,14 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     let tag = format!("L{}", std::process::id());
     let c = config(&args.nats_url, &tag, &tmp.join("latency"), args.fetch_batch);
     let latency_streams = streams_of(&c);
-    ledger_nats::service::ensure_streams(&js, &c, 0).await?;
+    ledger_nats::ensure_streams(&js, &c.nats(), 0).await?;
     let mut sub = client.subscribe(format!("bench.{tag}.payouts.>")).await?;
-    let (service, stop_tx, shared, reader) = start_service(c).await?;
+    let (service, stop_tx, shared) = start_service(c).await?;
     // The HTTP API over the same projection, queried at a fixed rate while ingesting.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http_port = listener.local_addr()?.port();
     let api_state = ledger_api::ApiState::new(
         shared.clone(),
-        Some(reader),
         vec![("bench".to_string(), ledger_api::Role::Finance)],
     );
     let api = tokio::spawn(ledger_api::serve(

@@ -250,7 +250,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
     for record in log.records_from(1) {
         let r = record?;
         if args.with_chain {
-            let hash: String = r.hash.iter().map(|b| format!("{b:02x}")).collect();
+            let hash = ledger_core::hex(&r.hash);
             write!(out, "{{\"seq\":{},\"hash\":\"{hash}\",\"event\":", r.seq)?;
             out.write_all(&r.raw)?;
             out.write_all(b"}\n")?;

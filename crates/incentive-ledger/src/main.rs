@@ -3,6 +3,7 @@
 
 mod bench_cmd;
 mod bench_service;
+mod config;
 mod generate_cmd;
 mod log_cmd;
 mod nats_cmd;

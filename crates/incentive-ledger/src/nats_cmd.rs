@@ -3,9 +3,9 @@
 //! Every flag also reads `INCENTIVE_LEDGER_<FLAG_NAME>` from the environment; flags and
 //! environment override the `--config` TOML file, which overrides the defaults.
 
+use crate::config::Config;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use ledger_nats::Config;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ impl NatsArgs {
                     format!("cannot read configuration file {}", path.display())
                 })?;
                 Config::from_toml(&text)
-                    .map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display()))?
+                    .with_context(|| format!("configuration file {}", path.display()))?
             }
             None => Config::default(),
         };
@@ -234,25 +234,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!(data_dir = %config.data_dir.display(), nats = %config.nats.urls.join(","), http = %config.http_addr, "starting");
     let http_addr = config.http_addr.clone();
     let status = runtime()?.block_on(async move {
-        let (shared_tx, shared_rx) = tokio::sync::oneshot::channel();
-        let mut service =
-            tokio::spawn(ledger_nats::run(config, shutdown_signal(), Some(shared_tx)));
-        let shared = tokio::select! {
-            s = shared_rx => s.ok(),
+        let (handle, mut service) = start(&config, shutdown_signal()).await?;
+        let listener = tokio::select! {
+            bound = tokio::net::TcpListener::bind(&http_addr) => bound
+                .with_context(|| format!("cannot listen on {http_addr} for the HTTP API"))?,
             r = &mut service => {
                 r??;
                 anyhow::bail!("the service stopped before it started");
             }
         };
-        let Some((shared, reader)) = shared else {
-            service.await??;
-            anyhow::bail!("the service stopped before it started");
-        };
         let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-        let listener = tokio::net::TcpListener::bind(&http_addr)
-            .await
-            .with_context(|| format!("cannot listen on {http_addr} for the HTTP API"))?;
-        let state = ledger_api::ApiState::new(shared, Some(reader), tokens);
+        let state = ledger_api::ApiState::new(handle, tokens);
         let api = tokio::spawn(ledger_api::serve(listener, state, async move {
             let _ = stop_http_rx.await;
         }));
@@ -263,6 +255,26 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     })?;
     tracing::info!(position = status.position, digest = %status.digest, outbox_backlog = status.outbox_backlog, "final status");
     Ok(())
+}
+
+/// The service as it runs in this process.
+pub type Running = tokio::task::JoinHandle<Result<ledger_service::Status, ledger_nats::NatsError>>;
+
+/// Opens the data directory, rebuilds the projection and starts the service on
+/// JetStream in this process, until `shutdown` resolves; returns its handle at once.
+pub async fn start(
+    config: &Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(ledger_service::Handle, Running)> {
+    let service_config = config.service();
+    let (service, handle) =
+        tokio::task::block_in_place(|| ledger_service::Service::open(service_config))
+            .map_err(ledger_nats::NatsError::from)?;
+    let nats = config.nats();
+    let served = handle.clone();
+    let running =
+        tokio::spawn(async move { ledger_nats::serve(service, served, &nats, shutdown).await });
+    Ok((handle, running))
 }
 
 #[derive(Args)]
@@ -301,9 +313,9 @@ pub fn publish(args: PublishArgs) -> Result<()> {
     }
     let count = inputs.len();
     let summary = runtime()?.block_on(async {
-        let client = ledger_nats::service::connect(&config).await?;
+        let client = ledger_nats::connect(&config.nats()).await?;
         let js = async_nats::jetstream::new(client.clone());
-        ensure_inbound(&js, &config).await?;
+        ledger_nats::ensure_inbound_stream(&js, &config.nats()).await?;
         let s = ledger_nats::publish::publish_all(&js, &args.subject_prefix, inputs, args.window)
             .await
             .map_err(|e| anyhow::anyhow!("publishing failed: {e}"))?;
@@ -314,11 +326,6 @@ pub fn publish(args: PublishArgs) -> Result<()> {
         "sent {count}: {} stored by JetStream, {} dropped as exact re-sends",
         summary.published, summary.duplicates
     );
-    Ok(())
-}
-
-async fn ensure_inbound(js: &async_nats::jetstream::Context, c: &Config) -> Result<()> {
-    ledger_nats::service::ensure_inbound_stream(js, c).await?;
     Ok(())
 }
 
@@ -340,7 +347,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
         .clone()
         .unwrap_or(config.status_subject.clone());
     let reply = runtime()?.block_on(async {
-        let client = ledger_nats::service::connect(&config).await?;
+        let client = ledger_nats::connect(&config.nats()).await?;
         let reply = tokio::time::timeout(
             Duration::from_secs(args.timeout),
             client.request(subject.clone(), "".into()),
@@ -355,7 +362,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("status request on {subject} failed: {e}"))?;
         anyhow::Ok(reply.payload)
     })?;
-    let status: ledger_nats::Status =
+    let status: ledger_service::Status =
         serde_json::from_slice(&reply).context("the status reply is not a status document")?;
     println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(())
@@ -377,7 +384,7 @@ pub fn payouts(args: PayoutsArgs) -> Result<()> {
         .clone()
         .unwrap_or(config.payouts.stream.clone());
     let lines = runtime()?.block_on(async {
-        let client = ledger_nats::service::connect(&config).await?;
+        let client = ledger_nats::connect(&config.nats()).await?;
         let js = async_nats::jetstream::new(client);
         let stream = js
             .get_stream(&name)

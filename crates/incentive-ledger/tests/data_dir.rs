@@ -3,7 +3,7 @@
 //! SIGKILL. Every test uses its own temporary directory.
 
 use ledger_core::gen::{GenConfig, Generator, Rng};
-use ledger_log::layout::{decode_segment, key, SEGMENT};
+use ledger_log::layout::decode_segment;
 use ledger_log::Log;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -228,15 +228,14 @@ fn as_of_time_splits_between_two_ingests() {
 /// Rewrites the records of the first segment with `edit`, then closes the directory.
 fn edit_first_segment(dir: &Path, edit: impl FnOnce(&mut Vec<ledger_log::layout::Record>)) {
     let log = open_log(dir).unwrap();
-    let tree = log.raw_tree().unwrap();
-    let bytes = tree.get(key(SEGMENT, 1)).unwrap().unwrap();
+    let bytes = log.raw_segment(1).unwrap().unwrap();
     let mut records = decode_segment(&bytes).unwrap();
     edit(&mut records);
     let mut out = Vec::new();
     for r in &records {
         r.encode_into(&mut out);
     }
-    tree.insert(key(SEGMENT, 1), out).unwrap();
+    log.overwrite_raw_segment(1, &out).unwrap();
     log.flush().unwrap();
 }
 

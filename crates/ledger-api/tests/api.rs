@@ -6,8 +6,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use ledger_api::{router, ApiState, Role};
 use ledger_core::replay::{ndjson_lines, Replay};
-use ledger_nats::service::Projection;
-use std::sync::{Arc, RwLock};
+use ledger_service::Handle;
 use tower::ServiceExt;
 
 fn state() -> ApiState {
@@ -20,16 +19,8 @@ fn state() -> ApiState {
         replay.push(line, n);
     }
     let seq = replay.counts().applied + 2; // any position; shown in the header
-    let shared = Arc::new(RwLock::new(Projection {
-        replay,
-        seq,
-        arrival: seq,
-        checkpoint_seq: 0,
-        health: ledger_nats::service::Health::shared(),
-    }));
     ApiState::new(
-        shared,
-        None,
+        Handle::from_replay(replay, seq, seq, None),
         vec![
             ("t-admin".into(), Role::Admin),
             ("t-finance".into(), Role::Finance),
@@ -409,14 +400,12 @@ async fn as_of_seq_answers_from_the_log_as_it_stood() {
     let rebuilt =
         ledger_log::rebuild_with_journal(&log, ledger_log::Bound::All, &mut |_| {}).unwrap();
     let mut st = state();
-    st.shared = Arc::new(RwLock::new(Projection {
-        replay: rebuilt.replay,
-        seq: rebuilt.seq,
-        arrival: rebuilt.arrival,
-        checkpoint_seq: 0,
-        health: ledger_nats::service::Health::shared(),
-    }));
-    st.log = Some(Arc::new(log.reader()));
+    st.handle = Handle::from_replay(
+        rebuilt.replay,
+        rebuilt.seq,
+        rebuilt.arrival,
+        Some(log.reader()),
+    );
     let call = |path: String| {
         let st = st.clone();
         async move {
@@ -467,9 +456,9 @@ async fn as_of_seq_without_a_data_directory_is_a_clear_error() {
 #[test]
 fn queries_are_answered_while_the_projection_is_read_for_a_checkpoint() {
     let st = state();
-    let shared = st.shared.clone();
+    let handle = st.handle.clone();
     // What the projector holds while it encodes a checkpoint: a read of the projection.
-    let held = shared.read().unwrap();
+    let held = handle.hold_read();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -224,6 +224,20 @@ pub struct Document {
 /// Rows are written one at a time into the hash (each through a small JSON value, whose
 /// keys `write_jcs` sorts), so the document is never held twice in memory.
 pub fn digest(balances: &[BalanceRow], claims: &[ClaimRow], payouts: &[PayoutRow]) -> String {
+    digest_rows(balances, claims, payouts)
+}
+
+/// [`digest`] over rows produced one at a time, so that no row list is built for it.
+pub fn digest_rows<B, C, P>(
+    balances: impl IntoIterator<Item = B>,
+    claims: impl IntoIterator<Item = C>,
+    payouts: impl IntoIterator<Item = P>,
+) -> String
+where
+    B: Serialize,
+    C: Serialize,
+    P: Serialize,
+{
     let mut hasher = Sha256::new();
     let mut buf = Vec::with_capacity(1024);
     // Top-level keys in RFC 8785 order: balances < claims < payouts.
@@ -234,22 +248,22 @@ pub fn digest(balances: &[BalanceRow], claims: &[ClaimRow], payouts: &[PayoutRow
     hasher.update(b",\"payouts\":");
     hash_rows(&mut hasher, &mut buf, payouts);
     hasher.update(b"}");
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::ids::hex(&hasher.finalize())
 }
 
-fn hash_rows<T: Serialize>(hasher: &mut Sha256, buf: &mut Vec<u8>, rows: &[T]) {
+fn hash_rows<T: Serialize>(
+    hasher: &mut Sha256,
+    buf: &mut Vec<u8>,
+    rows: impl IntoIterator<Item = T>,
+) {
     hasher.update(b"[");
-    for (i, row) in rows.iter().enumerate() {
+    for (i, row) in rows.into_iter().enumerate() {
         if i > 0 {
             hasher.update(b",");
         }
         buf.clear();
         // Rows are plain structs of strings and booleans: serializing cannot fail.
-        let value = serde_json::to_value(row).unwrap_or(serde_json::Value::Null);
+        let value = serde_json::to_value(&row).unwrap_or(serde_json::Value::Null);
         crate::json::write_jcs(&value, buf);
         hasher.update(&buf[..]);
     }
@@ -320,10 +334,7 @@ mod tests {
         let whole = serde_json::json!({"payouts": payouts, "claims": [], "balances": balances});
         let mut canonical = Vec::new();
         crate::json::write_jcs(&whole, &mut canonical);
-        let expected: String = Sha256::digest(&canonical)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let expected = crate::ids::hex(&Sha256::digest(&canonical));
         assert_eq!(digest(&balances, &[], &payouts), expected);
     }
 }

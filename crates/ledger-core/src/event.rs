@@ -155,6 +155,9 @@ pub struct ProgramDef {
     pub requires_enrollment: bool,
     pub eligibility: Eligibility,
     pub rules: Rules,
+    /// What the program is planned to cost, in its currency (SPEC §3, v1.1): for
+    /// planning and reporting only; the fold never reads it.
+    pub budget: Option<rust_decimal::Decimal>,
 }
 
 /// Optional lists that a sale line must match, combined with AND.

@@ -708,6 +708,8 @@ fn program(f: &Fields<'_>) -> DResult<ProgramDef> {
             }
         }
     };
+    // SPEC §3 (v1.1): for planning and reporting only — the fold never reads it.
+    let budget = f.opt_amount("budget", AmountRule::Positive)?;
     let rules_json = f.req("rules")?;
     let r = f.object("rules", rules_json)?;
     let rules = rules(&r, kind, period)?;
@@ -723,6 +725,7 @@ fn program(f: &Fields<'_>) -> DResult<ProgramDef> {
         requires_enrollment,
         eligibility,
         rules,
+        budget,
     })
 }
 

@@ -749,11 +749,7 @@ mod tests {
         // Pinned: logs hold these digests, and an exact re-send must still match them.
         let event = r#"{"specversion":"1.0","id":"erp-1","source":"erp/sap","type":"sale.recorded","time":"2026-10-01T00:12:00Z","data":{"sale_id":"INV-1","partner_id":"P-024","lines":[{"line_id":"1","sku":"LIC-SEC","quantity":21,"net_amount":"3261.43","currency":"USD","x":-12.50e-3}]}}"#;
         let j = parse(event.as_bytes()).unwrap();
-        let hex: String = j
-            .content_digest()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::ids::hex(&j.content_digest());
         assert_eq!(
             hex,
             "e2bb71ddd85438054932483618026967774cc0251442c495da7745c9f9b88880"

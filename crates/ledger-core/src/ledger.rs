@@ -1748,6 +1748,43 @@ impl Ledger {
             .collect()
     }
 
+    /// One claim, found by its id (no scan of the others).
+    pub fn claim(&self, claim_id: &str) -> Option<ClaimView> {
+        let (id, c) = self.claims.get_key_value(claim_id)?;
+        let currency = self.programs.get(&c.program)?.currency();
+        Some(ClaimView {
+            claim_id: id.to_string(),
+            partner_id: self.syms.name(c.partner).to_string(),
+            program_id: self.syms.name(c.program).to_string(),
+            amount: c.amount,
+            currency,
+            status: c.status,
+            approved_amount: c.approved_amount,
+        })
+    }
+
+    /// The entries of one program's period (by its label), in the order of
+    /// `balances()`; `None` if there is no such program. Visits the program's partners,
+    /// not every entry.
+    pub fn period_balances(&self, program_id: &str, period: &str) -> Option<Vec<Balance>> {
+        let (program, p) = self.program_by_name(program_id)?;
+        let Some(label) = PeriodLabel::parse(period).filter(|l| l.kind == p.period_kind()) else {
+            return Some(Vec::new());
+        };
+        let mut keys: Vec<EntryKey> = self
+            .partner_entries
+            .iter()
+            .filter(|((_, prog), periods)| *prog == program && periods.contains(&label.index))
+            .map(|(&(partner, _), _)| EntryKey {
+                partner,
+                program,
+                period: label.index,
+            })
+            .collect();
+        keys.sort_by(|a, b| self.entry_order(a, b));
+        Some(self.balances_of(&keys))
+    }
+
     /// Every claim, sorted by claim_id.
     pub fn claims(&self) -> Vec<ClaimView> {
         let mut ids: Vec<&Text> = self.claims.keys().collect();

@@ -11,6 +11,7 @@
 pub mod document;
 pub mod event;
 pub mod gen;
+pub mod ids;
 pub mod intake;
 pub mod json;
 pub mod ledger;
@@ -21,6 +22,7 @@ pub mod values;
 
 pub use document::Document;
 pub use event::{Event, EventData, EventType, Text};
+pub use ids::{hex, identity_key, uuid_v5};
 pub use intake::{check, Accepted, IntakeRefusal};
 pub use ledger::{Applied, Ledger, Payout, PayoutReason};
 pub use refusal::{Code, Refusal};

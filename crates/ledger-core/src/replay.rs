@@ -91,22 +91,17 @@ pub enum Identity {
 /// An in-memory `(source, id) → content digest` index of the logged events.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct IdentityIndex {
-    seen: std::collections::HashMap<Box<str>, [u8; 32], foldhash::fast::RandomState>,
+    seen: std::collections::HashMap<[u8; 16], [u8; 32], foldhash::fast::FixedState>,
 }
 
-/// One string for `(source, id)`: the source's length, then both, so no two pairs meet.
-fn identity_key(event: &Event) -> String {
-    let mut key = String::with_capacity(event.source.len() + event.id.len() + 8);
-    key.push_str(&event.source.len().to_string());
-    key.push(':');
-    key.push_str(&event.source);
-    key.push_str(&event.id);
-    key
+/// The key of an event's `(source, id)`: the one the durable log stores.
+fn identity_key(event: &Event) -> [u8; 16] {
+    crate::ids::identity_key(&event.source, &event.id)
 }
 
 impl IdentityIndex {
     pub fn check(&self, event: &Event, content_digest: &[u8; 32]) -> Identity {
-        match self.seen.get(identity_key(event).as_str()) {
+        match self.seen.get(&identity_key(event)) {
             None => Identity::New,
             Some(d) if d == content_digest => Identity::ExactDuplicate,
             Some(_) => Identity::Conflict,
@@ -114,8 +109,7 @@ impl IdentityIndex {
     }
 
     pub fn insert(&mut self, event: &Event, content_digest: [u8; 32]) {
-        self.seen
-            .insert(identity_key(event).into_boxed_str(), content_digest);
+        self.seen.insert(identity_key(event), content_digest);
     }
 
     pub fn len(&self) -> usize {
@@ -251,6 +245,18 @@ impl Replay {
 
     pub fn rejections(&self) -> &[Rejection] {
         &self.rejected
+    }
+
+    /// The digest of [`Replay::document`], without building the document: balances and
+    /// claims are listed, payout rows are made one at a time as they are hashed.
+    pub fn digest(&self) -> String {
+        let balances = self.ledger.balances();
+        let claims = self.ledger.claims();
+        crate::document::digest_rows(
+            balances.iter().map(BalanceRow::from),
+            claims.iter().map(ClaimRow::from),
+            self.payouts.iter().map(PayoutRow::from),
+        )
     }
 
     /// The replay document of the state so far.

@@ -6,7 +6,7 @@
 //! `replay --events` over the same inputs in the same order.
 
 use crate::layout::{Duplicate, Quarantined};
-use crate::log::{Log, LogError};
+use crate::log::{LogError, LogReader};
 use ledger_core::intake::IntakeRefusal;
 use ledger_core::Replay;
 use sha2::{Digest, Sha256};
@@ -45,7 +45,8 @@ struct Checkpoint {
 
 /// Names the layout of the encoded state: bump it whenever the fold state's fields
 /// change, so an older checkpoint is refused (and the log replayed) rather than misread.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT06";
+/// 07: programs keep their `budget` (SPEC v1.1).
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT07";
 
 /// Bytes of the last checkpoint encoded in this process: the next one reserves about
 /// that much at once, instead of growing its buffer by doubling (each step a copy of
@@ -113,7 +114,12 @@ pub(crate) fn peek_checkpoint(bytes: &[u8]) -> Option<(u64, u64, Replay)> {
 }
 
 /// Persists `replay` as covering log position `seq` and arrivals up to `arrival`.
-pub fn save_checkpoint(log: &Log, replay: &Replay, seq: u64, arrival: u64) -> Result<(), LogError> {
+pub fn save_checkpoint(
+    log: &LogReader,
+    replay: &Replay,
+    seq: u64,
+    arrival: u64,
+) -> Result<(), LogError> {
     match prepare_checkpoint(log, replay, seq, arrival)? {
         Some(pending) => pending.write(log),
         None => Ok(()),
@@ -131,7 +137,7 @@ pub struct PendingCheckpoint {
 /// Encodes `replay` as covering `seq` / `arrival`; `None` if the log has no record
 /// `seq` (nothing to anchor the checkpoint to).
 pub fn prepare_checkpoint(
-    log: &Log,
+    log: &LogReader,
     replay: &Replay,
     seq: u64,
     arrival: u64,
@@ -167,7 +173,7 @@ impl PendingCheckpoint {
     }
 
     /// Checksums and stores the checkpoint (durable when this returns).
-    pub fn write(self, log: &Log) -> Result<(), LogError> {
+    pub fn write(self, log: &LogReader) -> Result<(), LogError> {
         log.save_checkpoint(&self.framed())
     }
 }
@@ -182,7 +188,7 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    fn of(log: &Log, bound: Bound) -> Result<Limits, LogError> {
+    fn of(log: &LogReader, bound: Bound) -> Result<Limits, LogError> {
         Ok(match bound {
             Bound::All => Limits {
                 max_seq: u64::MAX,
@@ -266,7 +272,7 @@ impl Extra {
 /// `warnings` and a full replay is done instead. `progress` is called with each folded
 /// log position.
 pub fn rebuild(
-    log: &Log,
+    log: &LogReader,
     bound: Bound,
     use_checkpoint: bool,
     progress: &mut dyn FnMut(u64),
@@ -277,7 +283,7 @@ pub fn rebuild(
 /// As [`rebuild`], with per-entry journals (for statements): a checkpoint written
 /// without journals is not used.
 pub fn rebuild_with_journal(
-    log: &Log,
+    log: &LogReader,
     bound: Bound,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Rebuilt, LogError> {
@@ -285,7 +291,7 @@ pub fn rebuild_with_journal(
 }
 
 fn rebuild_inner(
-    log: &Log,
+    log: &LogReader,
     bound: Bound,
     use_checkpoint: bool,
     journal: bool,
@@ -352,7 +358,7 @@ fn rebuild_inner(
 /// Folds everything appended after position `from_seq` / arrival `from_arrival` into
 /// `replay` (the live projection's step). Returns the new last seq and arrival.
 pub fn fold_new(
-    log: &Log,
+    log: &LogReader,
     replay: &mut Replay,
     from_seq: u64,
     from_arrival: u64,
@@ -413,7 +419,7 @@ impl Chunk {
 /// side is ahead helps the other: when the fold has no chunk waiting, the reader hands
 /// it the next one unparsed, and the fold parses it.
 pub(crate) fn fold_range(
-    log: &Log,
+    log: &LogReader,
     replay: &mut Replay,
     from_seq: u64,
     from_arrival: u64,
@@ -524,7 +530,7 @@ fn leave_raw(queued: usize) -> bool {
 /// parsed — or left raw when the fold has nothing `queued`; stops at the bound, at the
 /// first error (sent on) or when the fold hangs up.
 fn read_and_parse(
-    log: &Log,
+    log: &LogReader,
     from: u64,
     limits: Limits,
     tx: &std::sync::mpsc::SyncSender<Result<Chunk, LogError>>,
@@ -624,7 +630,7 @@ mod split_tests {
         let lines: Vec<String> =
             ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(8, 6000)).collect();
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path()).unwrap();
+        let mut log = crate::Log::open(dir.path()).unwrap();
         log.append_batch(&crate::log::tests::inputs(&lines))
             .unwrap();
         let mut expected = Replay::new();

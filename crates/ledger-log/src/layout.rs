@@ -51,18 +51,7 @@ pub fn chain_hash(previous: &[u8; 32], seq: u64, raw: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The identity key of `(source, id)`: the first 16 bytes of a SHA-256 over both,
-/// length-prefixed so that no two pairs meet.
-pub fn identity_key(source: &str, id: &str) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update((source.len() as u64).to_be_bytes());
-    h.update(source.as_bytes());
-    h.update(id.as_bytes());
-    let full: [u8; 32] = h.finalize().into();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
-}
+pub use ledger_core::identity_key;
 
 /// One logged event: owning its bytes by default, or borrowing them from the segment
 /// that holds them ([`RecordRef`]) or from the input being appended.

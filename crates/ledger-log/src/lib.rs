@@ -3,19 +3,23 @@
 //! - [`Log`]: the append-only log over sled — records keyed by a gap-free sequence from
 //!   1, each holding the raw bytes as received, its arrival number and time, and a
 //!   SHA-256 hash chain; the identity index that makes intake idempotent; the quarantine
-//!   of inputs refused at intake; group commit with one flush per batch.
+//!   of inputs refused at intake; group commit with one flush per batch. [`LogReader`]
+//!   reads the same directory beside it and cannot append.
 //! - [`history`]: rebuilding the fold from the log (whole, as of a position or a time),
 //!   resuming from a checkpoint; writing checkpoints.
+//! - [`outbox`]: the ranges of payouts still to publish ([`OutboxStore`]).
 //! - [`verify`]: re-checking everything from the bytes and naming the first damage.
 //!
 //! The domain (what is refused, what balances are) is `ledger-core`'s; this crate only
-//! stores and replays.
+//! stores and replays. No type of the storage engine appears in its API.
 
 pub mod history;
 pub mod layout;
 pub mod log;
+pub mod outbox;
 pub mod verify;
 
 pub use history::{rebuild, rebuild_with_journal, save_checkpoint, Bound, Rebuilt};
-pub use log::{Input, Log, LogError, Outcome, Segment, TreeHandle, FORMAT_VERSION};
+pub use log::{Input, Log, LogError, LogReader, Outcome, Segment, StorageError, FORMAT_VERSION};
+pub use outbox::{OutboxStore, Range};
 pub use verify::{verify, CheckpointStatus, Report};

@@ -45,15 +45,17 @@ pub enum LogError {
         expected: u32,
         found: String,
     },
-    #[error("storage error in {path}: {source}; the batch was not acknowledged — retry once the disk is healthy")]
+    #[error(
+        "storage error in {path}; the batch was not acknowledged — retry once the disk is healthy"
+    )]
     Storage {
         path: PathBuf,
         #[source]
-        source: sled::Error,
+        source: StorageError,
     },
     #[error("{path}: {what}; run `incentive-ledger verify --data-dir` for a full report")]
     Corrupt { path: PathBuf, what: String },
-    #[error("cannot access {path}: {source}")]
+    #[error("cannot access {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -64,6 +66,19 @@ pub enum LogError {
     #[error("the checkpoint cannot be encoded: {0}")]
     Checkpoint(String),
 }
+
+/// What the storage engine (sled) reported. Its `Display` is the engine's message; it
+/// wraps the engine's error so that no sled type appears in this crate's API.
+#[derive(Debug)]
+pub struct StorageError(sled::Error);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StorageError {}
 
 /// One input offered to the log.
 #[derive(Debug, Clone, Copy)]
@@ -101,12 +116,21 @@ pub enum Outcome {
     },
 }
 
-/// An open data directory.
-pub struct Log {
+/// Read access to a data directory: its records, quarantine, duplicate marks and
+/// checkpoint, and the payout outbox. It cannot append (it has no identity index and no
+/// head to move); every reader follows [`Log::reopen`] of the log it came from.
+#[derive(Clone)]
+pub struct LogReader {
     path: PathBuf,
     store: SharedStore,
     /// sled's blob files already fsynced (shared by the handles on the directory).
     synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
+}
+
+/// An open data directory, for appending: a [`LogReader`] (every read method is there,
+/// through `Deref`) plus the head and the identity index that appends move.
+pub struct Log {
+    reader: LogReader,
     head: Head,
     /// identity key → (seq, content digest) of every logged event; read from the log
     /// at the first append (readers never need it).
@@ -137,26 +161,34 @@ fn current(store: &SharedStore) -> Result<Store, sled::Error> {
         })
 }
 
-/// A named tree of a directory's database that follows [`Log::reopen`] (the service
-/// keeps its payout outbox in one).
+/// A named tree of a directory's database that follows [`Log::reopen`] (the payout
+/// outbox lives in one).
 #[derive(Clone)]
-pub struct TreeHandle {
+pub(crate) struct TreeHandle {
     store: SharedStore,
     name: String,
 }
 
 impl TreeHandle {
-    pub fn get(&self) -> Result<sled::Tree, sled::Error> {
+    pub(crate) fn get(&self) -> Result<sled::Tree, sled::Error> {
         current(&self.store)?.db.open_tree(&self.name)
     }
 }
 
 type IdentityIndex = HashMap<[u8; 16], (u64, [u8; 32]), foldhash::fast::RandomState>;
 
-fn storage(path: &Path) -> impl Fn(sled::Error) -> LogError + '_ {
+pub(crate) fn storage(path: &Path) -> impl Fn(sled::Error) -> LogError + '_ {
     move |source| LogError::Storage {
         path: path.to_path_buf(),
-        source,
+        source: StorageError(source),
+    }
+}
+
+impl std::ops::Deref for Log {
+    type Target = LogReader;
+
+    fn deref(&self) -> &LogReader {
+        &self.reader
     }
 }
 
@@ -193,21 +225,16 @@ impl Log {
             Err(e) => return Err(io(e)),
         }
         let mut log = Log {
-            path: path.to_path_buf(),
-            store: Arc::new(RwLock::new(Some(open_store(path)?))),
-            synced_blobs: Arc::default(),
+            reader: LogReader {
+                path: path.to_path_buf(),
+                store: Arc::new(RwLock::new(Some(open_store(path)?))),
+                synced_blobs: Arc::default(),
+            },
             head: Head::default(),
             index: None,
         };
         log.load()?;
         Ok(log)
-    }
-
-    fn corrupt(&self, what: impl Into<String>) -> LogError {
-        LogError::Corrupt {
-            path: self.path.clone(),
-            what: what.into(),
-        }
     }
 
     /// Reads the head and rebuilds the identity index from the record headers.
@@ -260,10 +287,6 @@ impl Log {
         Ok(())
     }
 
-    fn store(&self) -> Result<Store, LogError> {
-        current(&self.store).map_err(storage(&self.path))
-    }
-
     fn load(&mut self) -> Result<(), LogError> {
         let tree = self.store()?.tree;
         let head: Head = match tree.get(HEAD).map_err(storage(&self.path))? {
@@ -310,20 +333,11 @@ impl Log {
         Ok(())
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A second handle on the same directory for readers (as-of queries) beside the
-    /// writer: it shares sled's trees, has no identity index, and must not append.
-    pub fn reader(&self) -> Log {
-        Log {
-            path: self.path.clone(),
-            store: self.store.clone(),
-            synced_blobs: self.synced_blobs.clone(),
-            head: self.head,
-            index: None,
-        }
+    /// A second handle on the same directory for readers (as-of queries, the fold of
+    /// batches found in the log, checkpoints) beside the writer: it shares sled's trees
+    /// and follows re-opens.
+    pub fn reader(&self) -> LogReader {
+        self.reader.clone()
     }
 
     pub fn head(&self) -> Head {
@@ -471,6 +485,28 @@ impl Log {
         Ok(outcomes)
     }
 
+    fn write_highwater(&self, head: &Head) -> Result<(), LogError> {
+        let text = format!("{} {}\n", head.last_seq, ledger_core::hex(&head.last_hash));
+        self.replace_file(HIGHWATER_FILE, text.as_bytes(), false)
+    }
+}
+
+impl LogReader {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn corrupt(&self, what: impl Into<String>) -> LogError {
+        LogError::Corrupt {
+            path: self.path.clone(),
+            what: what.into(),
+        }
+    }
+
+    fn store(&self) -> Result<Store, LogError> {
+        current(&self.store).map_err(storage(&self.path))
+    }
+
     /// fsyncs the files in sled's `blobs` directory not synced before, then the
     /// directory. Values kept in blobs are rare by design (see `SEGMENT_BYTES`): the
     /// checkpoint and large outbox steps.
@@ -514,12 +550,6 @@ impl Log {
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&dir))
-    }
-
-    fn write_highwater(&self, head: &Head) -> Result<(), LogError> {
-        let hash: String = head.last_hash.iter().map(|b| format!("{b:02x}")).collect();
-        let text = format!("{} {hash}\n", head.last_seq);
-        self.replace_file(HIGHWATER_FILE, text.as_bytes(), false)
     }
 
     /// Replaces the file `name` of the directory whole: writes `bytes` to `name.tmp`
@@ -648,7 +678,7 @@ impl Log {
         // A checkpoint left in sled by an earlier version is superseded: drop it, so
         // that sled can reclaim its space.
         let db = self.store()?.db;
-        if Log::has_legacy_checkpoint(&db) {
+        if LogReader::has_legacy_checkpoint(&db) {
             db.drop_tree(CHECKPOINT_TREE).map_err(storage(&self.path))?;
             self.flush()?;
         }
@@ -665,7 +695,7 @@ impl Log {
             Err(source) => return Err(LogError::Io { path, source }),
         }
         let db = self.store()?.db;
-        if !Log::has_legacy_checkpoint(&db) {
+        if !LogReader::has_legacy_checkpoint(&db) {
             return Ok(None);
         }
         let tree = db.open_tree(CHECKPOINT_TREE).map_err(storage(&self.path))?;
@@ -675,20 +705,39 @@ impl Log {
             .map(|v| v.to_vec()))
     }
 
-    /// Another tree of the same database (the service keeps its payout outbox there),
-    /// checked to open now, and followed across [`Log::reopen`].
-    pub fn tree_handle(&self, name: &str) -> Result<TreeHandle, LogError> {
+    /// The payout outbox of this directory (its own tree of the same database), checked
+    /// to open now, and followed across [`Log::reopen`].
+    pub fn outbox(&self) -> Result<crate::OutboxStore, LogError> {
         let handle = TreeHandle {
             store: self.store.clone(),
-            name: name.to_string(),
+            name: crate::outbox::TREE.to_string(),
         };
         handle.get().map_err(storage(&self.path))?;
-        Ok(handle)
+        Ok(crate::OutboxStore::new(handle, self.path.clone()))
     }
 
-    /// Direct access to the tree, for `verify` and for tests that damage a directory.
-    pub fn raw_tree(&self) -> Result<sled::Tree, LogError> {
+    /// Direct access to the log's tree, for `verify`.
+    pub(crate) fn raw_tree(&self) -> Result<sled::Tree, LogError> {
         Ok(self.store()?.tree)
+    }
+
+    /// The stored bytes of the segment whose first record is `first`, as they are on
+    /// disk: for tests and tools that damage a directory on purpose.
+    #[doc(hidden)]
+    pub fn raw_segment(&self, first: u64) -> Result<Option<Vec<u8>>, LogError> {
+        let tree = self.raw_tree()?;
+        let value = tree.get(key(SEGMENT, first)).map_err(storage(&self.path))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// Overwrites the segment whose first record is `first` with `bytes`, bypassing
+    /// every check: for tests that damage a directory on purpose (never for repairs).
+    #[doc(hidden)]
+    pub fn overwrite_raw_segment(&self, first: u64, bytes: &[u8]) -> Result<(), LogError> {
+        let tree = self.raw_tree()?;
+        tree.insert(key(SEGMENT, first), bytes)
+            .map_err(storage(&self.path))?;
+        Ok(())
     }
 
     /// Makes everything written so far durable: sled's flush (which fsyncs its log),
@@ -710,7 +759,7 @@ impl Segment {
     /// Its records, borrowed; a record that does not decode ends it with an error.
     pub fn records<'a>(
         &'a self,
-        log: &'a Log,
+        log: &'a LogReader,
     ) -> impl Iterator<Item = Result<RecordRef<'a>, LogError>> + 'a {
         segment_records(&self.bytes).map(move |r| {
             r.map_err(|e| {
@@ -800,7 +849,7 @@ fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
         Ok(result) => result.map_err(|source| LogError::Storage {
             path: path.to_path_buf(),
-            source,
+            source: StorageError(source),
         }),
         Err(_) => Err(LogError::Corrupt {
             path: path.to_path_buf(),
@@ -833,10 +882,10 @@ pub(crate) mod tests {
             ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(9, 400)).collect();
         let mut log = Log::open(dir.path()).unwrap();
         let reader = log.reader();
-        let outbox = log.tree_handle("outbox").unwrap();
+        let outbox = log.outbox().unwrap();
         log.append_batch(&inputs(&lines[..200])).unwrap();
         let head = log.head();
-        outbox.get().unwrap().insert("k", "v").unwrap();
+        outbox.record(0, 3, head.last_seq).unwrap();
 
         log.reopen().unwrap();
         assert_eq!(log.head(), head);
@@ -846,10 +895,7 @@ pub(crate) mod tests {
         assert_eq!(log.head().last_seq, head.last_seq);
         log.append_batch(&inputs(&lines[200..])).unwrap();
         // Handles taken before the re-open read the new store.
-        assert_eq!(
-            outbox.get().unwrap().get("k").unwrap().as_deref(),
-            Some(&b"v"[..])
-        );
+        assert_eq!(outbox.recorded().unwrap(), 3);
         let records = reader.records_from(1).count() as u64;
         assert_eq!(records, log.head().last_seq);
         drop((log, reader, outbox));
@@ -918,6 +964,6 @@ pub(crate) mod tests {
         let new = vec![2u8; 1000];
         log.save_checkpoint(&new).unwrap();
         assert_eq!(log.load_checkpoint().unwrap(), Some(new));
-        assert!(!Log::has_legacy_checkpoint(&db));
+        assert!(!LogReader::has_legacy_checkpoint(&db));
     }
 }

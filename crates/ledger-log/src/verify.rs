@@ -7,7 +7,7 @@ use crate::layout::{
     chain_hash, decode_segment, identity_key, key_number, Head, DUPLICATE, HEAD, QUARANTINE,
     SEGMENT,
 };
-use crate::log::{Log, LogError};
+use crate::log::{LogError, LogReader};
 use ledger_core::Replay;
 use std::collections::HashMap;
 
@@ -50,19 +50,16 @@ impl Report {
 
 /// Verifies an open directory. Storage errors end the check and are returned as errors;
 /// damage to the content is reported in the `Report`.
-pub fn verify(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Report, LogError> {
+pub fn verify(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, LogError> {
     let mut report = Report::default();
     let tree = log.raw_tree()?;
-    let storage = |source| LogError::Storage {
-        path: log.path().to_path_buf(),
-        source,
-    };
+    let storage = crate::log::storage(log.path());
     let mut expected_seq = 1u64;
     let mut previous_hash = [0u8; 32];
     let mut last_arrival = 0u64;
     let mut identities: HashMap<[u8; 16], u64> = HashMap::new();
     'segments: for item in tree.scan_prefix([SEGMENT]) {
-        let (k, v) = item.map_err(storage)?;
+        let (k, v) = item.map_err(&storage)?;
         let Some(first) = key_number(&k, SEGMENT) else {
             report.bad(
                 Some(expected_seq),
@@ -177,7 +174,7 @@ pub fn verify(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Report, LogErr
         _ => {}
     }
     for item in tree.scan_prefix([QUARANTINE]) {
-        let (k, v) = item.map_err(storage)?;
+        let (k, v) = item.map_err(&storage)?;
         match postcard::from_bytes::<crate::layout::Quarantined>(&v) {
             Ok(q) if Some(q.arrival) == key_number(&k, QUARANTINE) => report.quarantined += 1,
             _ => report.bad(
@@ -190,7 +187,7 @@ pub fn verify(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Report, LogErr
         }
     }
     for item in tree.scan_prefix([DUPLICATE]) {
-        let (k, v) = item.map_err(storage)?;
+        let (k, v) = item.map_err(&storage)?;
         match postcard::from_bytes::<crate::layout::Duplicate>(&v) {
             Ok(d)
                 if Some(d.arrival) == key_number(&k, DUPLICATE)
@@ -215,7 +212,7 @@ pub fn verify(log: &Log, progress: &mut dyn FnMut(u64)) -> Result<Report, LogErr
 }
 
 /// Compares the checkpoint with a fresh fold of the same prefix.
-fn check_checkpoint(log: &Log) -> Result<CheckpointStatus, LogError> {
+fn check_checkpoint(log: &LogReader) -> Result<CheckpointStatus, LogError> {
     let Some(bytes) = log.load_checkpoint()? else {
         return Ok(CheckpointStatus::Absent);
     };

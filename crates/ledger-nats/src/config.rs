@@ -1,15 +1,13 @@
-//! Service configuration: a TOML file whose every field has a default, overridden by
-//! flags and `INCENTIVE_LEDGER_*` environment variables (the binary merges those).
-//! See `deploy/incentive-ledger.toml` for a commented sample.
+//! The JetStream side's configuration: how to reach NATS, the inbound stream and its
+//! consumer, the payout stream, the refusal and status subjects. Every field has a
+//! default; the binary reads them from the `[nats]`, `[inbound]` and `[payouts]` tables
+//! (and the two subjects) of its TOML file, see `deploy/incentive-ledger.toml`.
 
 use serde::Deserialize;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Data directory of the durable log.
-    pub data_dir: PathBuf,
     pub nats: NatsConfig,
     pub inbound: InboundConfig,
     pub payouts: PayoutsConfig,
@@ -17,26 +15,6 @@ pub struct Config {
     pub rejected_subject: String,
     /// Request/reply subject answering with the service's position and digest.
     pub status_subject: String,
-    /// Log positions folded between checkpoints (a checkpoint is also written on shutdown).
-    pub checkpoint_every: u64,
-    /// Address of the HTTP query API.
-    pub http_addr: String,
-    pub auth: AuthConfig,
-}
-
-/// Bearer tokens of the HTTP API.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    pub tokens: Vec<TokenConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    pub token: String,
-    /// `admin`, `finance` or `partner:<partner_id>`.
-    pub role: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -93,22 +71,25 @@ pub struct PayoutsConfig {
     pub replicas: usize,
     /// JetStream de-duplication window for `Nats-Msg-Id`.
     pub duplicate_window_secs: u64,
-    /// Payouts in flight (published, not yet acknowledged) at most.
+    /// Payouts in flight (published, not yet acknowledged) at most (read by the
+    /// service's publisher).
     pub publish_window: usize,
+    /// Longest wait for JetStream to take or acknowledge one payout before the window is
+    /// published again (read by the service's publisher).
+    pub publish_timeout_ms: u64,
+    /// A payout backlog that has not moved for this long is reported as a fault on
+    /// `/health/ready`, `status` and `/metrics` (read by the service).
+    pub stall_alarm_secs: u64,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
-            data_dir: PathBuf::from("data"),
             nats: NatsConfig::default(),
             inbound: InboundConfig::default(),
             payouts: PayoutsConfig::default(),
             rejected_subject: "incentive.rejected".into(),
             status_subject: "incentive.status".into(),
-            checkpoint_every: 100_000,
-            http_addr: "127.0.0.1:8080".into(),
-            auth: AuthConfig::default(),
         }
     }
 }
@@ -157,50 +138,8 @@ impl Default for PayoutsConfig {
             replicas: 1,
             duplicate_window_secs: 120,
             publish_window: 512,
+            publish_timeout_ms: 10_000,
+            stall_alarm_secs: 60,
         }
-    }
-}
-
-impl Config {
-    /// Parses a TOML configuration; unknown keys are errors, so that a typo never
-    /// silently leaves a default in force.
-    pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml_parse(text)
-    }
-}
-
-fn toml_parse(text: &str) -> Result<Config, String> {
-    toml::from_str(text).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_and_overrides() {
-        let c = Config::from_toml(
-            r#"
-            data_dir = "/var/lib/incentive-ledger"
-            checkpoint_every = 5000
-            [nats]
-            urls = ["nats://a:4222", "nats://b:4222"]
-            user = "ledger"
-            password = "secret"
-            [inbound]
-            fetch_batch = 256
-            "#,
-        )
-        .unwrap();
-        assert_eq!(c.data_dir, PathBuf::from("/var/lib/incentive-ledger"));
-        assert_eq!(c.nats.urls.len(), 2);
-        assert_eq!(c.inbound.fetch_batch, 256);
-        assert_eq!(c.inbound.stream, "INCENTIVE_EVENTS");
-        assert_eq!(c.payouts.subject_prefix, "incentive.payouts");
-        assert!(
-            Config::from_toml("[nats]\nurl = \"x\"").is_err(),
-            "unknown keys are refused"
-        );
-        assert_eq!(Config::from_toml("").unwrap(), Config::default());
     }
 }

@@ -1,16 +1,44 @@
-//! `ledger-nats`: the incentive ledger on NATS JetStream.
+//! `ledger-nats`: the incentive ledger's JetStream adapter — and nothing else.
 //!
-//! - [`service`]: `serve` — durable pull consumer → group commit into the log → ack →
-//!   fold → payout outbox → `payout.issued` on JetStream; refusal notices; status replies.
-//! - [`outbox`]: payouts recorded with the fold position, published after, removed on ack.
+//! - [`jetstream`]: connect, the inbound and payout streams, the durable pull consumer
+//!   as the service's [`ledger_service::Inbound`], the payout stream as its
+//!   [`ledger_service::PayoutSink`], the status responder, and [`serve`], which runs a
+//!   [`ledger_service::Service`] on them.
+//! - [`notices`]: refusal notices on the rejected subject.
 //! - [`publish`]: the importer that sends NDJSON events to the inbound subjects.
-//! - [`config`]: the TOML configuration and its defaults.
+//! - [`config`]: the NATS side's settings and their defaults.
+//!
+//! The ledger's logic (commit, fold, outbox, checkpoints, health) is `ledger-service`'s.
 
 pub mod config;
-pub mod histogram;
-pub mod outbox;
+pub mod jetstream;
+pub mod notices;
 pub mod publish;
-pub mod service;
 
 pub use config::Config;
-pub use service::{run, Status};
+pub use jetstream::{connect, ensure_inbound_stream, ensure_streams, serve};
+
+/// What went wrong on the NATS side; the variants say what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {urls}")]
+    Connect {
+        urls: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot read the NATS credentials file {path}")]
+    Credentials {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("JetStream setup failed ({what})")]
+    JetStream {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Service(#[from] ledger_service::ServiceError),
+}

@@ -6,6 +6,7 @@
 //! (to `incentive.events.unparsed`), to be quarantined by the ledger.
 
 use async_nats::jetstream;
+use ledger_core::hex;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 
@@ -14,10 +15,6 @@ pub struct PublishSummary {
     pub published: u64,
     /// Messages JetStream recognised as re-sends (same `Nats-Msg-Id`).
     pub duplicates: u64,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Subject and message id of one raw input.
@@ -48,11 +45,10 @@ pub fn route(prefix: &str, raw: &[u8]) -> (String, String) {
     };
     let msg_id = match (field("source"), field("id")) {
         (Some(source), Some(id)) => {
-            let mut h = Sha256::new();
-            h.update((source.len() as u64).to_be_bytes());
-            h.update(source.as_bytes());
-            h.update(id.as_bytes());
-            format!("{}-{content}", hex(&h.finalize()[..16]))
+            format!(
+                "{}-{content}",
+                hex(&ledger_core::identity_key(&source, &id))
+            )
         }
         _ => format!("raw-{content}"),
     };

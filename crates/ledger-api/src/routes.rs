@@ -1,0 +1,390 @@
+//! The handlers: each checks the role, asks the handle one typed query, and writes the
+//! answer in the API's own shapes. Queries that read the whole state once (the status
+//! digest, past states) run on a blocking thread.
+
+use crate::views::{Program, StatementBody};
+use crate::{ApiError, ApiResult, ApiState, Role};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ledger_service::{Handle, HistoricError, PayoutFilter};
+use serde::Deserialize;
+use serde_json::json;
+
+fn staff_only(role: &Role) -> Result<(), ApiError> {
+    match role {
+        Role::Admin | Role::Finance => Ok(()),
+        Role::Partner(_) => Err(ApiError::forbidden()),
+    }
+}
+
+/// Runs a query that may read the whole state on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "query_failed",
+        message: format!("the query did not complete: {e}"),
+    })
+}
+
+/// The handle to answer from: the live one, or the state after position `n`, rebuilt
+/// from the data directory (a replay up to `n`: for audits).
+async fn at(state: &ApiState, as_of_seq: Option<u64>) -> Result<Handle, ApiError> {
+    let Some(n) = as_of_seq else {
+        return Ok(state.handle.clone());
+    };
+    let live = state.handle.clone();
+    match blocking(move || live.as_of(n)).await? {
+        Ok(h) => Ok(h),
+        Err(HistoricError::NoDataDirectory) => Err(ApiError::bad_request(
+            "as_of_seq needs the service's data directory, which this deployment does not expose",
+        )),
+        Err(e) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "log_unavailable",
+            message: ledger_service::error_chain(&e),
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LeaderboardQuery {
+    period: Option<String>,
+}
+
+/// Partners of a program ranked by basis (highest first), ties by partner id.
+pub(crate) async fn leaderboard(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+    Path(id): Path<String>,
+    Query(q): Query<LeaderboardQuery>,
+) -> ApiResult {
+    staff_only(&role)?;
+    let Some(period) = q.period else {
+        return Err(ApiError::bad_request(
+            "the period query parameter is required (e.g. period=2026-Q1)",
+        ));
+    };
+    let Some(rows) = state.handle.leaderboard(&id, &period) else {
+        return Err(ApiError::not_found(format!("no program {id}")));
+    };
+    let items: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let b = &r.balance;
+            json!({ "rank": r.rank, "partner_id": b.partner_id, "basis": b.basis, "earned": b.earned, "currency": b.currency })
+        })
+        .collect();
+    Ok(Json(json!({ "program_id": id, "period": period, "items": items })).into_response())
+}
+
+/// Prometheus text format: counts, positions, backlog and lag of the projection.
+pub(crate) async fn metrics(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+) -> ApiResult {
+    staff_only(&role)?;
+    let m = state.handle.metrics();
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in lines {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v)];
+    metric(
+        "ledger_events_received_total",
+        "Inputs received (messages and lines).",
+        "counter",
+        one(m.counts.received),
+    );
+    metric(
+        "ledger_events_applied_total",
+        "Events applied by the fold.",
+        "counter",
+        one(m.counts.applied),
+    );
+    metric(
+        "ledger_events_duplicate_total",
+        "Exact duplicates (counted, ignored).",
+        "counter",
+        one(m.counts.duplicates),
+    );
+    let label = |t: &Option<ledger_core::EventType>| {
+        format!("type=\"{}\"", t.map_or("unknown", |t| t.as_str()))
+    };
+    for (i, (name, help)) in [
+        (
+            "ledger_events_accepted_by_type_total",
+            "Events applied, by event type.",
+        ),
+        (
+            "ledger_events_refused_by_type_total",
+            "Inputs refused, by event type (unknown: unreadable type).",
+        ),
+        (
+            "ledger_events_duplicate_by_type_total",
+            "Exact duplicates, by event type.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        metric(
+            name,
+            help,
+            "counter",
+            m.by_type
+                .iter()
+                .map(|(t, c)| (format!("{{{}}}", label(t)), c[i]))
+                .collect(),
+        );
+    }
+    metric(
+        "ledger_events_refused_total",
+        "Refused inputs by refusal code.",
+        "counter",
+        m.refused_by_code
+            .iter()
+            .map(|(c, n)| (format!("{{code=\"{c}\"}}"), *n))
+            .collect(),
+    );
+    metric(
+        "ledger_log_position",
+        "Last log position folded.",
+        "gauge",
+        one(m.position),
+    );
+    metric(
+        "ledger_checkpoint_position",
+        "Log position of the last checkpoint.",
+        "gauge",
+        one(m.checkpoint_seq),
+    );
+    metric(
+        "ledger_outbox_backlog",
+        "Payouts waiting for a JetStream acknowledgement.",
+        "gauge",
+        one(m.outbox_backlog as u64),
+    );
+    metric(
+        "ledger_consumer_pending",
+        "Inbound messages not yet delivered (consumer lag).",
+        "gauge",
+        one(m.consumer_pending.unwrap_or(0)),
+    );
+    metric(
+        "ledger_payouts_total",
+        "Payouts issued.",
+        "counter",
+        one(m.payouts),
+    );
+    metric(
+        "ledger_fault",
+        "1 while the service reports a fault (storage, publishing, a stalled outbox).",
+        "gauge",
+        one(u64::from(m.fault.is_some())),
+    );
+    out.push_str("# HELP ledger_batch_flush_seconds Time of one group commit (checks, write, flush).\n# TYPE ledger_batch_flush_seconds histogram\n");
+    m.batch_flush
+        .render("ledger_batch_flush_seconds", "", &mut out);
+    out.push_str("# HELP ledger_http_request_seconds HTTP request latency by route.\n# TYPE ledger_http_request_seconds histogram\n");
+    if let Ok(h) = state.http_latency.lock() {
+        for (route, hist) in h.iter() {
+            hist.render(
+                "ledger_http_request_seconds",
+                &format!("route=\"{route}\""),
+                &mut out,
+            );
+        }
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+pub(crate) async fn ready(State(state): State<ApiState>) -> Response {
+    match state.handle.fault() {
+        None => Json(json!({ "status": "ready" })).into_response(),
+        Some(f) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "code": "not_ready", "message": f })),
+        )
+            .into_response(),
+    }
+}
+
+pub(crate) async fn status(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+) -> ApiResult {
+    staff_only(&role)?;
+    let handle = state.handle.clone();
+    let status = blocking(move || handle.status()).await?;
+    Ok(Json(status).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct BalanceFilter {
+    program: Option<String>,
+    period: Option<String>,
+    kind: Option<String>,
+    as_of_seq: Option<u64>,
+}
+
+pub(crate) async fn balances(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+    Path(partner): Path<String>,
+    Query(filter): Query<BalanceFilter>,
+) -> ApiResult {
+    if !role.sees(&partner) {
+        return Err(ApiError::not_found(format!("no partner {partner}")));
+    }
+    let rows: Vec<_> = at(&state, filter.as_of_seq)
+        .await?
+        .partner_balances(&partner)
+        .into_iter()
+        .filter(|b| filter.program.as_ref().is_none_or(|p| &b.program_id == p))
+        .filter(|b| filter.period.as_ref().is_none_or(|p| &b.period == p))
+        .filter(|b| filter.kind.as_ref().is_none_or(|k| &b.kind == k))
+        .collect();
+    if rows.is_empty()
+        && filter.program.is_none()
+        && filter.period.is_none()
+        && filter.kind.is_none()
+    {
+        return Err(ApiError::not_found(format!("no partner {partner}")));
+    }
+    Ok(Json(json!({ "partner_id": partner, "balances": rows })).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StatementQuery {
+    program: Option<String>,
+    period: Option<String>,
+    as_of_seq: Option<u64>,
+}
+
+/// Explains every number of one entry: each event that moved it (basis, earned, paid
+/// after it), each payout with its reason and cause, and how the rules read the basis.
+pub(crate) async fn statement(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+    Path(partner): Path<String>,
+    Query(q): Query<StatementQuery>,
+) -> ApiResult {
+    if !role.sees(&partner) {
+        return Err(ApiError::not_found(format!("no partner {partner}")));
+    }
+    let (Some(program), Some(period)) = (q.program, q.period) else {
+        return Err(ApiError::bad_request(
+            "program and period are required, e.g. ?program=REB-EMEA-2026&period=2026-Q1",
+        ));
+    };
+    let handle = at(&state, q.as_of_seq).await?;
+    let Some(st) = handle.statement(&partner, &program, &period) else {
+        return Err(ApiError::not_found(format!(
+            "no entry for partner {partner} in {program} {period}"
+        )));
+    };
+    Ok(Json(StatementBody::of(&st)).into_response())
+}
+
+pub(crate) async fn claim(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    match state.handle.claim(&id) {
+        Some(c) if role.sees(&c.partner_id) => Ok(Json(c).into_response()),
+        _ => Err(ApiError::not_found(format!("no claim {id}"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Page {
+    partner: Option<String>,
+    program: Option<String>,
+    /// Cursor: the `next` of the previous page.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+const MAX_LIMIT: usize = 1000;
+
+fn cursor(after: &Option<String>) -> Result<usize, ApiError> {
+    match after {
+        None => Ok(0),
+        Some(c) => c.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "after must be a cursor returned as `next`, got {c:?}"
+            ))
+        }),
+    }
+}
+
+pub(crate) async fn payouts(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+    Query(page): Query<Page>,
+) -> ApiResult {
+    let partner = match (&role, &page.partner) {
+        (Role::Partner(own), Some(p)) if p != own => {
+            return Err(ApiError::not_found(format!("no partner {p}")))
+        }
+        (Role::Partner(own), _) => Some(own.clone()),
+        (_, p) => p.clone(),
+    };
+    let start = cursor(&page.after)?;
+    let limit = page.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    let filter = PayoutFilter {
+        partner,
+        program: page.program,
+    };
+    let found = state.handle.payouts(&filter, start, limit);
+    Ok(Json(json!({
+        "items": found.items,
+        "next": found.next.map(|n| n.to_string()),
+    }))
+    .into_response())
+}
+
+pub(crate) async fn rejected(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+    Query(page): Query<Page>,
+) -> ApiResult {
+    staff_only(&role)?;
+    let start = cursor(&page.after)?;
+    let limit = page.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    let found = state.handle.rejections(start, limit);
+    let items: Vec<serde_json::Value> = found.items.iter().map(|r| r.to_json()).collect();
+    Ok(Json(json!({ "items": items, "next": found.next.map(|n| n.to_string()) })).into_response())
+}
+
+pub(crate) async fn programs(State(state): State<ApiState>) -> ApiResult {
+    let items: Vec<Program> = state
+        .handle
+        .programs()
+        .iter()
+        .map(|v| Program::of(v, false))
+        .collect();
+    Ok(Json(json!({ "items": items, "next": null })).into_response())
+}
+
+pub(crate) async fn program(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    match state.handle.program(&id) {
+        Some(v) => Ok(Json(Program::of(&v, true)).into_response()),
+        None => Err(ApiError::not_found(format!("no program {id}"))),
+    }
+}

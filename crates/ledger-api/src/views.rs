@@ -1,0 +1,218 @@
+//! The API's own response shapes. Internal Rust types never reach the wire as they are:
+//! programs and rules are written in the spec's own words (the shape of
+//! `program.published`), amounts in the spec's formats, statements field by field.
+
+use ledger_core::document::{BalanceRow, PayoutRow};
+use ledger_core::event::ProgramDef;
+use ledger_core::ledger::{JournalLine, ProgramView};
+use ledger_core::rules::{RebateMode, Rules, SpifPayout, SpifRate};
+use ledger_core::values::{format_exact, format_money};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// One program version, as `program.published` states it.
+#[derive(Debug, Serialize)]
+pub struct ProgramVersion {
+    pub program_id: String,
+    pub version: u64,
+    pub name: String,
+    pub kind: &'static str,
+    pub currency: String,
+    pub start_date: String,
+    pub end_date: String,
+    pub period: &'static str,
+    pub requires_enrollment: bool,
+    /// The planned cost, when the program states one (SPEC §3, v1.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+    pub rules: Value,
+}
+
+/// A program: its current version, its closed periods and, on its own page, every
+/// version.
+#[derive(Debug, Serialize)]
+pub struct Program {
+    #[serde(flatten)]
+    pub current: ProgramVersion,
+    pub closed_periods: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<ProgramVersion>>,
+}
+
+impl Program {
+    pub fn of(v: &ProgramView, with_history: bool) -> Program {
+        Program {
+            current: ProgramVersion::of(&v.current),
+            closed_periods: v.closed_periods.clone(),
+            versions: with_history
+                .then(|| v.versions.iter().map(|d| ProgramVersion::of(d)).collect()),
+        }
+    }
+}
+
+impl ProgramVersion {
+    pub fn of(d: &ProgramDef) -> ProgramVersion {
+        ProgramVersion {
+            program_id: d.program_id.clone(),
+            version: d.version,
+            name: d.name.clone(),
+            kind: d.kind.as_str(),
+            currency: d.currency.as_str().to_string(),
+            start_date: d.start_date.to_string(),
+            end_date: d.end_date.to_string(),
+            period: d.period.as_str(),
+            requires_enrollment: d.requires_enrollment,
+            budget: d.budget.map(format_exact),
+            rules: rules_json(&d.rules),
+        }
+    }
+}
+
+/// The rules in the words of SPEC §4: the `rules` object of `program.published`.
+pub fn rules_json(rules: &Rules) -> Value {
+    let exact = |d| format_exact(d);
+    let opt = |d: Option<rust_decimal::Decimal>| d.map(format_exact);
+    match rules {
+        Rules::Rebate { basis, mode, tiers } => json!({
+            "basis": basis.as_str(),
+            "mode": match mode { RebateMode::Retroactive => "retroactive", RebateMode::Incremental => "incremental" },
+            "tiers": tiers.iter().map(|t| json!({"from": exact(t.from), "rate": exact(t.rate)})).collect::<Vec<_>>(),
+        }),
+        Rules::Spif {
+            rate,
+            cap_per_period,
+            payout,
+        } => {
+            let mut out = match rate {
+                SpifRate::PerUnit(r) => json!({ "per_unit": exact(*r) }),
+                SpifRate::Rate(r) => json!({ "rate": exact(*r) }),
+            };
+            out["payout"] = json!(match payout {
+                SpifPayout::Immediate => "immediate",
+                SpifPayout::PeriodClose => "period_close",
+            });
+            if let Some(cap) = opt(*cap_per_period) {
+                out["cap_per_period"] = json!(cap);
+            }
+            out
+        }
+        Rules::Bonus {
+            measure,
+            thresholds,
+            accelerator,
+        } => {
+            let mut out = json!({
+                "measure": measure.as_str(),
+                "thresholds": thresholds.iter().map(|t| json!({"attainment": exact(t.attainment), "payout": exact(t.payout)})).collect::<Vec<_>>(),
+            });
+            if let Some(a) = accelerator {
+                out["accelerator"] = json!({"above": exact(a.above), "rate": exact(a.rate)});
+            }
+            out
+        }
+        Rules::Training {
+            rewards,
+            cap_per_period,
+        } => {
+            let mut out = json!({
+                "rewards": rewards.iter().map(|r| json!({"certification": r.certification, "amount": exact(r.amount)})).collect::<Vec<_>>(),
+            });
+            if let Some(cap) = opt(*cap_per_period) {
+                out["cap_per_period"] = json!(cap);
+            }
+            out
+        }
+        Rules::Fund {
+            accrual_rate,
+            cap_per_period,
+            expires_after_periods,
+        } => {
+            let mut out = json!({
+                "accrual_rate": exact(*accrual_rate),
+                "expires_after_periods": expires_after_periods,
+            });
+            if let Some(cap) = opt(*cap_per_period) {
+                out["cap_per_period"] = json!(cap);
+            }
+            out
+        }
+    }
+}
+
+/// One line of a statement: the event, the entry after it, and what it changed.
+#[derive(Debug, Serialize)]
+pub struct StatementLine {
+    pub cause_source: String,
+    pub cause_id: String,
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub time: String,
+    pub basis: String,
+    pub basis_change: String,
+    pub earned: String,
+    pub earned_change: String,
+    pub adjustments: String,
+    pub paid: String,
+    pub reserved: String,
+    pub payout: Option<StatementPayout>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatementPayout {
+    pub payout_id: String,
+    pub amount: String,
+    pub reason: &'static str,
+}
+
+/// Everything that explains one entry's numbers.
+#[derive(Debug, Serialize)]
+pub struct StatementBody {
+    pub balance: BalanceRow,
+    pub lines: Vec<StatementLine>,
+    pub payouts: Vec<PayoutRow>,
+    pub explanation: Value,
+}
+
+impl StatementBody {
+    pub fn of(s: &ledger_service::EntryStatement) -> StatementBody {
+        let st = &s.statement;
+        let currency = st.balance.currency;
+        let money = |d| format_money(d, currency);
+        let mut previous: Option<&JournalLine> = None;
+        let lines = st
+            .lines
+            .iter()
+            .map(|l| {
+                let (db, de) = match previous {
+                    Some(prev) => (l.basis - prev.basis, l.earned - prev.earned),
+                    None => (l.basis, l.earned),
+                };
+                previous = Some(l);
+                StatementLine {
+                    cause_source: l.cause.source.to_string(),
+                    cause_id: l.cause.id.to_string(),
+                    event_type: l.cause.event_type.as_str(),
+                    time: l.cause.time.to_string(),
+                    basis: format_exact(l.basis),
+                    basis_change: format_exact(db),
+                    earned: money(l.earned),
+                    earned_change: money(de),
+                    adjustments: money(l.adjustments),
+                    paid: money(l.paid),
+                    reserved: money(l.reserved),
+                    payout: l.payout.map(|(id, amount, reason)| StatementPayout {
+                        payout_id: id.to_string(),
+                        amount: money(amount),
+                        reason: reason.as_str(),
+                    }),
+                }
+            })
+            .collect();
+        StatementBody {
+            balance: BalanceRow::from(&st.balance),
+            lines,
+            payouts: s.payouts.clone(),
+            explanation: st.explanation.clone(),
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! [`Handle`]: a handle to the live projection and the service's health, with typed
+//! queries (the way mini-redis's `Db` is a handle to shared state). The locks are
+//! private: the projector writes through the crate's own methods; everyone else calls a
+//! query, and no query costs O(history) under the lock the fold writes with — each is
+//! indexed, or (the status digest) computed at most once per position.
+
+use crate::health::Health;
+use crate::histogram::Histogram;
+use crate::projection::Projection;
+use ledger_core::document::{BalanceRow, ClaimRow, Counts, PayoutRow};
+use ledger_core::ledger::{ProgramView, Statement};
+use ledger_core::replay::Rejection;
+use ledger_core::{EventType, Replay};
+use ledger_log::{LogError, LogReader};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+/// What the service reports of itself (`status` on NATS, `/v1/status` over HTTP).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// Last log position folded into the projection.
+    pub position: u64,
+    pub arrival: u64,
+    /// The replay digest of the projection at `position`.
+    pub digest: String,
+    pub events: Counts,
+    pub outbox_backlog: usize,
+    pub checkpoint_seq: u64,
+    /// Messages the consumer has not yet delivered (consumer lag), when known.
+    pub consumer_pending: Option<u64>,
+    /// The fault in force (storage, publishing, a stalled outbox), until it clears.
+    pub fault: Option<String>,
+}
+
+/// One page of a list, and the cursor of the next (`None`: this was the last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<usize>,
+}
+
+/// Which payouts to list.
+#[derive(Debug, Clone, Default)]
+pub struct PayoutFilter {
+    pub partner: Option<String>,
+    pub program: Option<String>,
+}
+
+/// One entry's statement with the payouts it received.
+#[derive(Debug, Clone)]
+pub struct EntryStatement {
+    pub statement: Statement,
+    pub payouts: Vec<PayoutRow>,
+}
+
+/// A leaderboard row: a partner's place in a program's period by basis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderboardRow {
+    pub rank: usize,
+    pub balance: BalanceRow,
+}
+
+/// What `/metrics` shows, read at one moment.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub position: u64,
+    pub checkpoint_seq: u64,
+    pub counts: Counts,
+    /// Applied, refused and duplicate inputs per event type (`None`: unreadable type).
+    pub by_type: Vec<(Option<EventType>, [u64; 3])>,
+    pub refused_by_code: Vec<(&'static str, u64)>,
+    pub payouts: u64,
+    pub outbox_backlog: usize,
+    pub consumer_pending: Option<u64>,
+    pub fault: Option<String>,
+    pub batch_flush: Histogram,
+}
+
+/// Why a past state could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoricError {
+    #[error("this handle has no data directory to rebuild a past state from")]
+    NoDataDirectory,
+    #[error("cannot rebuild from the log")]
+    Log(#[from] LogError),
+}
+
+/// A handle to the projection; cheap to clone, shared by every reader.
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    projection: RwLock<Projection>,
+    /// Its own lock: the loops report without waiting for the fold (see [`Health`]).
+    health: Mutex<Health>,
+    /// The last position folded, for waiters (`min_position`).
+    position: tokio::sync::watch::Sender<u64>,
+    /// The status digest and the position it is of: computed at most once a position.
+    digest: Mutex<Option<(u64, String)>>,
+    /// A reader of the data directory, for past states.
+    log: Option<LogReader>,
+}
+
+/// How long a backlog may stand still before it is a fault, for handles built outside
+/// a service (tests, tools), which have no publisher.
+const NO_STALL_ALARM: Duration = Duration::from_secs(u64::MAX / 4);
+
+impl Handle {
+    pub(crate) fn new(
+        projection: Projection,
+        log: Option<LogReader>,
+        stall_after: Duration,
+    ) -> Handle {
+        let (position, _) = tokio::sync::watch::channel(projection.seq);
+        Handle {
+            inner: Arc::new(Inner {
+                projection: RwLock::new(projection),
+                health: Mutex::new(Health::new(stall_after)),
+                position,
+                digest: Mutex::new(None),
+                log,
+            }),
+        }
+    }
+
+    /// A handle on a fold made elsewhere (a replay in memory, a test), at log position
+    /// `seq`; with `log`, past states can be rebuilt from that directory.
+    pub fn from_replay(replay: Replay, seq: u64, arrival: u64, log: Option<LogReader>) -> Handle {
+        Handle::new(
+            Projection::new(replay, seq, arrival, 0),
+            log,
+            NO_STALL_ALARM,
+        )
+    }
+
+    // ----- for the service's own loops -------------------------------------------------
+
+    /// The projection for writing. A panic while holding the lock leaves consistent data
+    /// (it is only read after).
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Projection> {
+        self.inner
+            .projection
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Projection> {
+        self.inner
+            .projection
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The health report for reading or writing; a panic while holding it leaves it
+    /// usable.
+    pub(crate) fn health(&self) -> MutexGuard<'_, Health> {
+        self.inner.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells waiters the fold reached `seq`.
+    pub(crate) fn advanced(&self, seq: u64) {
+        self.inner.position.send_replace(seq);
+    }
+
+    /// Holds a read of the projection, as the projector does while it encodes a
+    /// checkpoint: for tests that check queries go on meanwhile.
+    #[doc(hidden)]
+    pub fn hold_read(&self) -> impl Drop + '_ {
+        self.read()
+    }
+
+    // ----- queries ----------------------------------------------------------------------
+
+    /// The last log position folded.
+    pub fn position(&self) -> u64 {
+        *self.inner.position.borrow()
+    }
+
+    /// Waits until the fold has reached `position`, at most `limit`; whether it did.
+    pub async fn wait_for_position(&self, position: u64, limit: Duration) -> bool {
+        let mut rx = self.inner.position.subscribe();
+        let reached = tokio::time::timeout(limit, rx.wait_for(|&p| p >= position)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
+    /// The fault in force, if any (what `/health/ready` answers).
+    pub fn fault(&self) -> Option<String> {
+        self.health().fault(Instant::now())
+    }
+
+    /// The service's status. The digest is computed once per position (callers that
+    /// ask at the same position share it); computing it reads the whole state, so call
+    /// this from a blocking thread.
+    pub fn status(&self) -> Status {
+        let mut cached = self.inner.digest.lock().unwrap_or_else(|p| p.into_inner());
+        let p = self.read();
+        let digest = match &*cached {
+            Some((at, digest)) if *at == p.seq => digest.clone(),
+            _ => {
+                let digest = p.replay.digest();
+                *cached = Some((p.seq, digest.clone()));
+                digest
+            }
+        };
+        let (position, arrival, checkpoint_seq, events) =
+            (p.seq, p.arrival, p.checkpoint_seq, p.replay.counts());
+        drop(p);
+        drop(cached);
+        let h = self.health();
+        Status {
+            position,
+            arrival,
+            digest,
+            events,
+            outbox_backlog: h.outbox_backlog,
+            checkpoint_seq,
+            consumer_pending: h.consumer_pending,
+            fault: h.fault(Instant::now()),
+        }
+    }
+
+    /// One partner's balances (every program and period), in document order.
+    pub fn partner_balances(&self, partner_id: &str) -> Vec<BalanceRow> {
+        let p = self.read();
+        let balances = p.replay.ledger().partner_balances(partner_id);
+        balances.iter().map(BalanceRow::from).collect()
+    }
+
+    /// The statement of one entry, with the payouts it received.
+    pub fn statement(
+        &self,
+        partner_id: &str,
+        program_id: &str,
+        period: &str,
+    ) -> Option<EntryStatement> {
+        let p = self.read();
+        let statement = p
+            .replay
+            .ledger()
+            .statement(partner_id, program_id, period)?;
+        let all = p.replay.payouts();
+        let payouts = p
+            .partner_payouts(partner_id)
+            .iter()
+            .filter_map(|&i| all.get(i as usize))
+            .filter(|x| x.program_id == program_id && x.period == period)
+            .map(PayoutRow::from)
+            .collect();
+        Some(EntryStatement { statement, payouts })
+    }
+
+    pub fn claim(&self, claim_id: &str) -> Option<ClaimRow> {
+        let p = self.read();
+        let claim = p.replay.ledger().claim(claim_id)?;
+        Some(ClaimRow::from(&claim))
+    }
+
+    /// Payouts in issue order from cursor `after` (an index of the fold's payouts), at
+    /// most `limit`; a partner filter reads that partner's payouts only.
+    pub fn payouts(&self, filter: &PayoutFilter, after: usize, limit: usize) -> Page<PayoutRow> {
+        assert!(limit > 0, "a page holds at least one item");
+        let p = self.read();
+        let all = p.replay.payouts();
+        let fits = |x: &ledger_core::Payout| {
+            filter
+                .program
+                .as_ref()
+                .is_none_or(|program| x.program_id == *program)
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        let mut take = |i: usize, x: &ledger_core::Payout| {
+            if !fits(x) {
+                return true;
+            }
+            if items.len() == limit {
+                next = Some(i);
+                return false;
+            }
+            items.push(PayoutRow::from(x));
+            true
+        };
+        match &filter.partner {
+            Some(partner) => {
+                let own = p.partner_payouts(partner);
+                let from = own.partition_point(|&i| (i as usize) < after);
+                for &i in &own[from..] {
+                    if !take(i as usize, &all[i as usize]) {
+                        break;
+                    }
+                }
+            }
+            None => {
+                for (i, x) in all.iter().enumerate().skip(after) {
+                    if !take(i, x) {
+                        break;
+                    }
+                }
+            }
+        }
+        Page { items, next }
+    }
+
+    /// Refusals in arrival order from cursor `after`, at most `limit`.
+    pub fn rejections(&self, after: usize, limit: usize) -> Page<Rejection> {
+        assert!(limit > 0, "a page holds at least one item");
+        let p = self.read();
+        let all = p.replay.rejections();
+        let items: Vec<Rejection> = all.iter().skip(after).take(limit).cloned().collect();
+        let end = after.saturating_add(items.len());
+        Page {
+            next: (end < all.len()).then_some(end),
+            items,
+        }
+    }
+
+    /// Every program, by program_id.
+    pub fn programs(&self) -> Vec<ProgramView> {
+        self.read().replay.ledger().programs()
+    }
+
+    pub fn program(&self, program_id: &str) -> Option<ProgramView> {
+        self.programs()
+            .into_iter()
+            .find(|v| v.current.program_id == program_id)
+    }
+
+    /// Partners of a program's period ranked by basis (highest first), ties by partner
+    /// id; `None` if there is no such program.
+    pub fn leaderboard(&self, program_id: &str, period: &str) -> Option<Vec<LeaderboardRow>> {
+        let mut rows = self
+            .read()
+            .replay
+            .ledger()
+            .period_balances(program_id, period)?;
+        rows.sort_by(|a, b| {
+            b.basis
+                .cmp(&a.basis)
+                .then_with(|| a.partner_id.cmp(&b.partner_id))
+        });
+        Some(
+            rows.iter()
+                .enumerate()
+                .map(|(i, b)| LeaderboardRow {
+                    rank: i + 1,
+                    balance: BalanceRow::from(b),
+                })
+                .collect(),
+        )
+    }
+
+    /// Counters and gauges for `/metrics`.
+    pub fn metrics(&self) -> Metrics {
+        let p = self.read();
+        let (position, checkpoint_seq, counts, payouts) = (
+            p.seq,
+            p.checkpoint_seq,
+            p.replay.counts(),
+            p.replay.payouts().len() as u64,
+        );
+        let by_type = p
+            .replay
+            .counts_by_type()
+            .iter()
+            .map(|(t, c)| (*t, *c))
+            .collect();
+        let refused_by_code = p.refused_by_code().iter().map(|(c, n)| (*c, *n)).collect();
+        drop(p);
+        let h = self.health();
+        Metrics {
+            position,
+            checkpoint_seq,
+            counts,
+            by_type,
+            refused_by_code,
+            payouts,
+            outbox_backlog: h.outbox_backlog,
+            consumer_pending: h.consumer_pending,
+            fault: h.fault(Instant::now()),
+            batch_flush: h.batch_flush.clone(),
+        }
+    }
+
+    /// The state as it stood after log position `n`, rebuilt from the data directory
+    /// (with journals, for statements) into a handle of its own. Costs a replay of the
+    /// log up to `n`: for audits; call it from a blocking thread.
+    pub fn as_of(&self, n: u64) -> Result<Handle, HistoricError> {
+        let log = self
+            .inner
+            .log
+            .as_ref()
+            .ok_or(HistoricError::NoDataDirectory)?;
+        let rebuilt =
+            ledger_log::history::rebuild_with_journal(log, ledger_log::Bound::Seq(n), &mut |_| {})?;
+        Ok(Handle::from_replay(
+            rebuilt.replay,
+            rebuilt.seq,
+            rebuilt.arrival,
+            None,
+        ))
+    }
+}

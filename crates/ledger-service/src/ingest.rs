@@ -1,0 +1,248 @@
+//! The ingest loop: takes a batch from the transport → group-commits it to the log (one
+//! flush; on a storage fault: hold, re-open, retry) → acknowledges every message → hands
+//! the batch to the projector, which folds it while the next batch is taken and
+//! committed. Nothing is acknowledged before its batch is durable.
+//!
+//! The transport is behind [`Inbound`] and [`Delivery`] (JetStream in `ledger-nats`, a
+//! simulated source in tests); this loop knows nothing of NATS.
+
+use crate::handle::Handle;
+use crate::health::FaultSource;
+use crate::outbox::Outbox;
+use crate::projector::FoldJob;
+use crate::{ServiceError, TransportError};
+use ledger_log::{Input, Log};
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{error, info, warn};
+
+/// Where inbound events come from.
+pub trait Inbound: Send {
+    type Message: Delivery;
+
+    /// The next batch: waits a short while for a first message, then takes what else
+    /// arrives (group commit). Empty when nothing arrived within the wait. An error is
+    /// one the transport could not recover from.
+    fn next_batch(
+        &mut self,
+    ) -> impl Future<Output = Result<Vec<Self::Message>, TransportError>> + Send;
+
+    /// Messages the source holds that it has not yet delivered (the consumer's lag),
+    /// asked of the source now; `None` if it cannot tell.
+    fn pending(&mut self) -> impl Future<Output = Option<u64>> + Send;
+}
+
+/// One inbound message and what the loop can answer about it.
+pub trait Delivery: Send + Sync {
+    fn payload(&self) -> &[u8];
+    /// Its position in the source (the JetStream stream sequence), if known.
+    fn position(&self) -> Option<u64>;
+    /// It is durable in the log: the source may forget it.
+    fn ack(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Still being worked on (the batch is held while the log cannot be written): the
+    /// source must not redeliver it yet.
+    fn in_progress(&self) -> impl Future<Output = ()> + Send;
+    /// Not taken (shutting down with it uncommitted): whoever consumes next gets it.
+    fn nak(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Where the loop spends its time (logged at shutdown).
+#[derive(Default)]
+pub(crate) struct StageTiming {
+    pub(crate) batches: u64,
+    pub(crate) messages: u64,
+    pub(crate) fetch: Duration,
+    pub(crate) append: Duration,
+    pub(crate) ack: Duration,
+}
+
+/// How often the consumer's lag is asked for while messages keep coming.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
+
+/// The ingest stage: owns the log.
+pub(crate) struct Ingest<'a, I: Inbound> {
+    pub(crate) inbound: I,
+    pub(crate) log: &'a mut Log,
+    pub(crate) handle: Handle,
+    pub(crate) outbox: Outbox,
+    pub(crate) jobs: tokio::sync::mpsc::Sender<FoldJob>,
+    pub(crate) timing: StageTiming,
+    backoff: Duration,
+    last_lag: Option<Instant>,
+}
+
+impl<'a, I: Inbound> Ingest<'a, I> {
+    pub(crate) fn new(
+        inbound: I,
+        log: &'a mut Log,
+        handle: Handle,
+        outbox: Outbox,
+        jobs: tokio::sync::mpsc::Sender<FoldJob>,
+    ) -> Self {
+        Ingest {
+            inbound,
+            log,
+            handle,
+            outbox,
+            jobs,
+            timing: StageTiming::default(),
+            backoff: Duration::from_millis(100),
+            last_lag: None,
+        }
+    }
+
+    /// Runs until `shutdown` resolves or the projector stops.
+    pub(crate) async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServiceError> {
+        tokio::pin!(shutdown);
+        loop {
+            let t = Instant::now();
+            let messages = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                m = self.inbound.next_batch() => m.map_err(ServiceError::Transport)?,
+            };
+            self.timing.fetch += t.elapsed();
+            if messages.is_empty() {
+                // Nothing to deliver right now: the lag the source reports is the one to
+                // show (a value fetched mid-stream must not stay for ever).
+                self.refresh_lag(true).await;
+                continue;
+            }
+            let Some(job) = self.commit(&messages, &mut shutdown).await? else {
+                // Shutting down with a batch that never became durable: nak it for
+                // whoever consumes next (the next start resumes after the log's end).
+                for m in &messages {
+                    m.nak().await;
+                }
+                return Ok(());
+            };
+            let t = Instant::now();
+            for m in &messages {
+                if let Err(e) = m.ack().await {
+                    warn!(
+                        "ack failed (the message will be redelivered and deduplicated): {}",
+                        crate::error_chain(&e)
+                    );
+                }
+            }
+            self.timing.ack += t.elapsed();
+            // Fold on the projector while the next batch is taken and committed.
+            if self.jobs.send(job).await.is_err() {
+                return Ok(()); // the projector stopped on an error, returned by the caller
+            }
+            self.refresh_lag(false).await;
+        }
+    }
+
+    /// Asks the source for its lag: when `idle`, unless it was just asked and said 0;
+    /// otherwise at most once per [`LAG_REFRESH`].
+    async fn refresh_lag(&mut self, idle: bool) {
+        let due = self.last_lag.is_none_or(|t| t.elapsed() >= LAG_REFRESH);
+        let stale = idle && self.handle.health().consumer_pending != Some(0);
+        if !(due || stale) {
+            return;
+        }
+        self.last_lag = Some(Instant::now());
+        if let Some(pending) = self.inbound.pending().await {
+            self.handle.health().consumer_pending = Some(pending);
+        }
+    }
+
+    /// Group-commits a batch. If the log cannot be written, holds the batch and retries
+    /// it (nothing is acknowledged): letting the source redeliver it later would let
+    /// newer messages overtake it. sled refuses every write after an IO error, so each
+    /// retry re-opens the directory first; if the failed call had made the batch durable
+    /// after all (the fault came after the flush), the re-opened log holds it and it is
+    /// folded from there instead of being appended twice. `None`: shut down first.
+    async fn commit(
+        &mut self,
+        messages: &[I::Message],
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Option<FoldJob>, ServiceError> {
+        self.timing.batches += 1;
+        self.timing.messages += messages.len() as u64;
+        let t = Instant::now();
+        let time_ns = now_ns();
+        let inputs: Vec<Input> = messages
+            .iter()
+            .map(|m| Input {
+                raw: m.payload(),
+                line: None,
+                time_ns,
+            })
+            .collect();
+        let last_position = messages.iter().filter_map(Delivery::position).max();
+        let before = self.log.head();
+        loop {
+            let appended =
+                tokio::task::block_in_place(|| self.log.append_batch_from(&inputs, last_position));
+            match appended {
+                Ok(outcomes) => {
+                    self.backoff = Duration::from_millis(100);
+                    self.handle.health().clear_fault(FaultSource::Log);
+                    self.timing.append += t.elapsed();
+                    self.handle.health().batch_flush.observe(t.elapsed());
+                    return Ok(Some(FoldJob::Outcomes(outcomes)));
+                }
+                Err(e) => {
+                    let message = crate::error_chain(&e);
+                    error!(
+                        "the log cannot be written; nothing acknowledged, retrying in {:?}: {message}",
+                        self.backoff
+                    );
+                    self.handle.health().set_fault(FaultSource::Log, message);
+                    for m in messages {
+                        m.in_progress().await;
+                    }
+                    tokio::select! {
+                        _ = shutdown.as_mut() => return Ok(None),
+                        _ = tokio::time::sleep(self.backoff) => {}
+                    }
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                    if self.reopen().await? && self.log.head().last_arrival > before.last_arrival {
+                        warn!(position = self.log.head().last_seq, "the batch had become durable before the fault; folding it from the log");
+                        self.handle.health().clear_all();
+                        self.timing.append += t.elapsed();
+                        return Ok(Some(FoldJob::Landed));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets the projector finish what it holds (so that what is recorded again is
+    /// everything folded so far), then re-opens the directory and records again the
+    /// outbox entries a fault may have lost. Whether the directory is open again.
+    async fn reopen(&mut self) -> Result<bool, ServiceError> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if self.jobs.send(FoldJob::Barrier(done_tx)).await.is_ok() {
+            let _ = done_rx.await;
+        }
+        let reopened = tokio::task::block_in_place(|| self.log.reopen()).and_then(|()| {
+            let p = self.handle.read();
+            self.outbox.record_missing(p.replay.payouts().len(), p.seq)
+        });
+        match reopened {
+            Ok(()) => {
+                info!("data directory re-opened");
+                Ok(true)
+            }
+            Err(e) => {
+                warn!(
+                    "the data directory cannot be re-opened yet: {}",
+                    crate::error_chain(&e)
+                );
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

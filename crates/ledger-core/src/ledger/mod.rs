@@ -1,0 +1,274 @@
+//! The fold: the ledger's state and how each logged event changes it (SPEC §3–§5).
+//!
+//! [`Ledger::apply`] takes one event that passed intake and returns what happened — a
+//! business refusal, or the payouts the event caused — as values. It reads no clock, no
+//! randomness and no hash-map iteration order: every iteration that can influence a
+//! result goes through sorted or insertion-ordered collections.
+//!
+//! The settlement sweep of SPEC §5 ("after every applied event, every entry, in order")
+//! is incremental: an entry's `earned − paid` can only become non-zero and payable when
+//! the event touched the entry, changed the rules or target it is evaluated with, or
+//! closed its period. Each handler marks exactly those entries dirty, and only they are
+//! swept — sorted by (partner_id, program_id, period index) — which gives the same
+//! payouts as sweeping everything, because after each sweep every payable entry has
+//! `earned = paid`.
+
+use crate::event::{Event, EventData, ProgramDef, Return, Sale, Text};
+use crate::refusal::{Code, Refusal};
+use crate::rules::{BasisView, Kind, Measure, Rules};
+use crate::values::{basis_limit, round_money, Currency, PeriodKind, PeriodLabel};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Hash maps of the fold: a fast hasher with a per-process random seed. Nothing iterates
+/// them where order could reach a result (see the module docs).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+mod adjustments;
+mod claims;
+mod enrollment;
+mod journal;
+mod payouts;
+mod programs;
+mod sales;
+mod settle;
+mod state;
+mod statement;
+mod training;
+mod views;
+
+use journal::*;
+use programs::*;
+use state::*;
+
+pub use journal::{Cause, JournalLine};
+pub use payouts::{payout_id, Applied, Payout, PayoutReason};
+pub use state::ClaimStatus;
+pub use statement::Statement;
+pub use views::{Balance, ClaimView, FundBalance, ProgramView};
+
+/// The folded state of a log.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Ledger {
+    syms: Interner,
+    programs: HashMap<Sym, Program>,
+    /// Programs in first-publication order, the order sales and completions visit them.
+    program_order: Vec<Sym>,
+    /// The programs of `program_order` a sale can count for: their kind counts sales and
+    /// has a measure, neither of which a later version may change. Derived from
+    /// `program_order`: dropped when a program is added, rebuilt at the next sale (and
+    /// after a checkpoint load, as it is not stored).
+    #[serde(skip)]
+    sale_programs: Option<Vec<Sym>>,
+    enrollments: HashMap<(Sym, Sym), Enrollment>,
+    entries: HashMap<EntryKey, Entry>,
+    /// The period indexes of each (partner, program)'s entries, in creation order.
+    partner_entries: HashMap<(Sym, Sym), Vec<i64>>,
+    sales: HashMap<Text, SaleRecord>,
+    returns: HashSet<Text>,
+    claims: HashMap<Text, Claim>,
+    adjustments: HashSet<Text>,
+    /// (program, partner, person, certification) completions already counted.
+    trained: HashSet<(Sym, Sym, Text, Text)>,
+    /// Entries the current event may have changed; drained by the sweep.
+    #[serde(skip)]
+    dirty: Vec<EntryKey>,
+    /// Per entry, what every event that touched it left behind (for statements); kept
+    /// only when enabled, as it grows with the log.
+    #[serde(with = "journal_causes")]
+    journal: Option<HashMap<EntryKey, EntryJournal>>,
+}
+
+pub(super) fn refuse(code: Code, message: String) -> Applied {
+    Applied {
+        refusal: Some(Refusal::new(code, message)),
+        payouts: Vec::new(),
+    }
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// Keeps a journal per entry from now on (what statements explain).
+    pub fn enable_journal(&mut self) {
+        if self.journal.is_none() {
+            self.journal = Some(HashMap::default());
+        }
+    }
+
+    pub fn journal_enabled(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Applies one event that passed intake, at the next position of the log.
+    pub fn apply(&mut self, event: &Event) -> Applied {
+        let mut payouts = Vec::new();
+        let refusal = self.apply_into(event, &mut payouts);
+        Applied { refusal, payouts }
+    }
+
+    /// [`Ledger::apply`], appending the payouts to `payouts` (a replay's growing list)
+    /// instead of a vector of their own. On a refusal nothing is appended.
+    pub fn apply_into(&mut self, event: &Event, payouts: &mut Vec<Payout>) -> Option<Refusal> {
+        debug_assert!(self.dirty.is_empty());
+        let applied = match &event.data {
+            EventData::ProgramPublished(def) => self.program_published(def),
+            EventData::PartnerEnrolled {
+                partner_id,
+                program_id,
+                target,
+            } => self.partner_enrolled(partner_id, program_id, *target),
+            EventData::PartnerWithdrawn {
+                partner_id,
+                program_id,
+            } => self.partner_withdrawn(partner_id, program_id),
+            EventData::SaleRecorded(sale) => self.sale_recorded(event, sale),
+            EventData::SaleReturned(ret) => self.sale_returned(ret),
+            EventData::TrainingCompleted {
+                partner_id,
+                person_id,
+                certification,
+                ..
+            } => self.training_completed(event, partner_id, person_id, certification.as_deref()),
+            EventData::ClaimSubmitted {
+                claim_id,
+                partner_id,
+                program_id,
+                amount,
+                ..
+            } => self.claim_submitted(claim_id, partner_id, program_id, *amount),
+            EventData::ClaimDecided {
+                claim_id,
+                approved,
+                approved_amount,
+            } => self.claim_decided(event, claim_id, *approved, *approved_amount),
+            EventData::PeriodClosed { program_id, period } => {
+                self.period_closed(program_id, period)
+            }
+            EventData::AdjustmentPosted {
+                adjustment_id,
+                partner_id,
+                program_id,
+                period,
+                amount,
+                ..
+            } => self.adjustment_posted(adjustment_id, partner_id, program_id, period, *amount),
+        };
+        if applied.refusal.is_some() {
+            debug_assert!(self.dirty.is_empty(), "a refused event changed entries");
+            self.dirty.clear();
+        } else {
+            payouts.extend(applied.payouts);
+            self.sweep(event, payouts);
+        }
+        applied.refusal
+    }
+
+    // ----- lookups -------------------------------------------------------------------
+
+    fn program_by_name(&self, program_id: &str) -> Option<(Sym, &Program)> {
+        let sym = self.syms.get(program_id)?;
+        self.programs.get(&sym).map(|p| (sym, p))
+    }
+
+    fn is_enrolled(&self, partner: Sym, program: Sym) -> bool {
+        self.enrollments
+            .get(&(partner, program))
+            .is_some_and(|e| e.enrolled)
+    }
+
+    fn counts_for(&self, partner: Option<Sym>, program: Sym, p: &Program) -> bool {
+        !p.current().requires_enrollment || partner.is_some_and(|s| self.is_enrolled(s, program))
+    }
+
+    fn entry_or_create(&mut self, key: EntryKey) -> &mut Entry {
+        match self.entries.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if let Some(p) = self.programs.get_mut(&key.program) {
+                    p.periods.entry(key.period).or_default().push(key.partner);
+                }
+                self.partner_entries
+                    .entry((key.partner, key.program))
+                    .or_default()
+                    .push(key.period);
+                v.insert(Entry::default())
+            }
+        }
+    }
+
+    /// Entry order (SPEC §7): partner_id, program_id, period index. Names are compared
+    /// only where the symbols differ, so keys of one partner sort without string work.
+    fn entry_order(&self, a: &EntryKey, b: &EntryKey) -> std::cmp::Ordering {
+        let by_name = |x: Sym, y: Sym| {
+            if x == y {
+                std::cmp::Ordering::Equal
+            } else {
+                self.syms.name(x).cmp(self.syms.name(y))
+            }
+        };
+        by_name(a.partner, b.partner)
+            .then_with(|| by_name(a.program, b.program))
+            .then(a.period.cmp(&b.period))
+    }
+
+    /// The program version an entry is evaluated with and the partner's target for it:
+    /// the frozen copy if its period is closed, else the current one (SPEC §3, §4).
+    fn evaluation(&self, key: EntryKey) -> Option<(&ProgramDef, Option<Decimal>)> {
+        let program = self.programs.get(&key.program)?;
+        let current_target = self
+            .enrollments
+            .get(&(key.partner, key.program))
+            .and_then(|e| e.target);
+        Some(match program.closed.get(&key.period) {
+            Some(frozen) => (
+                frozen.def.as_ref(),
+                frozen.targets.get(&key.partner).copied().or(current_target),
+            ),
+            None => (program.current().as_ref(), current_target),
+        })
+    }
+
+    fn earned(&self, key: EntryKey, entry: &Entry) -> Decimal {
+        match self.evaluation(key) {
+            Some((def, target)) => earned_by(def, target, entry),
+            None => entry.adjustments,
+        }
+    }
+
+    /// Reserved, paid, expired and available of an MDF/co-op bucket (SPEC §4.2).
+    fn fund_balance(&self, key: EntryKey, entry: &Entry) -> FundBalance {
+        let earned = self.earned(key, entry);
+        let expired_bucket = self
+            .programs
+            .get(&key.program)
+            .is_some_and(|p| p.bucket_expired(key.period));
+        let unspent = earned - entry.reserved - entry.paid;
+        let expired = if expired_bucket {
+            unspent.max(Decimal::ZERO)
+        } else {
+            Decimal::ZERO
+        };
+        FundBalance {
+            reserved: entry.reserved,
+            expired,
+            available: unspent - expired,
+            expired_bucket,
+        }
+    }
+
+    /// The partner's buckets in a fund program, oldest period first.
+    fn buckets(&self, partner: Sym, program: Sym) -> Vec<i64> {
+        let mut periods = self
+            .partner_entries
+            .get(&(partner, program))
+            .cloned()
+            .unwrap_or_default();
+        periods.sort_unstable();
+        periods
+    }
+}

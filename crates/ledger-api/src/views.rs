@@ -4,8 +4,9 @@
 
 use ledger_core::document::{BalanceRow, PayoutRow};
 use ledger_core::event::ProgramDef;
-use ledger_core::ledger::{JournalLine, ProgramView};
+use ledger_core::ledger::{Explanation, JournalLine, ProgramView};
 use ledger_core::rules::{RebateMode, Rules, SpifPayout, SpifRate};
+use ledger_core::values::Currency;
 use ledger_core::values::{format_exact, format_money};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -212,7 +213,73 @@ impl StatementBody {
             balance: BalanceRow::from(&st.balance),
             lines,
             payouts: s.payouts.clone(),
-            explanation: st.explanation.clone(),
+            explanation: explanation_json(&st.explanation, currency),
         }
+    }
+}
+
+/// How the rules read the entry's basis, as the statement shows it: amounts of money in
+/// the currency's minor units, bases, rates and attainments exact.
+fn explanation_json(e: &Explanation, currency: Currency) -> Value {
+    let money = |d| format_money(d, currency);
+    let exact = |d| format_exact(d);
+    match e {
+        Explanation::Rebate {
+            basis_measure,
+            mode,
+            tier_reached,
+            next_tier,
+        } => json!({
+            "basis_measure": basis_measure.as_str(),
+            "mode": match mode { RebateMode::Retroactive => "retroactive", RebateMode::Incremental => "incremental" },
+            "tier_reached": tier_reached.as_ref().map(|t| json!({"from": exact(t.from), "rate": exact(t.rate)})),
+            "next_tier": next_tier.as_ref().map(|(t, need)| json!({"from": exact(t.from), "rate": exact(t.rate), "still_needed": exact(*need)})),
+        }),
+        Explanation::Bonus {
+            measure,
+            target,
+            attainment,
+            next_threshold,
+            accelerator,
+        } => json!({
+            "measure": measure.as_str(),
+            "target": target.map(exact),
+            "attainment": attainment.map(exact),
+            "next_threshold": next_threshold.as_ref().map(|(th, need)| json!({"attainment": exact(th.attainment), "payout": money(th.payout), "still_needed": exact(*need)})),
+            "accelerator": accelerator.as_ref().map(|a| json!({"above": exact(a.above), "rate": exact(a.rate)})),
+        }),
+        Explanation::Spif {
+            rate,
+            cap_per_period,
+            payout,
+        } => json!({
+            "rate": match rate { SpifRate::PerUnit(r) => json!({"per_unit": exact(*r)}), SpifRate::Rate(r) => json!({"rate": exact(*r)}) },
+            "cap_per_period": cap_per_period.map(money),
+            "payout": match payout { SpifPayout::Immediate => "immediate", SpifPayout::PeriodClose => "period_close" },
+        }),
+        Explanation::Training {
+            completions,
+            rewards,
+            cap_per_period,
+        } => json!({
+            "completions": completions.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "rewards": rewards.iter().map(|r| json!({"certification": r.certification, "amount": money(r.amount)})).collect::<Vec<_>>(),
+            "cap_per_period": cap_per_period.map(money),
+        }),
+        Explanation::Fund {
+            accrual_rate,
+            cap_per_period,
+            expires_after_periods,
+            expires_when_closed,
+            expired,
+            claims_reserving,
+        } => json!({
+            "accrual_rate": exact(*accrual_rate),
+            "cap_per_period": cap_per_period.map(money),
+            "expires_after_periods": expires_after_periods,
+            "expires_when_closed": expires_when_closed,
+            "expired": expired,
+            "pending_claims_reserving": claims_reserving.iter().map(|(id, reserved)| json!({"claim_id": id, "reserved": money(*reserved)})).collect::<Vec<_>>(),
+        }),
     }
 }

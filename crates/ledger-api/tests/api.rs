@@ -480,3 +480,32 @@ fn queries_are_answered_while_the_projection_is_read_for_a_checkpoint() {
     assert_eq!(status, StatusCode::OK);
     drop(held);
 }
+
+/// Programs and their rules are written in the spec's words — the shape of
+/// `program.published` — never as internal Rust enums.
+#[tokio::test]
+async fn programs_are_written_in_the_words_of_program_published() {
+    let (s, body, _) = get("/v1/programs/MDF-2026", Some("t-finance")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["kind"], "mdf");
+    assert_eq!(body["period"], "quarter");
+    let rules = body["rules"].as_object().unwrap();
+    let keys: Vec<&str> = rules.keys().map(String::as_str).collect();
+    for key in &keys {
+        assert!(
+            ["accrual_rate", "cap_per_period", "expires_after_periods"].contains(key),
+            "{key} is not a rule of SPEC §4.2: {body}"
+        );
+    }
+    assert!(rules["accrual_rate"].is_string(), "{body}");
+    let text = body.to_string();
+    for rust in [
+        "\"Fund\"",
+        "\"Rebate\"",
+        "NetAmount",
+        "PerUnit",
+        "PeriodClose",
+    ] {
+        assert!(!text.contains(rust), "{rust} leaked into {text}");
+    }
+}

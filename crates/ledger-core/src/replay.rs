@@ -221,6 +221,11 @@ impl Replay {
         }
     }
 
+    /// Rebuilds what the fold derives and does not store (after a checkpoint load).
+    pub fn restore_derived(&mut self) {
+        self.ledger.restore_derived();
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }

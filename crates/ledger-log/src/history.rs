@@ -96,8 +96,9 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
     };
     let mut hash = [0u8; 32];
     hash.copy_from_slice(&body[24..56]);
-    let replay: Replay = postcard::from_bytes(&body[56..])
+    let mut replay: Replay = postcard::from_bytes(&body[56..])
         .map_err(|e| format!("the checkpoint state does not decode: {e}"))?;
+    replay.restore_derived();
     Ok(Checkpoint {
         seq: n(8),
         arrival: n(16),

@@ -95,7 +95,12 @@ impl Ledger {
             }
             debug_assert!(remaining.is_zero(), "claimable covered the claim");
         }
-        self.claims.insert(Text::from(claim_id), claim);
+        let id = Text::from(claim_id);
+        self.claims_by_pair
+            .entry((partner, program))
+            .or_default()
+            .insert(id.clone());
+        self.claims.insert(id, claim);
         Applied::default()
     }
 

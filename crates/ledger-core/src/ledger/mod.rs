@@ -46,7 +46,7 @@ use state::*;
 pub use journal::{Cause, JournalLine};
 pub use payouts::{payout_id, Applied, Payout, PayoutReason};
 pub use state::ClaimStatus;
-pub use statement::Statement;
+pub use statement::{Explanation, Statement};
 pub use views::{Balance, ClaimView, FundBalance, ProgramView};
 
 /// The folded state of a log.
@@ -79,6 +79,19 @@ pub struct Ledger {
     /// only when enabled, as it grows with the log.
     #[serde(with = "journal_causes")]
     journal: Option<HashMap<EntryKey, EntryJournal>>,
+    /// Derived: the claims of each (partner, program), by claim id — what a fund
+    /// statement lists without visiting every claim. Not stored: rebuilt by
+    /// [`Ledger::restore_derived`] after a checkpoint load.
+    #[serde(skip)]
+    claims_by_pair: HashMap<(Sym, Sym), std::collections::BTreeSet<Text>>,
+    /// Whether the derived fields above still need [`Ledger::restore_derived`] (true
+    /// right after decoding; a new ledger has none to restore).
+    #[serde(skip, default = "stale")]
+    derived_stale: bool,
+}
+
+fn stale() -> bool {
+    true
 }
 
 pub(super) fn refuse(code: Code, message: String) -> Applied {
@@ -91,6 +104,18 @@ pub(super) fn refuse(code: Code, message: String) -> Applied {
 impl Ledger {
     pub fn new() -> Ledger {
         Ledger::default()
+    }
+
+    /// Rebuilds what the ledger derives and does not store (after a checkpoint load).
+    pub fn restore_derived(&mut self) {
+        self.claims_by_pair.clear();
+        for (id, c) in &self.claims {
+            self.claims_by_pair
+                .entry((c.partner, c.program))
+                .or_default()
+                .insert(id.clone());
+        }
+        self.derived_stale = false;
     }
 
     /// Keeps a journal per entry from now on (what statements explain).

@@ -1,6 +1,9 @@
-//! Statements: everything that explains one entry's numbers.
+//! Statements: everything that explains one entry's numbers — its balance, every event
+//! that moved it (from the journal), and how the rules read its basis now. Typed values
+//! only: the query API decides how they are written.
 
 use super::*;
+use crate::rules::{Accelerator, RebateMode, Reward, SpifPayout, SpifRate, Threshold, Tier};
 
 /// Everything that explains one entry's numbers.
 #[derive(Debug, Clone)]
@@ -9,7 +12,51 @@ pub struct Statement {
     /// Every event that touched the entry, in log order (empty unless the journal is on).
     pub lines: Vec<JournalLine>,
     /// How the formula reads the basis now: tiers, target and attainment, cap, expiry…
-    pub explanation: serde_json::Value,
+    pub explanation: Explanation,
+}
+
+/// How the rules in effect read an entry's basis (SPEC §4), per kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Explanation {
+    Rebate {
+        basis_measure: Measure,
+        mode: RebateMode,
+        /// The highest tier whose `from` the basis reached.
+        tier_reached: Option<Tier>,
+        /// The next tier up, and how much basis it still needs.
+        next_tier: Option<(Tier, Decimal)>,
+    },
+    Bonus {
+        measure: Measure,
+        target: Option<Decimal>,
+        /// Basis ÷ target, to 6 decimal places (absent without a non-zero target).
+        attainment: Option<Decimal>,
+        /// The next threshold not reached, and how much basis it still needs.
+        next_threshold: Option<(Threshold, Decimal)>,
+        accelerator: Option<Accelerator>,
+    },
+    Spif {
+        rate: SpifRate,
+        cap_per_period: Option<Decimal>,
+        payout: SpifPayout,
+    },
+    Training {
+        /// The certification of every completion counted, in order.
+        completions: Vec<Text>,
+        rewards: Vec<Reward>,
+        cap_per_period: Option<Decimal>,
+    },
+    Fund {
+        accrual_rate: Decimal,
+        cap_per_period: Option<Decimal>,
+        expires_after_periods: u64,
+        /// The label of the period whose close expires this bucket.
+        expires_when_closed: Option<String>,
+        expired: bool,
+        /// The claims of this partner and program that reserved from this bucket, by
+        /// claim id, with what each took from it.
+        claims_reserving: Vec<(String, Decimal)>,
+    },
 }
 
 impl Ledger {
@@ -27,85 +74,25 @@ impl Ledger {
         let entry = self.entries.get(&key)?;
         let balance = self.balances_of(&[key]).into_iter().next()?;
         let (def, target) = self.evaluation(key)?;
-        let b = entry.basis;
-        let money = |d: Decimal| crate::values::format_money(d, def.currency);
-        let exact = crate::values::format_exact;
         let explanation = match &def.rules {
-            Rules::Rebate { basis, mode, tiers } => {
-                let current = tiers.iter().rev().find(|t| t.from <= b);
-                let next = tiers.iter().find(|t| t.from > b);
-                serde_json::json!({
-                    "basis_measure": basis.as_str(),
-                    "mode": match mode { crate::rules::RebateMode::Retroactive => "retroactive", crate::rules::RebateMode::Incremental => "incremental" },
-                    "tier_reached": current.map(|t| serde_json::json!({"from": exact(t.from), "rate": exact(t.rate)})),
-                    "next_tier": next.map(|t| serde_json::json!({"from": exact(t.from), "rate": exact(t.rate), "still_needed": exact(t.from - b)})),
-                })
-            }
-            Rules::Bonus {
-                measure,
-                thresholds,
-                accelerator,
-            } => {
-                let attainment = target.filter(|t| !t.is_zero()).map(|t| b / t);
-                let next = target.and_then(|t| {
-                    thresholds
-                        .iter()
-                        .find(|th| b < th.attainment * t)
-                        .map(|th| (th, th.attainment * t - b))
-                });
-                serde_json::json!({
-                    "measure": measure.as_str(),
-                    "target": target.map(exact),
-                    "attainment": attainment.map(|a| exact(a.round_dp(6))),
-                    "next_threshold": next.map(|(th, need)| serde_json::json!({"attainment": exact(th.attainment), "payout": money(th.payout), "still_needed": exact(need)})),
-                    "accelerator": accelerator.as_ref().map(|a| serde_json::json!({"above": exact(a.above), "rate": exact(a.rate)})),
-                })
-            }
-            Rules::Spif {
-                rate,
-                cap_per_period,
-                payout,
-            } => serde_json::json!({
-                "rate": match rate { crate::rules::SpifRate::PerUnit(r) => serde_json::json!({"per_unit": exact(*r)}), crate::rules::SpifRate::Rate(r) => serde_json::json!({"rate": exact(*r)}) },
-                "cap_per_period": cap_per_period.map(money),
-                "payout": match payout { crate::rules::SpifPayout::Immediate => "immediate", crate::rules::SpifPayout::PeriodClose => "period_close" },
-            }),
-            Rules::Training {
-                rewards,
-                cap_per_period,
-            } => serde_json::json!({
-                "completions": entry.completions,
-                "rewards": rewards.iter().map(|r| serde_json::json!({"certification": r.certification, "amount": money(r.amount)})).collect::<Vec<_>>(),
-                "cap_per_period": cap_per_period.map(money),
-            }),
             Rules::Fund {
                 accrual_rate,
                 cap_per_period,
                 expires_after_periods,
             } => {
                 let expires_index = i128::from(label.index) + i128::from(*expires_after_periods);
-                let claims: Vec<serde_json::Value> = {
-                    let mut ids: Vec<&Text> = self.claims.keys().collect();
-                    ids.sort();
-                    ids.into_iter()
-                        .filter_map(|id| {
-                            let c = self.claims.get(id)?;
-                            let took = c.reservations.iter().find(|(p, _)| *p == label.index)?;
-                            (c.partner == partner && c.program == program_sym).then(
-                                || serde_json::json!({"claim_id": id, "reserved": money(took.1)}),
-                            )
-                        })
-                        .collect()
-                };
-                serde_json::json!({
-                    "accrual_rate": exact(*accrual_rate),
-                    "cap_per_period": cap_per_period.map(money),
-                    "expires_after_periods": expires_after_periods,
-                    "expires_when_closed": i64::try_from(expires_index).ok().map(|i| program.period_kind().label(i)),
-                    "expired": program.bucket_expired(label.index),
-                    "pending_claims_reserving": claims,
-                })
+                Explanation::Fund {
+                    accrual_rate: *accrual_rate,
+                    cap_per_period: *cap_per_period,
+                    expires_after_periods: *expires_after_periods,
+                    expires_when_closed: i64::try_from(expires_index)
+                        .ok()
+                        .map(|i| program.period_kind().label(i).into()),
+                    expired: program.bucket_expired(label.index),
+                    claims_reserving: self.claims_reserving(partner, program_sym, label.index),
+                }
             }
+            rules => explain(rules, entry, target),
         };
         let lines = self
             .journal
@@ -118,5 +105,73 @@ impl Ledger {
             lines,
             explanation,
         })
+    }
+
+    /// The claims of (partner, program) that reserved from bucket `period`, by claim id:
+    /// from the per-pair index (every claim only if the index is not restored yet).
+    fn claims_reserving(&self, partner: Sym, program: Sym, period: i64) -> Vec<(String, Decimal)> {
+        let took = |id: &Text| {
+            let c = self.claims.get(id)?;
+            let (_, amount) = c.reservations.iter().find(|(p, _)| *p == period)?;
+            (c.partner == partner && c.program == program).then(|| (id.to_string(), *amount))
+        };
+        if self.derived_stale {
+            let mut ids: Vec<&Text> = self.claims.keys().collect();
+            ids.sort();
+            return ids.into_iter().filter_map(took).collect();
+        }
+        self.claims_by_pair
+            .get(&(partner, program))
+            .map_or_else(Vec::new, |ids| ids.iter().filter_map(took).collect())
+    }
+}
+
+/// The explanation of a non-fund entry with basis `entry.basis` and the partner's target.
+fn explain(rules: &Rules, entry: &Entry, target: Option<Decimal>) -> Explanation {
+    let b = entry.basis;
+    match rules {
+        Rules::Rebate { basis, mode, tiers } => Explanation::Rebate {
+            basis_measure: *basis,
+            mode: *mode,
+            tier_reached: tiers.iter().rev().find(|t| t.from <= b).cloned(),
+            next_tier: tiers
+                .iter()
+                .find(|t| t.from > b)
+                .map(|t| (t.clone(), t.from - b)),
+        },
+        Rules::Bonus {
+            measure,
+            thresholds,
+            accelerator,
+        } => Explanation::Bonus {
+            measure: *measure,
+            target,
+            attainment: target.filter(|t| !t.is_zero()).map(|t| (b / t).round_dp(6)),
+            next_threshold: target.and_then(|t| {
+                thresholds
+                    .iter()
+                    .find(|th| b < th.attainment * t)
+                    .map(|th| (th.clone(), th.attainment * t - b))
+            }),
+            accelerator: accelerator.clone(),
+        },
+        Rules::Spif {
+            rate,
+            cap_per_period,
+            payout,
+        } => Explanation::Spif {
+            rate: *rate,
+            cap_per_period: *cap_per_period,
+            payout: *payout,
+        },
+        Rules::Training {
+            rewards,
+            cap_per_period,
+        } => Explanation::Training {
+            completions: entry.completions.clone(),
+            rewards: rewards.clone(),
+            cap_per_period: *cap_per_period,
+        },
+        Rules::Fund { .. } => unreachable!("fund entries are explained with their claims"),
     }
 }

@@ -262,8 +262,9 @@ fn hash_rows<T: Serialize>(
             hasher.update(b",");
         }
         buf.clear();
-        // Rows are plain structs of strings and booleans: serializing cannot fail.
-        let value = serde_json::to_value(&row).unwrap_or(serde_json::Value::Null);
+        // Rows are plain structs of strings and booleans: serializing cannot fail, and a
+        // row hashed as `null` instead would be a wrong digest, so this is asserted.
+        let value = serde_json::to_value(&row).expect("document rows serialize");
         crate::json::write_jcs(&value, buf);
         hasher.update(&buf[..]);
     }

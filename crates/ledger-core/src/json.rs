@@ -558,16 +558,35 @@ pub fn is_noncharacter(c: char) -> bool {
     (0xFDD0..=0xFDEF).contains(&v) || (v & 0xFFFE) == 0xFFFE
 }
 
-/// Writes the RFC 8785 canonical form of `value`. The ledger's documents hold no
-/// fractional numbers; integers are written as such and any other number through its
-/// shortest round-trip form, which matches ECMAScript for the values JCS allows.
+/// Integers up to this magnitude are exact in an IEEE double, and ECMAScript writes
+/// them as plain digits — as RFC 8785 asks.
+const JCS_EXACT_INTEGER: u64 = 1 << 53;
+
+/// Writes the RFC 8785 canonical form of `value`.
+///
+/// Numbers: an integer of magnitude up to 2^53 is written as its digits, which is what
+/// RFC 8785's ECMAScript number serialization gives for it. Any other number (a
+/// fraction, a larger integer) is refused with a panic: the ledger's document rows hold
+/// amounts as strings and no number at all, and writing one in another form than
+/// ECMAScript's would silently give another digest.
 pub fn write_jcs(value: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value;
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => {
+            let exact = n
+                .as_u64()
+                .map(|u| u <= JCS_EXACT_INTEGER)
+                .or_else(|| n.as_i64().map(|i| i.unsigned_abs() <= JCS_EXACT_INTEGER))
+                .unwrap_or(false);
+            assert!(
+                exact,
+                "RFC 8785 form of the number {n} is not implemented: no such number belongs in a digest"
+            );
+            out.extend_from_slice(n.to_string().as_bytes());
+        }
         Value::String(s) => write_jcs_string(s, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -766,5 +785,28 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"a\":[true,null],\"b\":\"\\u001f\\n€\",\"é\":1}"
         );
+    }
+
+    #[test]
+    fn jcs_writes_exact_integers_as_ecmascript_does() {
+        let mut out = Vec::new();
+        write_jcs(
+            &serde_json::json!([0, -7, 9007199254740992u64, -9007199254740992i64]),
+            &mut out,
+        );
+        assert_eq!(out, b"[0,-7,9007199254740992,-9007199254740992]");
+    }
+
+    #[test]
+    #[should_panic(expected = "RFC 8785 form of the number")]
+    fn jcs_refuses_a_fraction_rather_than_write_it_unlike_ecmascript() {
+        // serde_json writes 1.0 as "1.0"; ECMAScript (and so RFC 8785) as "1".
+        write_jcs(&serde_json::json!({"x": 1.0}), &mut Vec::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "RFC 8785 form of the number")]
+    fn jcs_refuses_an_integer_a_double_cannot_hold() {
+        write_jcs(&serde_json::json!(9007199254740993u64), &mut Vec::new());
     }
 }

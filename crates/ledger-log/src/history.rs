@@ -621,6 +621,58 @@ mod tests {
 }
 
 #[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    /// The magic and the SHA-256 of the checkpoint of a small fixed state (a fixture
+    /// folded with journals). A change of the encoded layout changes the digest; it must
+    /// come with a new magic, so that older checkpoints are refused rather than misread.
+    const PINNED: (&[u8; 8], &str) = (
+        b"ILCKPT07",
+        "b9790ed660101ac73b0b8980dc7c3c4132efc77f3318b7b8da17bd117bb8769c",
+    );
+
+    fn fixed_state() -> Replay {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../replay-fixtures/mdf_claims_fifo_expiry/events.ndjson");
+        let bytes = std::fs::read(path).unwrap();
+        let mut replay = Replay::new();
+        replay.enable_journal();
+        for (n, line) in ledger_core::replay::ndjson_lines(&bytes, 1) {
+            replay.push(line, n);
+        }
+        replay
+    }
+
+    fn checkpoint_digest() -> String {
+        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &fixed_state())
+            .unwrap()
+            .framed();
+        ledger_core::hex(&Sha256::digest(&bytes))
+    }
+
+    #[test]
+    fn the_checkpoint_of_a_fixed_state_is_byte_deterministic_and_pinned() {
+        let digest = checkpoint_digest();
+        assert_eq!(
+            digest,
+            checkpoint_digest(),
+            "the same state encodes the same bytes"
+        );
+        if CHECKPOINT_MAGIC == PINNED.0 {
+            assert_eq!(
+                digest, PINNED.1,
+                "the checkpoint layout changed: bump CHECKPOINT_MAGIC, then pin the new magic with this digest"
+            );
+        } else {
+            panic!(
+                "CHECKPOINT_MAGIC changed: pin it in PINNED with the new layout's digest {digest}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
 mod split_tests {
     use super::*;
 

@@ -621,10 +621,9 @@ impl LogReader {
                 tree.range(key(SEGMENT, start)..key(SEGMENT, u64::MAX))
                     .map(move |item| {
                         let (k, bytes) = item.map_err(storage(&self.path))?;
-                        Ok(Segment {
-                            first: key_number(&k, SEGMENT).unwrap_or(0),
-                            bytes,
-                        })
+                        let first = key_number(&k, SEGMENT)
+                            .ok_or_else(|| self.corrupt("a segment key has the wrong shape"))?;
+                        Ok(Segment { first, bytes })
                     })
             }))
     }
@@ -773,8 +772,9 @@ impl Segment {
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Plain structs of integers, strings and byte arrays always encode.
-    postcard::to_allocvec(value).unwrap_or_default()
+    // Plain structs of integers, strings and byte arrays always encode; an empty value
+    // written in their place would be a silently damaged record, so this is asserted.
+    postcard::to_allocvec(value).expect("log entries of plain data encode")
 }
 
 /// Inputs per intake thread below which a batch is checked on the calling thread.

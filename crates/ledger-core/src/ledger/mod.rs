@@ -21,12 +21,15 @@ use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Hash maps of the fold: a fast hasher with a per-process random seed. Nothing iterates
-/// them where order could reach a result (see the module docs).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+/// Hash maps of the fold: a fast hasher with a fixed seed, so that the same history
+/// leaves the same maps and a checkpoint's bytes are a function of the log (its
+/// encoding walks them). Nothing iterates them where order could reach a result (see
+/// the module docs).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
 
 mod adjustments;
+mod audit;
 mod claims;
 mod enrollment;
 mod journal;
@@ -43,6 +46,7 @@ use journal::*;
 use programs::*;
 use state::*;
 
+pub use audit::Fingerprint;
 pub use journal::{Cause, JournalLine};
 pub use payouts::{payout_id, Applied, Payout, PayoutReason};
 pub use state::ClaimStatus;
@@ -140,6 +144,8 @@ impl Ledger {
     /// instead of a vector of their own. On a refusal nothing is appended.
     pub fn apply_into(&mut self, event: &Event, payouts: &mut Vec<Payout>) -> Option<Refusal> {
         debug_assert!(self.dirty.is_empty());
+        #[cfg(debug_assertions)]
+        let before = self.fingerprint();
         let applied = match &event.data {
             EventData::ProgramPublished(def) => self.program_published(def),
             EventData::PartnerEnrolled {
@@ -185,6 +191,12 @@ impl Ledger {
         };
         if applied.refusal.is_some() {
             debug_assert!(self.dirty.is_empty(), "a refused event changed entries");
+            #[cfg(debug_assertions)]
+            assert_eq!(
+                before,
+                self.fingerprint(),
+                "a refused event changed the state"
+            );
             self.dirty.clear();
         } else {
             payouts.extend(applied.payouts);

@@ -53,8 +53,30 @@ impl Ledger {
             if let Some(p) = payout {
                 payouts.push(p);
             }
+            if cfg!(debug_assertions) {
+                self.check_swept(key);
+            }
         }
         self.dirty = dirty;
+    }
+
+    /// `(earned, earned − paid, always payable)` of an entry that is payable now (SPEC
+    /// §5): a non-fund entry whose rules always pay, or whose period is closed. `None`
+    /// for anything else — MDF/co-op buckets are paid only by claim approvals (§4.2).
+    pub(super) fn payable(&self, key: EntryKey) -> Option<(Decimal, Decimal, bool)> {
+        let entry = self.entries.get(&key)?;
+        let program = self.programs.get(&key.program)?;
+        if program.kind().is_fund() {
+            return None;
+        }
+        let closed = program.closed.contains_key(&key.period);
+        let (def, target) = self.evaluation(key)?;
+        let always = def.rules.always_payable();
+        if !(always || closed) {
+            return None;
+        }
+        let earned = earned_by(def, target, entry);
+        Some((earned, earned - entry.paid, always))
     }
 
     /// Pays `earned − paid` of one entry if it is payable and not zero (SPEC §5).
@@ -66,28 +88,15 @@ impl Ledger {
         event: &Event,
         closing: Option<(Sym, i64)>,
     ) -> (Option<Payout>, Option<Decimal>) {
-        let Some(entry) = self.entries.get(&key) else {
+        let Some((earned, due, always)) = self.payable(key) else {
             return (None, None);
         };
-        let Some(program) = self.programs.get(&key.program) else {
-            return (None, None);
-        };
-        if program.kind().is_fund() {
-            return (None, None); // only claim approvals pay MDF/co-op (SPEC §4.2)
-        }
-        let closed = program.closed.contains_key(&key.period);
-        let Some((def, target)) = self.evaluation(key) else {
-            return (None, None);
-        };
-        let always = def.rules.always_payable();
-        if !(always || closed) {
-            return (None, None);
-        }
-        let earned = earned_by(def, target, entry);
-        let due = earned - entry.paid;
         if due.is_zero() {
             return (None, Some(earned));
         }
+        let Some(program) = self.programs.get(&key.program) else {
+            return (None, None);
+        };
         let reason = if always {
             PayoutReason::Accrual
         } else if closing == Some((key.program, key.period)) {

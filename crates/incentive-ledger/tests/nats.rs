@@ -340,6 +340,20 @@ fn a_published_fixture_folds_to_the_replay_digest_and_its_payouts_arrive() {
     let s = wait_for(&nats, positions(&doc), &log);
     assert_eq!(s["digest"], doc["digest"]);
     assert_payouts_match(&stream_payouts(&nats), &doc);
+    // The consumer's lag, once everything is delivered, is 0 — not a value it had
+    // mid-stream (a lag alert would fire for ever, a script waiting for 0 wait for ever).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pending = status(&nats).map(|s| s["consumer_pending"].clone());
+        if pending == Some(serde_json::json!(0)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer_pending {pending:?} after the stream was drained"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     service.terminate();
     // After the run, replay of the data directory gives the same digest.
     assert_eq!(

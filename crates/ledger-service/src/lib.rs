@@ -38,6 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// Longest wait at shutdown for the publisher to finish what it is sending.
+const SHUTDOWN_PUBLISH_WAIT: Duration = Duration::from_secs(10);
+
 /// What the service needs to know; the transport's settings are the transport's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
@@ -235,7 +238,16 @@ impl Service {
         projected?;
         ingested?;
         info!("shutting down: finishing the outbox and writing a checkpoint");
-        let _ = publisher.await;
+        // The publisher finishes what it is sending, unless the transport does not
+        // answer: then it is stopped, and its ranges wait in the outbox for the next start.
+        let mut publisher = publisher;
+        let wait = self.config.publish_timeout.min(SHUTDOWN_PUBLISH_WAIT);
+        if tokio::time::timeout(wait, &mut publisher).await.is_err() {
+            warn!(
+                "the payout transport did not answer within {wait:?} of shutdown; stopping the publisher"
+            );
+            publisher.abort();
+        }
         if self.outbox.backlog() > 0 {
             warn!("payouts left in the outbox for the next start");
         }

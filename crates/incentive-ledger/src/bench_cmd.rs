@@ -44,6 +44,8 @@ fn rate(n: usize, d: Duration) -> String {
     )
 }
 
+/// Long by design: a script of measurements that print in order; each phase is a few lines
+/// of timing around a call.
 pub fn run(args: BenchArgs) -> Result<()> {
     if let (true, Some(dir)) = (args.log_only, &args.data_dir) {
         if ledger_log::Log::open(dir)?.head().last_seq > 0 {

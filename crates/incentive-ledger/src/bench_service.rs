@@ -305,6 +305,8 @@ pub fn run(args: BenchServiceArgs) -> Result<()> {
     rt.block_on(run_async(args))
 }
 
+/// Long by design: the benchmark's script — throughput run, cleanup, latency run — printed
+/// in order; its parts are helpers above.
 async fn run_async(args: BenchServiceArgs) -> Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -89,13 +89,48 @@ pub(crate) async fn metrics(
     staff_only(&role)?;
     let m = state.handle.metrics();
     let mut out = String::new();
-    let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, v) in lines {
-            out.push_str(&format!("{name}{labels} {v}\n"));
+    event_counters(&m, &mut out);
+    state_gauges(&m, &mut out);
+    out.push_str("# HELP ledger_batch_flush_seconds Time of one group commit (checks, write, flush).\n# TYPE ledger_batch_flush_seconds histogram\n");
+    m.batch_flush
+        .render("ledger_batch_flush_seconds", "", &mut out);
+    out.push_str("# HELP ledger_http_request_seconds HTTP request latency by route.\n# TYPE ledger_http_request_seconds histogram\n");
+    if let Ok(h) = state.http_latency.lock() {
+        for (route, hist) in h.iter() {
+            hist.render(
+                "ledger_http_request_seconds",
+                &format!("route=\"{route}\""),
+                &mut out,
+            );
         }
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+/// One metric in the Prometheus text format: its help, its type, a line per label set.
+fn metric(out: &mut String, name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, v) in lines {
+        out.push_str(&format!("{name}{labels} {v}\n"));
+    }
+}
+
+fn one(v: u64) -> Vec<(String, u64)> {
+    vec![(String::new(), v)]
+}
+
+/// What the inputs came to: received, applied, duplicates, refusals, by type and code.
+fn event_counters(m: &ledger_service::Metrics, out: &mut String) {
+    let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
+        metric(out, name, help, kind, lines)
     };
-    let one = |v: u64| vec![(String::new(), v)];
     metric(
         "ledger_events_received_total",
         "Inputs received (messages and lines).",
@@ -153,6 +188,13 @@ pub(crate) async fn metrics(
             .map(|(c, n)| (format!("{{code=\"{c}\"}}"), *n))
             .collect(),
     );
+}
+
+/// Where the service stands: position, checkpoint, outbox, lag, payouts, fault.
+fn state_gauges(m: &ledger_service::Metrics, out: &mut String) {
+    let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
+        metric(out, name, help, kind, lines)
+    };
     metric(
         "ledger_log_position",
         "Last log position folded.",
@@ -189,27 +231,6 @@ pub(crate) async fn metrics(
         "gauge",
         one(u64::from(m.fault.is_some())),
     );
-    out.push_str("# HELP ledger_batch_flush_seconds Time of one group commit (checks, write, flush).\n# TYPE ledger_batch_flush_seconds histogram\n");
-    m.batch_flush
-        .render("ledger_batch_flush_seconds", "", &mut out);
-    out.push_str("# HELP ledger_http_request_seconds HTTP request latency by route.\n# TYPE ledger_http_request_seconds histogram\n");
-    if let Ok(h) = state.http_latency.lock() {
-        for (route, hist) in h.iter() {
-            hist.render(
-                "ledger_http_request_seconds",
-                &format!("route=\"{route}\""),
-                &mut out,
-            );
-        }
-    }
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        out,
-    )
-        .into_response())
 }
 
 pub(crate) async fn ready(State(state): State<ApiState>) -> Response {

@@ -380,6 +380,8 @@ impl Generator {
         self.envelope("erp/sap-emea", "sale.returned", &time, &data)
     }
 
+    /// Long by design: one arm per kind of line the generator writes, each a few lines; a
+    /// table of the mix.
     fn next_line(&mut self) -> String {
         // Publish every program first, then enroll a few partners.
         if let Some(i) = self.programs.iter().position(|p| p.version == 0) {

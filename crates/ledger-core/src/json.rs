@@ -350,6 +350,8 @@ impl<'a> Parser<'a> {
         Ok(v)
     }
 
+    /// Long by design: the hot loop of the parser (every string of every input), kept in
+    /// one piece so the fast path for plain ASCII stays tight.
     fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.pos += 1; // opening quote
         let start = self.pos;

@@ -352,6 +352,10 @@ impl Log {
 
     /// As [`Log::append_batch`], also recording the upstream position (the JetStream
     /// stream sequence) of the batch's last input in the head, atomically with it.
+    ///
+    /// Long by design: one pass decides every input of the batch (intake outcome, identity,
+    /// chain hash, segment cuts) against a head that only becomes the log's after the
+    /// single atomic write; split, the pieces would hand that head and the batch around.
     pub fn append_batch_from(
         &mut self,
         inputs: &[Input<'_>],

@@ -54,12 +54,33 @@ pub fn verify(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, 
     let mut report = Report::default();
     let tree = log.raw_tree()?;
     let storage = crate::log::storage(log.path());
+    let last_hash = check_records(&tree, &storage, &mut report, progress)?;
+    check_head(&tree, &mut report, last_hash);
+    check_marks(&tree, &storage, &mut report)?;
+    if report.ok() {
+        report.checkpoint = check_checkpoint(log)?;
+        if let CheckpointStatus::Differs(why) = &report.checkpoint {
+            report.bad(None, format!("checkpoint: {why}"));
+        }
+    }
+    Ok(report)
+}
+
+/// Every segment and record in order: sequence, arrival order, hash chain, intake,
+/// identity and content digest, identity uniqueness. Returns the last chain hash; stops
+/// at the first damage that makes the rest unreadable.
+fn check_records(
+    tree: &sled::Tree,
+    storage: &impl Fn(sled::Error) -> LogError,
+    report: &mut Report,
+    progress: &mut dyn FnMut(u64),
+) -> Result<[u8; 32], LogError> {
     let mut expected_seq = 1u64;
     let mut previous_hash = [0u8; 32];
     let mut last_arrival = 0u64;
     let mut identities: HashMap<[u8; 16], u64> = HashMap::new();
     'segments: for item in tree.scan_prefix([SEGMENT]) {
-        let (k, v) = item.map_err(&storage)?;
+        let (k, v) = item.map_err(storage)?;
         let Some(first) = key_number(&k, SEGMENT) else {
             report.bad(
                 Some(expected_seq),
@@ -151,6 +172,11 @@ pub fn verify(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, 
             progress(r.seq);
         }
     }
+    Ok(previous_hash)
+}
+
+/// The head names the log's last record and its hash.
+fn check_head(tree: &sled::Tree, report: &mut Report, previous_hash: [u8; 32]) {
     let head: Option<Head> = tree
         .get(HEAD)
         .ok()
@@ -173,8 +199,16 @@ pub fn verify(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, 
         }
         _ => {}
     }
+}
+
+/// Quarantine entries and duplicate marks decode and name their own arrival.
+fn check_marks(
+    tree: &sled::Tree,
+    storage: &impl Fn(sled::Error) -> LogError,
+    report: &mut Report,
+) -> Result<(), LogError> {
     for item in tree.scan_prefix([QUARANTINE]) {
-        let (k, v) = item.map_err(&storage)?;
+        let (k, v) = item.map_err(storage)?;
         match postcard::from_bytes::<crate::layout::Quarantined>(&v) {
             Ok(q) if Some(q.arrival) == key_number(&k, QUARANTINE) => report.quarantined += 1,
             _ => report.bad(
@@ -187,7 +221,7 @@ pub fn verify(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, 
         }
     }
     for item in tree.scan_prefix([DUPLICATE]) {
-        let (k, v) = item.map_err(&storage)?;
+        let (k, v) = item.map_err(storage)?;
         match postcard::from_bytes::<crate::layout::Duplicate>(&v) {
             Ok(d)
                 if Some(d.arrival) == key_number(&k, DUPLICATE)
@@ -202,13 +236,7 @@ pub fn verify(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, 
             ),
         }
     }
-    if report.ok() {
-        report.checkpoint = check_checkpoint(log)?;
-        if let CheckpointStatus::Differs(why) = &report.checkpoint {
-            report.bad(None, format!("checkpoint: {why}"));
-        }
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// Compares the checkpoint with a fresh fold of the same prefix.

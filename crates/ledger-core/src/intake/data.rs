@@ -150,6 +150,8 @@ pub(super) fn measure(r: &Fields<'_>, key: &str) -> DResult<Measure> {
     )
 }
 
+/// Long by design: one arm per program kind (SPEC §4), each reading its rule fields in the
+/// spec's order.
 pub(super) fn rules(r: &Fields<'_>, kind: Kind, period: PeriodKind) -> DResult<Rules> {
     match kind {
         Kind::Rebate => {

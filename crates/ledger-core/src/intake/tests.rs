@@ -161,6 +161,7 @@ fn data_shapes() {
     }
 }
 
+/// Long by design: a rule table, one row per rules shape and its refusal.
 #[test]
 fn program_rules_shapes() {
     let program = |kind: &str, period: &str, rules: &str, extra: &str| {

@@ -104,6 +104,9 @@ impl Ledger {
         Applied::default()
     }
 
+    /// Long by design: SPEC §4.2's decision in order — checks before any change, then the
+    /// walk over the claim's reservations charging or releasing each bucket, then the
+    /// payout.
     pub(super) fn claim_decided(
         &mut self,
         event: &Event,

@@ -4,6 +4,9 @@
 use super::*;
 
 impl Ledger {
+    /// Long by design: one pass over the sale's lines and the programs they count for, in
+    /// SPEC §3's order of checks (every refusal before any change), then the recording;
+    /// split, the checked lines would have to be handed on.
     pub(super) fn sale_recorded(&mut self, event: &Event, sale: &Sale) -> Applied {
         if self.sales.contains_key(&sale.sale_id) {
             return refuse(
@@ -151,6 +154,8 @@ impl Ledger {
         Applied::default()
     }
 
+    /// Long by design: SPEC §3's checks of a return against its sale (all before any
+    /// change), then taking back what each line counted.
     pub(super) fn sale_returned(&mut self, ret: &Return) -> Applied {
         if self.returns.contains(&ret.return_id) {
             return refuse(

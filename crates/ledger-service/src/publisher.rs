@@ -76,19 +76,30 @@ pub enum PublishError {
     AheadOfFold { from: u64, to: u64, issued: usize },
 }
 
-/// Runs `fut` under `limit`; a timeout is [`PublishError::TimedOut`].
-async fn within<T>(
+/// Runs one call into the sink for `payout_id` under `limit`: its error becomes
+/// `failed(payout_id, error)`, a timeout [`PublishError::TimedOut`].
+async fn deadline<T>(
     limit: Duration,
     payout_id: &str,
-    fut: impl Future<Output = Result<T, PublishError>>,
+    failed: fn(String, TransportError) -> PublishError,
+    call: impl Future<Output = Result<T, TransportError>>,
 ) -> Result<T, PublishError> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r,
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(failed(payout_id.to_string(), source)),
         Err(_) => Err(PublishError::TimedOut {
             payout_id: payout_id.to_string(),
             after: limit,
         }),
     }
+}
+
+fn send_failed(payout_id: String, source: TransportError) -> PublishError {
+    PublishError::Send { payout_id, source }
+}
+
+fn not_acknowledged(payout_id: String, source: TransportError) -> PublishError {
+    PublishError::NotAcknowledged { payout_id, source }
 }
 
 /// What the publisher knows and has done.
@@ -250,20 +261,12 @@ pub(crate) async fn publish_window(
     let mut acks = Vec::with_capacity(entries.len());
     for payout in &entries {
         let id = &payout.payout_id;
-        let ack = within(timeout, id, async {
-            sink.send_acked(payout, None)
-                .await
-                .map_err(|source| PublishError::Send {
-                    payout_id: id.clone(),
-                    source,
-                })
-        })
-        .await?;
+        let ack = deadline(timeout, id, send_failed, sink.send_acked(payout, None)).await?;
         acks.push((id, ack));
     }
     let mut last = None;
     for (id, ack) in acks {
-        last = Some(within(timeout, id, acknowledged(id, ack)).await?);
+        last = Some(deadline(timeout, id, not_acknowledged, ack).await?);
     }
     // A duplicate leaves the stream's last message unknown.
     let tail = last
@@ -284,38 +287,12 @@ async fn chained(
     let mut after = tail;
     for payout in rest {
         let id = &payout.payout_id;
-        within(timeout, id, async {
-            sink.send(payout, Some(after))
-                .await
-                .map_err(|source| PublishError::Send {
-                    payout_id: id.clone(),
-                    source,
-                })
-        })
-        .await?;
+        deadline(timeout, id, send_failed, sink.send(payout, Some(after))).await?;
         after = id;
     }
     let id = &last.payout_id;
-    let ack = within(timeout, id, async {
-        sink.send_acked(last, Some(after))
-            .await
-            .map_err(|source| PublishError::Send {
-                payout_id: id.clone(),
-                source,
-            })
-    })
-    .await?;
-    within(timeout, id, acknowledged(id, ack)).await
-}
-
-async fn acknowledged(
-    id: &str,
-    ack: impl Future<Output = Result<InStream, TransportError>>,
-) -> Result<InStream, PublishError> {
-    ack.await.map_err(|source| PublishError::NotAcknowledged {
-        payout_id: id.to_string(),
-        source,
-    })
+    let ack = deadline(timeout, id, send_failed, sink.send_acked(last, Some(after))).await?;
+    deadline(timeout, id, not_acknowledged, ack).await
 }
 
 /// Events encoded per hold of the projection's read lock.

@@ -344,8 +344,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         lines.iter().map(|l| l.clone().into_bytes()),
         4096,
     )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
+    .await?;
     let publish_time = start.elapsed();
     println!(
         "publish to JetStream: {:>9.0} events/s ({} stored, {} dropped as re-sends, {:.2} s)",

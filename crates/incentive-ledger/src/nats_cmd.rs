@@ -318,7 +318,7 @@ pub fn publish(args: PublishArgs) -> Result<()> {
         ledger_nats::ensure_inbound_stream(&js, &config.nats()).await?;
         let s = ledger_nats::publish::publish_all(&js, &args.subject_prefix, inputs, args.window)
             .await
-            .map_err(|e| anyhow::anyhow!("publishing failed: {e}"))?;
+            .context("publishing failed")?;
         client.flush().await.ok();
         anyhow::Ok(s)
     })?;

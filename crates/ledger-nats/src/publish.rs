@@ -55,19 +55,28 @@ pub fn route(prefix: &str, raw: &[u8]) -> (String, String) {
     (subject, msg_id)
 }
 
+/// Why publishing inputs stopped (what was acknowledged before is stored).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishFailed {
+    #[error("an input could not be sent")]
+    Send(#[source] jetstream::context::PublishError),
+    #[error("JetStream did not acknowledge an input")]
+    NotAcknowledged(#[source] jetstream::context::PublishError),
+}
+
 /// Publishes every input in order; at most `window` unacknowledged at a time.
 pub async fn publish_all(
     js: &jetstream::Context,
     prefix: &str,
     inputs: impl IntoIterator<Item = Vec<u8>>,
     window: usize,
-) -> Result<PublishSummary, String> {
+) -> Result<PublishSummary, PublishFailed> {
     let mut summary = PublishSummary::default();
     let mut pending: VecDeque<jetstream::context::PublishAckFuture> = VecDeque::new();
     for raw in inputs {
         if pending.len() >= window.max(1) {
             if let Some(ack) = pending.pop_front() {
-                record(&mut summary, ack.await.map_err(|e| e.to_string())?);
+                record(&mut summary, ack.await.map_err(PublishFailed::NotAcknowledged)?);
             }
         }
         let (subject, msg_id) = route(prefix, &raw);
@@ -76,11 +85,11 @@ pub async fn publish_all(
         let ack = js
             .publish_with_headers(subject, headers, raw.into())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(PublishFailed::Send)?;
         pending.push_back(ack);
     }
     while let Some(ack) = pending.pop_front() {
-        record(&mut summary, ack.await.map_err(|e| e.to_string())?);
+        record(&mut summary, ack.await.map_err(PublishFailed::NotAcknowledged)?);
     }
     Ok(summary)
 }

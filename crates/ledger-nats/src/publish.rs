@@ -76,7 +76,10 @@ pub async fn publish_all(
     for raw in inputs {
         if pending.len() >= window.max(1) {
             if let Some(ack) = pending.pop_front() {
-                record(&mut summary, ack.await.map_err(PublishFailed::NotAcknowledged)?);
+                record(
+                    &mut summary,
+                    ack.await.map_err(PublishFailed::NotAcknowledged)?,
+                );
             }
         }
         let (subject, msg_id) = route(prefix, &raw);
@@ -89,7 +92,10 @@ pub async fn publish_all(
         pending.push_back(ack);
     }
     while let Some(ack) = pending.pop_front() {
-        record(&mut summary, ack.await.map_err(PublishFailed::NotAcknowledged)?);
+        record(
+            &mut summary,
+            ack.await.map_err(PublishFailed::NotAcknowledged)?,
+        );
     }
     Ok(summary)
 }

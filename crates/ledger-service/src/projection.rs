@@ -27,6 +27,8 @@ struct Index {
     payouts: usize,
     /// Partner id → the fold's indexes of its payouts, in issue order.
     payouts_by_partner: HashMap<ledger_core::Text, Vec<u32>>,
+    /// Program id → the same, per program.
+    payouts_by_program: HashMap<ledger_core::Text, Vec<u32>>,
     /// Refusals counted so far.
     rejections: usize,
     refused_by_code: BTreeMap<&'static str, u64>,
@@ -57,6 +59,11 @@ impl Projection {
                 .entry(p.partner_id.clone())
                 .or_default()
                 .push(i);
+            self.index
+                .payouts_by_program
+                .entry(p.program_id.clone())
+                .or_default()
+                .push(i);
         }
         self.index.payouts = payouts.len();
         let rejections = self.replay.rejections();
@@ -80,6 +87,15 @@ impl Projection {
         self.index
             .payouts_by_partner
             .get(partner_id)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The fold's indexes of a program's payouts, in issue order.
+    pub(crate) fn program_payouts(&self, program_id: &str) -> &[u32] {
+        debug_assert_eq!(self.index.payouts, self.replay.payouts().len());
+        self.index
+            .payouts_by_program
+            .get(program_id)
             .map_or(&[], Vec::as_slice)
     }
 

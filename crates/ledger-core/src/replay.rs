@@ -255,13 +255,22 @@ impl Replay {
     /// The digest of [`Replay::document`], without building the document: balances and
     /// claims are listed, payout rows are made one at a time as they are hashed.
     pub fn digest(&self) -> String {
-        let balances = self.ledger.balances();
-        let claims = self.ledger.claims();
-        crate::document::digest_rows(
-            balances.iter().map(BalanceRow::from),
-            claims.iter().map(ClaimRow::from),
-            self.payouts.iter().map(PayoutRow::from),
-        )
+        self.digest_rows().digest()
+    }
+
+    /// What the digest covers, copied out — so that a caller holding this replay under
+    /// a lock can hash it after letting go (hashing costs far more than copying).
+    pub fn digest_rows(&self) -> DigestRows {
+        DigestRows {
+            balances: self
+                .ledger
+                .balances()
+                .iter()
+                .map(BalanceRow::from)
+                .collect(),
+            claims: self.ledger.claims().iter().map(ClaimRow::from).collect(),
+            payouts: self.payouts.clone(),
+        }
     }
 
     /// The replay document of the state so far.
@@ -278,6 +287,25 @@ impl Replay {
             rejected: self.rejected.iter().map(Rejection::row).collect(),
             digest,
         }
+    }
+}
+
+/// The rows of a replay's digest, owned ([`Replay::digest_rows`]).
+#[derive(Debug, Clone)]
+pub struct DigestRows {
+    balances: Vec<BalanceRow>,
+    claims: Vec<ClaimRow>,
+    payouts: Vec<Payout>,
+}
+
+impl DigestRows {
+    /// The digest of the replay they were taken from.
+    pub fn digest(&self) -> String {
+        crate::document::digest_rows(
+            self.balances.iter(),
+            self.claims.iter(),
+            self.payouts.iter().map(PayoutRow::from),
+        )
     }
 }
 

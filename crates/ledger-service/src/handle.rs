@@ -197,17 +197,23 @@ impl Handle {
     pub fn status(&self) -> Status {
         let mut cached = self.inner.digest.lock().unwrap_or_else(|p| p.into_inner());
         let p = self.read();
+        let (position, arrival, checkpoint_seq, events) =
+            (p.seq, p.arrival, p.checkpoint_seq, p.replay.counts());
         let digest = match &*cached {
-            Some((at, digest)) if *at == p.seq => digest.clone(),
+            Some((at, digest)) if *at == position => {
+                drop(p);
+                digest.clone()
+            }
             _ => {
-                let digest = p.replay.digest();
-                *cached = Some((p.seq, digest.clone()));
+                // The rows are copied under the read lock and hashed after it: the fold
+                // waits for the copy, not for the hashing (most of the cost).
+                let rows = p.replay.digest_rows();
+                drop(p);
+                let digest = rows.digest();
+                *cached = Some((position, digest.clone()));
                 digest
             }
         };
-        let (position, arrival, checkpoint_seq, events) =
-            (p.seq, p.arrival, p.checkpoint_seq, p.replay.counts());
-        drop(p);
         drop(cached);
         let h = self.health();
         Status {

@@ -252,14 +252,9 @@ impl Replay {
         &self.rejected
     }
 
-    /// The digest of [`Replay::document`], without building the document: balances and
-    /// claims are listed, payout rows are made one at a time as they are hashed.
-    pub fn digest(&self) -> String {
-        self.digest_rows().digest()
-    }
-
-    /// What the digest covers, copied out — so that a caller holding this replay under
-    /// a lock can hash it after letting go (hashing costs far more than copying).
+    /// What [`Replay::document`]'s digest covers, copied out, so that a caller holding
+    /// this replay under a lock can hash it after letting go (hashing costs far more
+    /// than copying); [`DigestRows::digest`] hashes it without building the document.
     pub fn digest_rows(&self) -> DigestRows {
         DigestRows {
             balances: self

@@ -201,7 +201,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
                         _ = tokio::time::sleep(self.backoff) => {}
                     }
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
-                    if self.reopen().await? && self.log.head().last_arrival > before.last_arrival {
+                    if self.reopen().await && self.log.head().last_arrival > before.last_arrival {
                         warn!(position = self.log.head().last_seq, "the batch had become durable before the fault; folding it from the log");
                         self.handle.health().clear_all();
                         self.timing.append += t.elapsed();
@@ -215,7 +215,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
     /// Lets the projector finish what it holds (so that what is recorded again is
     /// everything folded so far), then re-opens the directory and records again the
     /// outbox entries a fault may have lost. Whether the directory is open again.
-    async fn reopen(&mut self) -> Result<bool, ServiceError> {
+    async fn reopen(&mut self) -> bool {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         if self.jobs.send(FoldJob::Barrier(done_tx)).await.is_ok() {
             let _ = done_rx.await;
@@ -227,14 +227,14 @@ impl<'a, I: Inbound> Ingest<'a, I> {
         match reopened {
             Ok(()) => {
                 info!("data directory re-opened");
-                Ok(true)
+                true
             }
             Err(e) => {
                 warn!(
                     "the data directory cannot be re-opened yet: {}",
                     crate::error_chain(&e)
                 );
-                Ok(false)
+                false
             }
         }
     }

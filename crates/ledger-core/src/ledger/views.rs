@@ -136,21 +136,7 @@ impl Ledger {
     pub fn claims(&self) -> Vec<ClaimView> {
         let mut ids: Vec<&Text> = self.claims.keys().collect();
         ids.sort();
-        ids.into_iter()
-            .filter_map(|id| {
-                let c = self.claims.get(id)?;
-                let currency = self.programs.get(&c.program)?.currency();
-                Some(ClaimView {
-                    claim_id: id.to_string(),
-                    partner_id: self.syms.name(c.partner).to_string(),
-                    program_id: self.syms.name(c.program).to_string(),
-                    amount: c.amount,
-                    currency,
-                    status: c.status,
-                    approved_amount: c.approved_amount,
-                })
-            })
-            .collect()
+        ids.into_iter().filter_map(|id| self.claim(id)).collect()
     }
 }
 

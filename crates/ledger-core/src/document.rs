@@ -10,6 +10,7 @@ use crate::ledger::{Balance, ClaimView, Payout};
 use crate::values::{format_exact, format_money};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Borrow;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -221,8 +222,8 @@ pub struct Document {
 
 /// Hex SHA-256 over the RFC 8785 JSON of `{"balances", "claims", "payouts"}`.
 ///
-/// Rows are written one at a time into the hash (each through a small JSON value, whose
-/// keys `write_jcs` sorts), so the document is never held twice in memory.
+/// Rows are written one at a time into the hash, straight from their fields (no JSON
+/// value tree), so the document is never held twice in memory.
 pub fn digest(balances: &[BalanceRow], claims: &[ClaimRow], payouts: &[PayoutRow]) -> String {
     digest_rows(balances, claims, payouts)
 }
@@ -234,41 +235,204 @@ pub fn digest_rows<B, C, P>(
     payouts: impl IntoIterator<Item = P>,
 ) -> String
 where
-    B: Serialize,
-    C: Serialize,
-    P: Serialize,
+    B: Borrow<BalanceRow>,
+    C: Borrow<ClaimRow>,
+    P: Borrow<PayoutRow>,
 {
-    let mut hasher = Sha256::new();
-    let mut buf = Vec::with_capacity(1024);
-    // Top-level keys in RFC 8785 order: balances < claims < payouts.
-    hasher.update(b"{\"balances\":");
-    hash_rows(&mut hasher, &mut buf, balances);
-    hasher.update(b",\"claims\":");
-    hash_rows(&mut hasher, &mut buf, claims);
-    hasher.update(b",\"payouts\":");
-    hash_rows(&mut hasher, &mut buf, payouts);
-    hasher.update(b"}");
-    crate::ids::hex(&hasher.finalize())
+    let mut digest = PayoutDigest::begin(balances, claims);
+    for p in payouts {
+        digest.payout(p.borrow());
+    }
+    digest.finish()
 }
 
-fn hash_rows<T: Serialize>(
-    hasher: &mut Sha256,
-    buf: &mut Vec<u8>,
-    rows: impl IntoIterator<Item = T>,
-) {
-    hasher.update(b"[");
-    for (i, row) in rows.into_iter().enumerate() {
-        if i > 0 {
-            hasher.update(b",");
+/// The digest of SPEC §7 taken in the order its canonical text runs: balances and
+/// claims (the state, known in full) first, then the payouts one at a time — from a
+/// history store or a file of their canonical rows, without holding them.
+pub struct PayoutDigest {
+    hasher: Sha256,
+    buf: Vec<u8>,
+    payouts: u64,
+}
+
+impl PayoutDigest {
+    /// Hashes `{"balances":[…],"claims":[…],"payouts":[` (top-level keys in RFC 8785
+    /// order: balances < claims < payouts).
+    pub fn begin<B, C>(
+        balances: impl IntoIterator<Item = B>,
+        claims: impl IntoIterator<Item = C>,
+    ) -> PayoutDigest
+    where
+        B: Borrow<BalanceRow>,
+        C: Borrow<ClaimRow>,
+    {
+        let mut hasher = Sha256::new();
+        let mut buf = Vec::with_capacity(1024);
+        hasher.update(b"{\"balances\":[");
+        for (i, row) in balances.into_iter().enumerate() {
+            buf.clear();
+            if i > 0 {
+                buf.push(b',');
+            }
+            row.borrow().write_jcs(&mut buf);
+            hasher.update(&buf);
         }
-        buf.clear();
-        // Rows are plain structs of strings and booleans: serializing cannot fail, and a
-        // row hashed as `null` instead would be a wrong digest, so this is asserted.
-        let value = serde_json::to_value(&row).expect("document rows serialize");
-        crate::json::write_jcs(&value, buf);
-        hasher.update(&buf[..]);
+        hasher.update(b"],\"claims\":[");
+        for (i, row) in claims.into_iter().enumerate() {
+            buf.clear();
+            if i > 0 {
+                buf.push(b',');
+            }
+            row.borrow().write_jcs(&mut buf);
+            hasher.update(&buf);
+        }
+        hasher.update(b"],\"payouts\":[");
+        PayoutDigest {
+            hasher,
+            buf,
+            payouts: 0,
+        }
     }
-    hasher.update(b"]");
+
+    /// The next payout.
+    pub fn payout(&mut self, row: &PayoutRow) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        row.write_jcs(&mut buf);
+        self.payout_jcs(&buf);
+        self.buf = buf;
+    }
+
+    /// The next payout, as the canonical bytes [`PayoutRow::write_jcs`] wrote.
+    pub fn payout_jcs(&mut self, canonical: &[u8]) {
+        debug_assert!(canonical.first() == Some(&b'{') && canonical.last() == Some(&b'}'));
+        if self.payouts > 0 {
+            self.hasher.update(b",");
+        }
+        self.hasher.update(canonical);
+        self.payouts += 1;
+    }
+
+    /// Hex SHA-256 of the whole text.
+    pub fn finish(mut self) -> String {
+        self.hasher.update(b"]}");
+        crate::ids::hex(&self.hasher.finalize())
+    }
+}
+
+/// A flat JSON object of string and boolean members written in RFC 8785 form; members
+/// must come in key order (RFC 8785 sorts by UTF-16 code units, which for these ASCII
+/// keys is byte order), checked in debug builds.
+struct JcsObject<'a> {
+    out: &'a mut Vec<u8>,
+    members: usize,
+    #[cfg(debug_assertions)]
+    last_key: &'static str,
+}
+
+impl<'a> JcsObject<'a> {
+    fn begin(out: &'a mut Vec<u8>) -> JcsObject<'a> {
+        out.push(b'{');
+        JcsObject {
+            out,
+            members: 0,
+            #[cfg(debug_assertions)]
+            last_key: "",
+        }
+    }
+
+    fn key(&mut self, key: &'static str) {
+        #[cfg(debug_assertions)]
+        {
+            assert!(self.last_key < key, "{key} written after {}", self.last_key);
+            self.last_key = key;
+        }
+        if self.members > 0 {
+            self.out.push(b',');
+        }
+        self.members += 1;
+        crate::json::write_jcs_string(key, self.out);
+        self.out.push(b':');
+    }
+
+    fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
+        self.key(key);
+        crate::json::write_jcs_string(value, self.out);
+        self
+    }
+
+    fn opt_str(&mut self, key: &'static str, value: Option<&str>) -> &mut Self {
+        if let Some(v) = value {
+            self.str(key, v);
+        }
+        self
+    }
+
+    fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
+        self.key(key);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+
+    fn end(&mut self) {
+        self.out.push(b'}');
+    }
+}
+
+impl BalanceRow {
+    /// The row's RFC 8785 form.
+    pub fn write_jcs(&self, out: &mut Vec<u8>) {
+        let mut o = JcsObject::begin(out);
+        o.opt_str("available", self.available.as_deref())
+            .str("basis", &self.basis)
+            .bool("closed", self.closed)
+            .str("currency", &self.currency)
+            .str("earned", &self.earned)
+            .opt_str("expired", self.expired.as_deref());
+        if let Some(b) = self.expired_bucket {
+            o.bool("expired_bucket", b);
+        }
+        o.str("kind", &self.kind)
+            .str("paid", &self.paid)
+            .str("partner_id", &self.partner_id)
+            .str("period", &self.period)
+            .str("program_id", &self.program_id)
+            .opt_str("reserved", self.reserved.as_deref())
+            .end();
+    }
+}
+
+impl ClaimRow {
+    /// The row's RFC 8785 form.
+    pub fn write_jcs(&self, out: &mut Vec<u8>) {
+        JcsObject::begin(out)
+            .str("amount", &self.amount)
+            .opt_str("approved_amount", self.approved_amount.as_deref())
+            .str("claim_id", &self.claim_id)
+            .str("partner_id", &self.partner_id)
+            .str("program_id", &self.program_id)
+            .str("status", &self.status)
+            .end();
+    }
+}
+
+impl PayoutRow {
+    /// The row's RFC 8785 form.
+    pub fn write_jcs(&self, out: &mut Vec<u8>) {
+        JcsObject::begin(out)
+            .str("amount", &self.amount)
+            .str("cause_id", &self.cause_id)
+            .str("cause_source", &self.cause_source)
+            .str("currency", &self.currency)
+            .str("kind", &self.kind)
+            .str("partner_id", &self.partner_id)
+            .str("payout_id", &self.payout_id)
+            .str("period", &self.period)
+            .str("program_id", &self.program_id)
+            .str("reason", &self.reason)
+            .end();
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +464,44 @@ mod tests {
                 String::from_utf8_lossy(&direct),
                 String::from_utf8_lossy(&expected)
             );
+        }
+    }
+
+    /// The direct writers give the bytes `write_jcs` gives for the rows' JSON values, on
+    /// every row of generated replays (and on strings that need escaping).
+    #[test]
+    fn canonical_rows_equal_the_value_route() {
+        fn via_value<T: Serialize>(row: &T) -> Vec<u8> {
+            let mut out = Vec::new();
+            crate::json::write_jcs(&serde_json::to_value(row).unwrap(), &mut out);
+            out
+        }
+        let mut replay = crate::Replay::new();
+        for (i, line) in
+            crate::gen::Generator::new(crate::gen::GenConfig::new(11, 4000)).enumerate()
+        {
+            replay.push(line.as_bytes(), i as u64 + 1);
+        }
+        let mut doc = replay.document();
+        assert!(doc.balances.iter().any(|b| b.reserved.is_some()));
+        assert!(doc.claims.iter().any(|c| c.approved_amount.is_some()));
+        assert!(doc.claims.iter().any(|c| c.approved_amount.is_none()));
+        doc.payouts[0].cause_source = "fin\u{1}é\"/\\\n\u{2028}\u{7f}".into();
+        doc.claims[0].claim_id = "c\t\u{1f}".into();
+        for row in &doc.balances {
+            let mut out = Vec::new();
+            row.write_jcs(&mut out);
+            assert_eq!(out, via_value(row));
+        }
+        for row in &doc.claims {
+            let mut out = Vec::new();
+            row.write_jcs(&mut out);
+            assert_eq!(out, via_value(row));
+        }
+        for row in &doc.payouts {
+            let mut out = Vec::new();
+            row.write_jcs(&mut out);
+            assert_eq!(out, via_value(row));
         }
     }
 

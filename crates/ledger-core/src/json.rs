@@ -620,7 +620,7 @@ pub fn write_jcs(value: &serde_json::Value, out: &mut Vec<u8>) {
     }
 }
 
-fn write_jcs_string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_jcs_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     for c in s.chars() {
         match c {

@@ -12,6 +12,7 @@ use crate::event::{Event, EventType};
 use crate::intake::{self, Accepted, IntakeRefusal};
 use crate::ledger::{Ledger, Payout};
 use crate::refusal::Code;
+use crate::store::{Backing, Flush, Space, StoreError};
 
 /// A refusal as the document and the `rejected` listing show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -88,10 +89,31 @@ pub enum Identity {
     Conflict,
 }
 
-/// An in-memory `(source, id) → content digest` index of the logged events.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+/// `(source, id)` identity key → content digest.
+pub(crate) type IdentityMap =
+    std::collections::HashMap<[u8; 16], [u8; 32], foldhash::fast::FixedState>;
+
+/// The `(source, id) → content digest` index of the logged events, for replays that
+/// decide identities themselves. Held in memory, or — with a backing store attached —
+/// in the tiers of [`crate::store`]: the identities added since the last
+/// [`Replay::take_recent`] in memory, the others in the store.
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct IdentityIndex {
-    seen: std::collections::HashMap<[u8; 16], [u8; 32], foldhash::fast::FixedState>,
+    seen: IdentityMap,
+    #[serde(skip)]
+    flushing: Option<std::sync::Arc<IdentityMap>>,
+    #[serde(skip)]
+    backing: Option<std::sync::Arc<dyn Backing>>,
+}
+
+impl std::fmt::Debug for IdentityIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityIndex")
+            .field("seen", &self.seen.len())
+            .field("flushing", &self.flushing.as_ref().map(|m| m.len()))
+            .field("backing", &self.backing.is_some())
+            .finish()
+    }
 }
 
 /// The key of an event's `(source, id)`: the one the durable log stores.
@@ -100,24 +122,57 @@ fn identity_key(event: &Event) -> [u8; 16] {
 }
 
 impl IdentityIndex {
+    /// The identity check of an index held in memory (no backing store).
     pub fn check(&self, event: &Event, content_digest: &[u8; 32]) -> Identity {
-        match self.seen.get(&identity_key(event)) {
-            None => Identity::New,
-            Some(d) if d == content_digest => Identity::ExactDuplicate,
-            Some(_) => Identity::Conflict,
+        match self.try_check(event, content_digest) {
+            Ok(identity) => identity,
+            Err(e) => unreachable!("an identity index in memory failed: {e}"),
         }
+    }
+
+    /// The identity check, reading the backing store if one is attached.
+    pub fn try_check(
+        &self,
+        event: &Event,
+        content_digest: &[u8; 32],
+    ) -> Result<Identity, StoreError> {
+        let key = identity_key(event);
+        let held = self
+            .seen
+            .get(&key)
+            .or_else(|| self.flushing.as_deref().and_then(|m| m.get(&key)))
+            .copied();
+        let digest = match (held, &self.backing) {
+            (Some(d), _) => Some(d),
+            (None, None) => None,
+            (None, Some(backing)) => match backing.get(&Space::Identity.key(&key))? {
+                None => None,
+                Some(bytes) => Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                    StoreError::msg(format!(
+                        "a stored identity holds {} bytes, not a 32-byte digest",
+                        bytes.len()
+                    ))
+                })?),
+            },
+        };
+        Ok(match digest {
+            None => Identity::New,
+            Some(d) if &d == content_digest => Identity::ExactDuplicate,
+            Some(_) => Identity::Conflict,
+        })
     }
 
     pub fn insert(&mut self, event: &Event, content_digest: [u8; 32]) {
         self.seen.insert(identity_key(event), content_digest);
     }
 
+    /// Identities held in memory.
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.seen.len() + self.flushing.as_ref().map_or(0, |m| m.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.len() == 0
     }
 }
 
@@ -131,6 +186,11 @@ pub fn conflict_message(event: &Event) -> String {
 }
 
 /// The state of a replay: the fold plus the document's counts, payouts and refusals.
+///
+/// Payouts and refusals are history: a replay keeps them all (what tests and small
+/// logs want) until a caller that keeps history elsewhere takes them with
+/// [`Replay::drain_history`]; from then on [`Replay::payouts`] and
+/// [`Replay::rejections`] hold only what came since.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Replay {
     ledger: Ledger,
@@ -138,8 +198,21 @@ pub struct Replay {
     counts: Counts,
     payouts: Vec<Payout>,
     rejected: Vec<Rejection>,
+    /// Payouts and refusals taken by [`Replay::drain_history`] so far.
+    payouts_drained: u64,
+    rejected_drained: u64,
     /// Per event type (None: the type could not be read): applied, refused, duplicates.
     by_type: std::collections::BTreeMap<Option<EventType>, [u64; 3]>,
+}
+
+/// Payouts and refusals taken out of a [`Replay`], with the position of the first of
+/// each in the replay's whole history (0-based).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Drained {
+    pub first_payout: u64,
+    pub payouts: Vec<Payout>,
+    pub first_rejection: u64,
+    pub rejections: Vec<Rejection>,
 }
 
 impl Replay {
@@ -148,14 +221,28 @@ impl Replay {
     }
 
     /// Runs one raw input through intake, the identity check and the fold. `line` is its
-    /// 1-based line (or arrival) number, shown for refusals without an identity.
+    /// 1-based line (or arrival) number, shown for refusals without an identity. For a
+    /// replay without a backing store, whose lookups cannot fail.
     pub fn push(&mut self, raw: &[u8], line: u64) -> Step {
-        match intake::check(raw) {
+        assert!(
+            !self.has_backing(),
+            "a replay with a backing store pushes with try_push"
+        );
+        match self.try_push(raw, line) {
+            Ok(step) => step,
+            Err(e) => unreachable!("lookups held in memory failed: {e}"),
+        }
+    }
+
+    /// [`Replay::push`] for a replay whose lookups may fail (a backing store): on an
+    /// error the input changed nothing, and can be pushed again.
+    pub fn try_push(&mut self, raw: &[u8], line: u64) -> Result<Step, StoreError> {
+        Ok(match intake::check(raw) {
             Err(refusal) => self.record_quarantined(refusal, line),
             Ok(Accepted {
                 event,
                 content_digest,
-            }) => match self.identities.check(&event, &content_digest) {
+            }) => match self.identities.try_check(&event, &content_digest)? {
                 Identity::ExactDuplicate => self.record_duplicate(Some(event.event_type())),
                 Identity::Conflict => {
                     let refusal = IntakeRefusal {
@@ -167,11 +254,13 @@ impl Replay {
                     self.record_quarantined(refusal, line)
                 }
                 Identity::New => {
+                    // The fold first: if a lookup fails, the identity stays unrecorded.
+                    let step = self.try_apply_logged(&event, line)?;
                     self.identities.insert(&event, content_digest);
-                    self.apply_logged(&event, line)
+                    step
                 }
             },
-        }
+        })
     }
 
     /// Counts an input refused before the log.
@@ -196,14 +285,23 @@ impl Replay {
         Step::Duplicate
     }
 
-    /// Folds an event that is in the log.
+    /// Folds an event that is in the log (for a replay without a backing store).
     pub fn apply_logged(&mut self, event: &Event, line: u64) -> Step {
-        self.counts.received += 1;
+        match self.try_apply_logged(event, line) {
+            Ok(step) => step,
+            Err(e) => unreachable!("lookups held in memory failed: {e}"),
+        }
+    }
+
+    /// [`Replay::apply_logged`] for a replay whose lookups may fail: on an error the
+    /// event changed nothing and is not counted.
+    pub fn try_apply_logged(&mut self, event: &Event, line: u64) -> Result<Step, StoreError> {
         let first = self.payouts.len();
-        let refusal = self.ledger.apply_into(event, &mut self.payouts);
+        let refusal = self.ledger.try_apply_into(event, &mut self.payouts)?;
+        self.counts.received += 1;
         let slot = self.by_type.entry(Some(event.event_type())).or_default();
         slot[usize::from(refusal.is_some())] += 1;
-        match refusal {
+        Ok(match refusal {
             Some(r) => {
                 self.counts.rejected += 1;
                 self.rejected.push(Rejection {
@@ -218,7 +316,83 @@ impl Replay {
                 self.counts.applied += 1;
                 Step::Applied(first..self.payouts.len())
             }
+        })
+    }
+
+    /// Takes the payouts and refusals recorded since the last call, for a caller that
+    /// keeps history outside this replay.
+    pub fn drain_history(&mut self) -> Drained {
+        let drained = Drained {
+            first_payout: self.payouts_drained,
+            payouts: std::mem::take(&mut self.payouts),
+            first_rejection: self.rejected_drained,
+            rejections: std::mem::take(&mut self.rejected),
+        };
+        self.payouts_drained += drained.payouts.len() as u64;
+        self.rejected_drained += drained.rejections.len() as u64;
+        drained
+    }
+
+    /// Payouts issued so far, drained or not.
+    pub fn payouts_issued(&self) -> u64 {
+        self.payouts_drained + self.payouts.len() as u64
+    }
+
+    /// Refusals recorded so far, drained or not.
+    pub fn rejections_recorded(&self) -> u64 {
+        self.rejected_drained + self.rejected.len() as u64
+    }
+
+    /// Whether all of the history is still held here (nothing was drained).
+    pub fn holds_all_history(&self) -> bool {
+        self.payouts_drained == 0 && self.rejected_drained == 0
+    }
+
+    /// Reads lookups (sale records, used business ids, identities) below the ones held
+    /// in memory from `backing` from now on.
+    pub fn attach_backing(&mut self, backing: std::sync::Arc<dyn Backing>) {
+        self.ledger.attach_backing(backing.clone());
+        self.identities.backing = Some(backing);
+    }
+
+    pub fn has_backing(&self) -> bool {
+        self.ledger.has_backing()
+    }
+
+    /// Moves the lookups held in memory out, to be written to the backing store; until
+    /// [`Replay::flushed`] (or [`Replay::unflush`]) they are read where they are.
+    pub fn take_recent(&mut self) -> Flush {
+        let mut flush = self.ledger.take_recent();
+        assert!(
+            self.identities.flushing.is_none(),
+            "one set of lookups is written at a time"
+        );
+        let identities = std::sync::Arc::new(std::mem::take(&mut self.identities.seen));
+        self.identities.flushing = Some(identities.clone());
+        flush.identities = Some(identities);
+        flush
+    }
+
+    /// The backing store now holds what [`Replay::take_recent`] moved out.
+    pub fn flushed(&mut self) {
+        self.ledger.flushed();
+        self.identities.flushing = None;
+    }
+
+    /// Writing what [`Replay::take_recent`] moved out failed: it is held in memory
+    /// again, for the next write.
+    pub fn unflush(&mut self) {
+        self.ledger.unflush();
+        if let Some(older) = self.identities.flushing.take() {
+            for (key, digest) in older.iter() {
+                self.identities.seen.entry(*key).or_insert(*digest);
+            }
         }
+    }
+
+    /// Lookups held in memory: what [`Replay::take_recent`] would move out.
+    pub fn lookups_in_memory(&self) -> usize {
+        self.ledger.lookups_in_memory() + self.identities.len()
     }
 
     /// Rebuilds what the fold derives and does not store (after a checkpoint load).
@@ -256,6 +430,10 @@ impl Replay {
     /// this replay under a lock can hash it after letting go (hashing costs far more
     /// than copying); [`DigestRows::digest`] hashes it without building the document.
     pub fn digest_rows(&self) -> DigestRows {
+        assert!(
+            self.holds_all_history(),
+            "the digest of a drained replay is its history's"
+        );
         DigestRows {
             balances: self
                 .ledger
@@ -270,6 +448,10 @@ impl Replay {
 
     /// The replay document of the state so far.
     pub fn document(&self) -> Document {
+        assert!(
+            self.holds_all_history(),
+            "the document of a drained replay is its history's"
+        );
         let balances: Vec<BalanceRow> = self.ledger.balances().iter().map(Into::into).collect();
         let claims: Vec<ClaimRow> = self.ledger.claims().iter().map(Into::into).collect();
         let payouts: Vec<PayoutRow> = self.payouts.iter().map(Into::into).collect();

@@ -4,9 +4,12 @@
 use ledger_core::document::Document;
 use ledger_core::gen::{GenConfig, Generator};
 use ledger_core::replay::{Replay, Step};
+use ledger_core::store::{Backing, Flush, MemBacking, StoreError};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 fn stream(seed: u64, n: usize) -> Vec<String> {
     Generator::new(GenConfig::new(seed, n)).collect()
@@ -165,5 +168,85 @@ proptest! {
         let total = ids.len();
         ids.dedup();
         prop_assert_eq!(ids.len(), total, "seed {}", seed);
+    }
+}
+
+/// A backing store that fails every `nth` read while armed (and answers the others
+/// from memory); a failure disarms it until the test arms it again.
+struct Flaky {
+    inner: MemBacking,
+    reads: AtomicU64,
+    nth: u64,
+    armed: AtomicBool,
+}
+
+impl Backing for Flaky {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let n = self.reads.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_multiple_of(self.nth) && self.armed.swap(false, Ordering::Relaxed) {
+            return Err(StoreError::msg(format!("injected failure of read {n}")));
+        }
+        self.inner.get(key)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Lookups moved out of memory to a backing store, at any points and through every
+    /// path (written at once, written one step later while the fold goes on, or failed
+    /// and held in memory again), give the same document: where a flush falls changes
+    /// nothing the fold decides. A store that fails a read changes nothing either: the
+    /// input is pushed again and the document is the same.
+    #[test]
+    fn lookups_in_a_backing_store_change_nothing(
+        seed in any::<u64>(), n in 200usize..1500, every in 1usize..150, nth in 3u64..40
+    ) {
+        let lines = stream(seed, n);
+        let (plain, _) = run(&lines);
+        let backing = Arc::new(Flaky { inner: MemBacking::default(), reads: AtomicU64::new(0), nth, armed: AtomicBool::new(true) });
+        let mut replay = Replay::new();
+        replay.attach_backing(backing.clone());
+        let mut in_flight: Option<Flush> = None;
+        let mut failures = 0;
+        for (i, l) in lines.iter().enumerate() {
+            let mut tries = 0;
+            while let Err(e) = replay.try_push(l.as_bytes(), i as u64 + 1) {
+                failures += 1;
+                tries += 1;
+                prop_assert!(tries < 2, "seed {} line {}: {}", seed, i + 1, e);
+            }
+            backing.armed.store(true, Ordering::Relaxed);
+            if i % every != 0 {
+                continue;
+            }
+            match (i / every) % 3 {
+                0 => {
+                    if let Some(f) = in_flight.take() {
+                        backing.inner.write(&f);
+                        replay.flushed();
+                    }
+                    let f = replay.take_recent();
+                    backing.inner.write(&f);
+                    replay.flushed();
+                }
+                1 => match in_flight.take() {
+                    Some(f) => {
+                        backing.inner.write(&f);
+                        replay.flushed();
+                    }
+                    None => in_flight = Some(replay.take_recent()),
+                },
+                _ => {
+                    if in_flight.take().is_some() {
+                        replay.unflush();
+                    }
+                }
+            }
+        }
+        prop_assert!(failures > 0 || n < 3 * nth as usize, "seed {}: no read failed", seed);
+        prop_assert!(!backing.inner.is_empty(), "seed {}: nothing reached the store", seed);
+        let doc = replay.document();
+        prop_assert!(doc == plain, "seed {}: {}", seed, first_difference(&doc, &plain));
     }
 }

@@ -45,8 +45,10 @@ struct Checkpoint {
 
 /// Names the layout of the encoded state: bump it whenever the fold state's fields
 /// change, so an older checkpoint is refused (and the log replayed) rather than misread.
-/// 07: programs keep their `budget` (SPEC v1.1).
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT07";
+/// 07: programs keep their `budget` (SPEC v1.1). 08: the fold's lookups that grow with
+/// the log (sale records, used ids, identities) in one recent tier, and the counts of
+/// drained payouts and refusals (issue 15).
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT08";
 
 /// Bytes of the last checkpoint encoded in this process: the next one reserves about
 /// that much at once, instead of growing its buffer by doubling (each step a copy of
@@ -628,8 +630,8 @@ mod layout_tests {
     /// folded with journals). A change of the encoded layout changes the digest; it must
     /// come with a new magic, so that older checkpoints are refused rather than misread.
     const PINNED: (&[u8; 8], &str) = (
-        b"ILCKPT07",
-        "b9790ed660101ac73b0b8980dc7c3c4132efc77f3318b7b8da17bd117bb8769c",
+        b"ILCKPT08",
+        "1b3541b347273a1ab4c6cf437a797e5b949f7562eba6cbb99b4eb13f2e0e3825",
     );
 
     fn fixed_state() -> Replay {

@@ -10,8 +10,21 @@ impl Ledger {
         program_id: &str,
         label: &PeriodLabel,
         amount: Decimal,
+    ) -> Result<Applied, StoreError> {
+        let used = self.adjustment_used(adjustment_id)?;
+        Ok(self.post_adjustment(used, adjustment_id, partner_id, program_id, label, amount))
+    }
+
+    fn post_adjustment(
+        &mut self,
+        used: bool,
+        adjustment_id: &str,
+        partner_id: &str,
+        program_id: &str,
+        label: &PeriodLabel,
+        amount: Decimal,
     ) -> Applied {
-        if self.adjustments.contains(adjustment_id) {
+        if used {
             return refuse(
                 Code::DuplicateAdjustment,
                 format!("adjustment_id {adjustment_id} was already posted"),
@@ -37,7 +50,7 @@ impl Ledger {
                 ),
             );
         }
-        self.adjustments.insert(Text::from(adjustment_id));
+        self.recent.adjustments.insert(Text::from(adjustment_id));
         let partner = self.syms.intern(partner_id);
         let key = EntryKey {
             partner,

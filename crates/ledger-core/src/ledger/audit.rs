@@ -32,11 +32,11 @@ impl Ledger {
             self.enrollments.len(),
             self.entries.len(),
             self.partner_entries.len(),
-            self.sales.len(),
-            self.returns.len(),
+            self.recent.sales.len(),
+            self.recent.returns.len(),
             self.claims.len(),
-            self.adjustments.len(),
-            self.trained.len(),
+            self.recent.adjustments.len(),
+            self.recent.trained.len(),
         ])
     }
 

@@ -16,6 +16,7 @@
 use crate::event::{Event, EventData, ProgramDef, Return, Sale, Text};
 use crate::refusal::{Code, Refusal};
 use crate::rules::{BasisView, Kind, Measure, Rules};
+use crate::store::StoreError;
 use crate::values::{basis_limit, round_money, Currency, PeriodKind, PeriodLabel};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ mod audit;
 mod claims;
 mod enrollment;
 mod journal;
+mod lookups;
 mod payouts;
 mod programs;
 mod sales;
@@ -45,6 +47,8 @@ mod views;
 use journal::*;
 use programs::*;
 use state::*;
+
+pub(crate) use lookups::Recent;
 
 pub use audit::Fingerprint;
 pub use journal::{Cause, JournalLine};
@@ -70,12 +74,13 @@ pub struct Ledger {
     entries: HashMap<EntryKey, Entry>,
     /// The period indexes of each (partner, program)'s entries, in creation order.
     partner_entries: HashMap<(Sym, Sym), Vec<i64>>,
-    sales: HashMap<Text, SaleRecord>,
-    returns: HashSet<Text>,
     claims: HashMap<Text, Claim>,
-    adjustments: HashSet<Text>,
-    /// (program, partner, person, certification) completions already counted.
-    trained: HashSet<(Sym, Sym, Text, Text)>,
+    /// Sale records and used business ids written since the last checkpoint moved them
+    /// to the backing store (all of them, without one): see [`crate::store`].
+    recent: Recent,
+    /// The lookup tiers below `recent`.
+    #[serde(skip)]
+    lower: lookups::Lower,
     /// Entries the current event may have changed; drained by the sweep.
     #[serde(skip)]
     dirty: Vec<EntryKey>,
@@ -133,7 +138,8 @@ impl Ledger {
         self.journal.is_some()
     }
 
-    /// Applies one event that passed intake, at the next position of the log.
+    /// Applies one event that passed intake, at the next position of the log. For a
+    /// ledger without a backing store (whose lookups cannot fail).
     pub fn apply(&mut self, event: &Event) -> Applied {
         let mut payouts = Vec::new();
         let refusal = self.apply_into(event, &mut payouts);
@@ -143,20 +149,37 @@ impl Ledger {
     /// [`Ledger::apply`], appending the payouts to `payouts` (a replay's growing list)
     /// instead of a vector of their own. On a refusal nothing is appended.
     pub fn apply_into(&mut self, event: &Event, payouts: &mut Vec<Payout>) -> Option<Refusal> {
+        assert!(
+            !self.has_backing(),
+            "a ledger with a backing store folds with try_apply_into"
+        );
+        match self.try_apply_into(event, payouts) {
+            Ok(refusal) => refusal,
+            Err(e) => unreachable!("lookups held in memory failed: {e}"),
+        }
+    }
+
+    /// [`Ledger::apply_into`] for a ledger whose lookups may fail (a backing store): on
+    /// an error the event changed nothing and can be applied again.
+    pub fn try_apply_into(
+        &mut self,
+        event: &Event,
+        payouts: &mut Vec<Payout>,
+    ) -> Result<Option<Refusal>, StoreError> {
         debug_assert!(self.dirty.is_empty());
         #[cfg(debug_assertions)]
         let before = self.fingerprint();
         let applied = match &event.data {
-            EventData::ProgramPublished(def) => self.program_published(def),
+            EventData::ProgramPublished(def) => Ok(self.program_published(def)),
             EventData::PartnerEnrolled {
                 partner_id,
                 program_id,
                 target,
-            } => self.partner_enrolled(partner_id, program_id, *target),
+            } => Ok(self.partner_enrolled(partner_id, program_id, *target)),
             EventData::PartnerWithdrawn {
                 partner_id,
                 program_id,
-            } => self.partner_withdrawn(partner_id, program_id),
+            } => Ok(self.partner_withdrawn(partner_id, program_id)),
             EventData::SaleRecorded(sale) => self.sale_recorded(event, sale),
             EventData::SaleReturned(ret) => self.sale_returned(ret),
             EventData::TrainingCompleted {
@@ -171,14 +194,14 @@ impl Ledger {
                 program_id,
                 amount,
                 ..
-            } => self.claim_submitted(claim_id, partner_id, program_id, *amount),
+            } => Ok(self.claim_submitted(claim_id, partner_id, program_id, *amount)),
             EventData::ClaimDecided {
                 claim_id,
                 approved,
                 approved_amount,
-            } => self.claim_decided(event, claim_id, *approved, *approved_amount),
+            } => Ok(self.claim_decided(event, claim_id, *approved, *approved_amount)),
             EventData::PeriodClosed { program_id, period } => {
-                self.period_closed(program_id, period)
+                Ok(self.period_closed(program_id, period))
             }
             EventData::AdjustmentPosted {
                 adjustment_id,
@@ -188,6 +211,21 @@ impl Ledger {
                 amount,
                 ..
             } => self.adjustment_posted(adjustment_id, partner_id, program_id, period, *amount),
+        };
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(e) => {
+                // Every handler reads its lookups before it changes anything.
+                debug_assert!(self.dirty.is_empty(), "a failed lookup left entries dirty");
+                #[cfg(debug_assertions)]
+                assert_eq!(
+                    before,
+                    self.fingerprint(),
+                    "a failed lookup changed the state"
+                );
+                self.dirty.clear();
+                return Err(e);
+            }
         };
         if applied.refusal.is_some() {
             debug_assert!(self.dirty.is_empty(), "a refused event changed entries");
@@ -202,7 +240,7 @@ impl Ledger {
             payouts.extend(applied.payouts);
             self.sweep(event, payouts);
         }
-        applied.refusal
+        Ok(applied.refusal)
     }
 
     // ----- lookups -------------------------------------------------------------------

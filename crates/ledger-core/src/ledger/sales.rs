@@ -2,13 +2,23 @@
 //! and the returns that take it back.
 
 use super::*;
+use std::borrow::Cow;
 
 impl Ledger {
     /// Long by design: one pass over the sale's lines and the programs they count for, in
     /// SPEC §3's order of checks (every refusal before any change), then the recording;
     /// split, the checked lines would have to be handed on.
-    pub(super) fn sale_recorded(&mut self, event: &Event, sale: &Sale) -> Applied {
-        if self.sales.contains_key(&sale.sale_id) {
+    pub(super) fn sale_recorded(
+        &mut self,
+        event: &Event,
+        sale: &Sale,
+    ) -> Result<Applied, StoreError> {
+        let known = self.sale_known(&sale.sale_id)?;
+        Ok(self.record_sale(known, event, sale))
+    }
+
+    fn record_sale(&mut self, known: bool, event: &Event, sale: &Sale) -> Applied {
+        if known {
             return refuse(
                 Code::DuplicateSale,
                 format!(
@@ -150,92 +160,44 @@ impl Ledger {
                 self.dirty.push(key);
             }
         }
-        self.sales.insert(sale.sale_id.clone(), record);
+        self.recent.sales.insert(sale.sale_id.clone(), record);
         Applied::default()
     }
 
-    /// Long by design: SPEC §3's checks of a return against its sale (all before any
-    /// change), then taking back what each line counted.
-    pub(super) fn sale_returned(&mut self, ret: &Return) -> Applied {
-        if self.returns.contains(&ret.return_id) {
-            return refuse(
+    /// SPEC §3's checks of a return against its sale (all before any change), then
+    /// taking back what each line counted.
+    pub(super) fn sale_returned(&mut self, ret: &Return) -> Result<Applied, StoreError> {
+        if self.return_used(&ret.return_id)? {
+            return Ok(refuse(
                 Code::DuplicateReturn,
                 format!(
                     "return_id {} was already recorded by an earlier event",
                     ret.return_id
                 ),
-            );
+            ));
         }
         let partner = self.syms.get(&ret.partner_id);
-        let sale = match self.sales.get(&ret.sale_id) {
-            Some(s) if Some(s.partner) == partner => s,
-            Some(_) => {
-                return refuse(
-                    Code::UnknownSale,
-                    format!(
-                        "sale {} does not belong to partner {}",
-                        ret.sale_id, ret.partner_id
-                    ),
-                )
-            }
-            None => {
-                return refuse(
-                    Code::UnknownSale,
-                    format!("sale_id {} names no recorded sale", ret.sale_id),
-                )
-            }
+        let sale = self.sale_record(&ret.sale_id)?;
+        let positions = match check_return(ret, sale.as_deref(), partner) {
+            Ok(positions) => positions,
+            Err(refused) => return Ok(refused),
         };
-        // Sales have few lines; a long one gets an index rather than a scan per line.
-        let by_id: Option<HashMap<&str, usize>> = (sale.lines.len() > 16).then(|| {
-            (0..sale.lines.len())
-                .map(|i| (sale.line_id(i), i))
-                .collect()
-        });
-        let mut positions = Vec::with_capacity(ret.lines.len());
-        for line in &ret.lines {
-            let found = match &by_id {
-                Some(index) => index.get(line.line_id.as_str()).copied(),
-                None => sale.line_index(&line.line_id),
-            };
-            match found {
-                Some(i) => positions.push(i),
-                None => {
-                    return refuse(
-                        Code::UnknownLine,
-                        format!("sale {} has no line {:?}", ret.sale_id, line.line_id),
-                    )
-                }
-            }
+        // The return changes the record: it moves to the recent tier if it is not there.
+        let in_recent = self.recent.sales.contains_key(&ret.sale_id);
+        if let Some(record) = sale.filter(|_| !in_recent).map(Cow::into_owned) {
+            self.recent.sales.insert(ret.sale_id.clone(), record);
         }
-        for (line, &i) in ret.lines.iter().zip(&positions) {
-            let sold = &sale.lines[i];
-            let quantity = sold.returned_quantity.saturating_add(line.quantity);
-            if quantity > sold.quantity {
-                return refuse(
-                    Code::ReturnExceedsSale,
-                    format!(
-                        "line {} of sale {}: {} units would be returned in all, but {} were sold",
-                        line.line_id, ret.sale_id, quantity, sold.quantity
-                    ),
-                );
-            }
-            let net = sold.returned_net + line.net_amount;
-            if net > sold.net_amount {
-                return refuse(
-                    Code::ReturnExceedsSale,
-                    format!(
-                        "line {} of sale {}: a net amount of {} would be returned in all, but the line's net amount is {}",
-                        line.line_id, ret.sale_id, net, sold.net_amount
-                    ),
-                );
-            }
-        }
-        let Some(sale) = self.sales.get_mut(&ret.sale_id) else {
+        Ok(self.take_back(ret, &positions))
+    }
+
+    /// Takes back what the returned lines (at `positions` of the sale) counted.
+    fn take_back(&mut self, ret: &Return, positions: &[usize]) -> Applied {
+        let Some(sale) = self.recent.sales.get_mut(&ret.sale_id) else {
             return Applied::default();
         };
         let partner = sale.partner;
         let mut changes: Vec<(EntryKey, u64, Decimal)> = Vec::new();
-        for (line, &i) in ret.lines.iter().zip(&positions) {
+        for (line, &i) in ret.lines.iter().zip(positions) {
             let sold = &mut sale.lines[i];
             sold.returned_quantity += line.quantity;
             sold.returned_net += line.net_amount;
@@ -251,7 +213,7 @@ impl Ledger {
                 ));
             }
         }
-        self.returns.insert(ret.return_id.clone());
+        self.recent.returns.insert(ret.return_id.clone());
         for (key, quantity, net) in changes {
             let measure = self
                 .programs
@@ -267,4 +229,77 @@ impl Ledger {
         }
         Applied::default()
     }
+}
+
+/// SPEC §3's checks of a return against its sale (of `partner`, if known), in order: the
+/// positions of the returned lines in the sale, or the refusal.
+fn check_return(
+    ret: &Return,
+    sale: Option<&SaleRecord>,
+    partner: Option<Sym>,
+) -> Result<Vec<usize>, Applied> {
+    let sale = match sale {
+        Some(s) if Some(s.partner) == partner => s,
+        Some(_) => {
+            return Err(refuse(
+                Code::UnknownSale,
+                format!(
+                    "sale {} does not belong to partner {}",
+                    ret.sale_id, ret.partner_id
+                ),
+            ))
+        }
+        None => {
+            return Err(refuse(
+                Code::UnknownSale,
+                format!("sale_id {} names no recorded sale", ret.sale_id),
+            ))
+        }
+    };
+    // Sales have few lines; a long one gets an index rather than a scan per line.
+    let by_id: Option<HashMap<&str, usize>> = (sale.lines.len() > 16).then(|| {
+        (0..sale.lines.len())
+            .map(|i| (sale.line_id(i), i))
+            .collect()
+    });
+    let mut positions = Vec::with_capacity(ret.lines.len());
+    for line in &ret.lines {
+        let found = match &by_id {
+            Some(index) => index.get(line.line_id.as_str()).copied(),
+            None => sale.line_index(&line.line_id),
+        };
+        match found {
+            Some(i) => positions.push(i),
+            None => {
+                return Err(refuse(
+                    Code::UnknownLine,
+                    format!("sale {} has no line {:?}", ret.sale_id, line.line_id),
+                ))
+            }
+        }
+    }
+    for (line, &i) in ret.lines.iter().zip(&positions) {
+        let sold = &sale.lines[i];
+        let quantity = sold.returned_quantity.saturating_add(line.quantity);
+        if quantity > sold.quantity {
+            return Err(refuse(
+                Code::ReturnExceedsSale,
+                format!(
+                    "line {} of sale {}: {} units would be returned in all, but {} were sold",
+                    line.line_id, ret.sale_id, quantity, sold.quantity
+                ),
+            ));
+        }
+        let net = sold.returned_net + line.net_amount;
+        if net > sold.net_amount {
+            return Err(refuse(
+                Code::ReturnExceedsSale,
+                format!(
+                    "line {} of sale {}: a net amount of {} would be returned in all, but the line's net amount is {}",
+                    line.line_id, ret.sale_id, net, sold.net_amount
+                ),
+            ));
+        }
+    }
+    Ok(positions)
 }

@@ -9,9 +9,9 @@ impl Ledger {
         partner_id: &str,
         person_id: &str,
         certification: Option<&str>,
-    ) -> Applied {
+    ) -> Result<Applied, StoreError> {
         let Some(cert) = certification else {
-            return Applied::default();
+            return Ok(Applied::default());
         };
         let partner = self.syms.get(partner_id);
         let mut counts: Vec<(Sym, i64)> = Vec::new();
@@ -28,20 +28,21 @@ impl Ledger {
             if !eligible {
                 continue;
             }
-            let already = partner.is_some_and(|s| {
-                self.trained
-                    .contains(&(sym, s, Text::from(person_id), Text::from(cert)))
-            });
+            let already = match partner {
+                Some(s) => self.completion_counted(sym, s, person_id, cert)?,
+                None => false,
+            };
             if !already {
                 counts.push((sym, def.period.index_of(event.date)));
             }
         }
         if counts.is_empty() {
-            return Applied::default();
+            return Ok(Applied::default());
         }
         let partner = self.syms.intern(partner_id);
         for (program, period) in counts {
-            self.trained
+            self.recent
+                .trained
                 .insert((program, partner, Text::from(person_id), Text::from(cert)));
             let key = EntryKey {
                 partner,
@@ -54,6 +55,6 @@ impl Ledger {
             crate::rules::count_completion(&mut entry.certifications, cert);
             self.dirty.push(key);
         }
-        Applied::default()
+        Ok(Applied::default())
     }
 }

@@ -9,6 +9,7 @@ mod log_cmd;
 mod nats_cmd;
 mod progress;
 mod replay_cmd;
+mod spool;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -1,11 +1,14 @@
-//! `replay`: read NDJSON event files (or stdin), fold them and print the document.
+//! `replay`: read NDJSON event files (or stdin) or a data directory, fold them and print
+//! the document.
 
+use crate::spool::{for_each_line, Spool};
 use anyhow::{Context, Result};
 use clap::Args;
-use ledger_core::replay::{ndjson_lines, physical_lines};
-use ledger_core::{Replay, Step};
-use std::io::{Read, Write};
+use ledger_core::Replay;
+use ledger_log::LookupStore;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Args)]
 pub struct ReplayArgs {
@@ -32,22 +35,18 @@ pub struct ReplayArgs {
     /// Print the document on one line instead of indented.
     #[arg(long)]
     pub compact: bool,
+    /// With --events: MiB of page cache for the temporary store of lookups that do not
+    /// stay in memory (sale records, used ids, identities).
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub cache_mb: u64,
 }
 
-fn read_input(path: &PathBuf) -> Result<Vec<u8>> {
-    if path.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("cannot read events from stdin")?;
-        Ok(buf)
-    } else {
-        std::fs::read(path).with_context(|| format!("cannot read events file {}", path.display()))
-    }
-}
+/// Lookups (sale records, used ids, identities) held in memory before they move to the
+/// temporary store: about 30–60 MB of them.
+const LOOKUPS_IN_MEMORY: usize = 200_000;
 
 pub fn run(args: ReplayArgs) -> Result<()> {
-    let replay = match &args.data_dir {
+    match &args.data_dir {
         Some(dir) => {
             let replay = crate::log_cmd::replay_dir(
                 dir,
@@ -64,24 +63,43 @@ pub fn run(args: ReplayArgs) -> Result<()> {
                     eprintln!("{}: {who}: {}: {}", r.line, r.code, r.message);
                 }
             }
-            replay
+            print_document(&replay, args.compact)
         }
-        None => replay_files(&args)?,
-    };
-    print_document(&replay, args.compact)
+        None => replay_files(&args),
+    }
 }
 
-fn replay_files(args: &ReplayArgs) -> Result<Replay> {
+/// `replay --events`: folds the files line by line with its lookups in a temporary
+/// store and its payouts and refusals spooled to temporary files, so that memory holds
+/// the working set only (issue 15) — a file larger than memory replays.
+fn replay_files(args: &ReplayArgs) -> Result<()> {
+    let store = Arc::new(
+        LookupStore::temporary(None, args.cache_mb << 20)
+            .context("cannot create the replay's temporary lookup store")?,
+    );
     let mut replay = Replay::new();
+    replay.attach_backing(store.clone());
+    let mut spool = Spool::new()?;
     let mut first_line = 1u64;
     let stderr = std::io::stderr();
     for path in &args.events {
-        let bytes = read_input(path)?;
-        for (line, raw) in ndjson_lines(&bytes, first_line) {
-            let step = replay.push(raw, line);
+        let mut input: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read events file {}", path.display()))?;
+            Box::new(BufReader::with_capacity(1 << 16, file))
+        };
+        let lines = for_each_line(&mut input, first_line, |line, raw| {
+            replay.try_push(raw, line).with_context(|| {
+                format!(
+                    "{}:{line}: the replay's lookup store failed",
+                    path.display()
+                )
+            })?;
+            let drained = replay.drain_history();
             if args.messages {
-                if let Step::Rejected(index) = step {
-                    let r = &replay.rejections()[index];
+                for r in &drained.rejections {
                     let who = match &r.identity {
                         Some((source, id)) => format!("{source}/{id}"),
                         None => "-".to_string(),
@@ -95,10 +113,25 @@ fn replay_files(args: &ReplayArgs) -> Result<Replay> {
                     );
                 }
             }
-        }
-        first_line += physical_lines(&bytes);
+            spool.take(&drained)?;
+            if replay.lookups_in_memory() >= LOOKUPS_IN_MEMORY {
+                let flush = replay.take_recent();
+                store
+                    .write(&flush)
+                    .context("cannot write the replay's temporary lookup store")?;
+                replay.flushed();
+            }
+            Ok(())
+        })
+        .with_context(|| format!("cannot read events file {}", path.display()))?;
+        first_line += lines;
     }
-    Ok(replay)
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    spool.finish(&mut replay, args.compact, &mut out)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
 }
 
 fn print_document(replay: &Replay, compact: bool) -> Result<()> {

@@ -7,6 +7,7 @@
 //!   reads the same directory beside it and cannot append.
 //! - [`history`]: rebuilding the fold from the log (whole, as of a position or a time),
 //!   resuming from a checkpoint; writing checkpoints.
+//! - [`lookups`]: a disk store for the fold's lookups that grow with the log.
 //! - [`outbox`]: the ranges of payouts still to publish ([`OutboxStore`]).
 //! - [`verify`]: re-checking everything from the bytes and naming the first damage.
 //!
@@ -16,10 +17,12 @@
 pub mod history;
 pub mod layout;
 pub mod log;
+pub mod lookups;
 pub mod outbox;
 pub mod verify;
 
 pub use history::{rebuild, rebuild_with_journal, save_checkpoint, Bound, Rebuilt};
 pub use log::{Input, Log, LogError, LogReader, Outcome, Segment, StorageError, FORMAT_VERSION};
+pub use lookups::LookupStore;
 pub use outbox::{OutboxStore, Range};
 pub use verify::{verify, CheckpointStatus, Report};

@@ -35,15 +35,11 @@ pub struct ReplayArgs {
     /// Print the document on one line instead of indented.
     #[arg(long)]
     pub compact: bool,
-    /// With --events: MiB of page cache for the temporary store of lookups that do not
-    /// stay in memory (sale records, used ids, identities).
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
-    pub cache_mb: u64,
+    /// With --events: lookups held in memory before they move to the temporary store
+    /// (about 150–300 bytes each).
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    pub lookups_in_memory: usize,
 }
-
-/// Lookups (sale records, used ids, identities) held in memory before they move to the
-/// temporary store: about 30–60 MB of them.
-const LOOKUPS_IN_MEMORY: usize = 200_000;
 
 pub fn run(args: ReplayArgs) -> Result<()> {
     match &args.data_dir {
@@ -74,7 +70,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
 /// the working set only (issue 15) — a file larger than memory replays.
 fn replay_files(args: &ReplayArgs) -> Result<()> {
     let store = Arc::new(
-        LookupStore::temporary(None, args.cache_mb << 20)
+        LookupStore::temporary(None)
             .context("cannot create the replay's temporary lookup store")?,
     );
     let mut replay = Replay::new();
@@ -114,7 +110,7 @@ fn replay_files(args: &ReplayArgs) -> Result<()> {
                 }
             }
             spool.take(&drained)?;
-            if replay.lookups_in_memory() >= LOOKUPS_IN_MEMORY {
+            if replay.lookups_in_memory() >= args.lookups_in_memory {
                 let flush = replay.take_recent();
                 store
                     .write(&flush)

@@ -8,6 +8,7 @@
 //! - [`history`]: rebuilding the fold from the log (whole, as of a position or a time),
 //!   resuming from a checkpoint; writing checkpoints.
 //! - [`lookups`]: a disk store for the fold's lookups that grow with the log.
+//! - [`runs`]: sorted runs, the store under the lookups.
 //! - [`outbox`]: the ranges of payouts still to publish ([`OutboxStore`]).
 //! - [`verify`]: re-checking everything from the bytes and naming the first damage.
 //!
@@ -19,6 +20,7 @@ pub mod layout;
 pub mod log;
 pub mod lookups;
 pub mod outbox;
+pub mod runs;
 pub mod verify;
 
 pub use history::{rebuild, rebuild_with_journal, save_checkpoint, Bound, Rebuilt};

@@ -80,22 +80,6 @@ impl std::fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
-impl From<sled::Error> for StorageError {
-    fn from(e: sled::Error) -> StorageError {
-        StorageError(e)
-    }
-}
-
-impl StorageError {
-    /// A file-system error met outside the engine, with what was being done.
-    pub(crate) fn from_io(e: std::io::Error, doing: &str) -> StorageError {
-        StorageError(sled::Error::Io(std::io::Error::new(
-            e.kind(),
-            format!("{doing}: {e}"),
-        )))
-    }
-}
-
 /// One input offered to the log.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {

@@ -253,7 +253,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let _ = api.await;
         anyhow::Ok(status)
     })?;
-    tracing::info!(position = status.position, digest = %status.digest, outbox_backlog = status.outbox_backlog, "final status");
+    tracing::info!(position = status.position, digest = ?status.digest, outbox_backlog = status.outbox_backlog, "final status");
     Ok(())
 }
 

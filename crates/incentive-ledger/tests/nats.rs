@@ -210,12 +210,16 @@ fn positions(doc: &serde_json::Value) -> u64 {
     doc["events"]["applied"].as_u64().unwrap() + business
 }
 
-/// Waits until the service has folded `position` log records and published its outbox.
+/// Waits until the service has folded `position` log records, published its outbox and
+/// computed the status digest of that position.
 fn wait_for(nats: &Nats, position: u64, log: &Path) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(s) = status(nats) {
-            if s["position"].as_u64() == Some(position) && s["outbox_backlog"] == 0 {
+            if s["position"].as_u64() == Some(position)
+                && s["outbox_backlog"] == 0
+                && s["digest_position"].as_u64() == Some(position)
+            {
                 return s;
             }
         }

@@ -2,7 +2,8 @@
 //! queries (the way mini-redis's `Db` is a handle to shared state). The locks are
 //! private: the projector writes through the crate's own methods; everyone else calls a
 //! query, and no query costs O(history) under the lock the fold writes with — each is
-//! indexed, or (the status digest) computed at most once per position.
+//! indexed, or (the status digest) computed at most once per position, off the request
+//! path.
 
 use crate::health::Health;
 use crate::histogram::Histogram;
@@ -22,8 +23,13 @@ pub struct Status {
     /// Last log position folded into the projection.
     pub position: u64,
     pub arrival: u64,
-    /// The replay digest of the projection at `position`.
-    pub digest: String,
+    /// The replay digest of the projection at `digest_position`: the latest computed.
+    /// It is computed at most once a position, on a thread of its own and only when
+    /// asked for, so it trails `position` while events are folded; `None` until the
+    /// first one is computed.
+    pub digest: Option<String>,
+    /// The log position `digest` belongs to.
+    pub digest_position: Option<u64>,
     pub events: Counts,
     pub outbox_backlog: usize,
     pub checkpoint_seq: u64,
@@ -86,6 +92,21 @@ pub enum HistoricError {
     Log(#[from] LogError),
 }
 
+/// Computes the digest of the projection's current position into the cache (unless a
+/// newer one is there). The rows are copied under the read lock and hashed after it:
+/// the fold waits for the copy, not for the hashing (most of the cost).
+fn compute_digest(inner: &Inner) {
+    let p = inner.projection.read().unwrap_or_else(|p| p.into_inner());
+    let position = p.seq;
+    let rows = p.replay.digest_rows();
+    drop(p);
+    let digest = rows.digest();
+    let mut cache = inner.digest.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.computed.as_ref().is_none_or(|c| c.0 < position) {
+        cache.computed = Some((position, digest));
+    }
+}
+
 /// A handle to the projection; cheap to clone, shared by every reader.
 #[derive(Clone)]
 pub struct Handle {
@@ -98,10 +119,18 @@ struct Inner {
     health: Mutex<Health>,
     /// The last position folded, for waiters (`min_position`).
     position: tokio::sync::watch::Sender<u64>,
-    /// The status digest and the position it is of: computed at most once a position.
-    digest: Mutex<Option<(u64, String)>>,
+    /// The status digest and the position it is of: computed at most once a position,
+    /// off the request path.
+    digest: Mutex<DigestCache>,
     /// A reader of the data directory, for past states.
     log: Option<LogReader>,
+}
+
+/// The latest status digest, and whether a thread is computing the next.
+#[derive(Default)]
+struct DigestCache {
+    computed: Option<(u64, String)>,
+    computing: bool,
 }
 
 /// How long a backlog may stand still before it is a fault, for handles built outside
@@ -115,15 +144,18 @@ impl Handle {
         stall_after: Duration,
     ) -> Handle {
         let (position, _) = tokio::sync::watch::channel(projection.seq);
-        Handle {
+        let handle = Handle {
             inner: Arc::new(Inner {
                 projection: RwLock::new(projection),
                 health: Mutex::new(Health::new(stall_after)),
                 position,
-                digest: Mutex::new(None),
+                digest: Mutex::new(DigestCache::default()),
                 log,
             }),
-        }
+        };
+        // The first status then finds a digest ready, or on its way.
+        handle.refresh_digest();
+        handle
     }
 
     /// A handle on a fold made elsewhere (a replay in memory, a test), at log position
@@ -191,40 +223,76 @@ impl Handle {
         self.health().fault(Instant::now())
     }
 
-    /// The service's status. The digest is computed once per position (callers that
-    /// ask at the same position share it); computing it reads the whole state, so call
-    /// this from a blocking thread.
+    /// The service's status, at O(1) cost: the digest is the latest computed, with the
+    /// position it belongs to. If it is not of the current position, a thread is
+    /// started to compute that one (unless one is at work), which the next call shows.
     pub fn status(&self) -> Status {
-        let mut cached = self.inner.digest.lock().unwrap_or_else(|p| p.into_inner());
+        let status = self.status_with_cached_digest();
+        if status.digest_position != Some(status.position) {
+            self.refresh_digest();
+        }
+        status
+    }
+
+    /// The status with the digest of the current position, computed here if it is not
+    /// yet (seconds at millions of events): for a final status, and tools that need it.
+    pub fn status_exact(&self) -> Status {
+        let status = self.status_with_cached_digest();
+        if status.digest_position == Some(status.position) {
+            return status;
+        }
+        compute_digest(&self.inner);
+        self.status_with_cached_digest()
+    }
+
+    fn status_with_cached_digest(&self) -> Status {
         let p = self.read();
         let (position, arrival, checkpoint_seq, events) =
             (p.seq, p.arrival, p.checkpoint_seq, p.replay.counts());
-        let digest = match &*cached {
-            Some((at, digest)) if *at == position => {
-                drop(p);
-                digest.clone()
-            }
-            _ => {
-                // The rows are copied under the read lock and hashed after it: the fold
-                // waits for the copy, not for the hashing (most of the cost).
-                let rows = p.replay.digest_rows();
-                drop(p);
-                let digest = rows.digest();
-                *cached = Some((position, digest.clone()));
-                digest
-            }
-        };
-        drop(cached);
+        drop(p);
+        let computed = self.digest_cache().computed.clone();
         let h = self.health();
         Status {
             position,
             arrival,
-            digest,
+            digest_position: computed.as_ref().map(|c| c.0),
+            digest: computed.map(|c| c.1),
             events,
             outbox_backlog: h.outbox_backlog,
             checkpoint_seq,
             consumer_pending: h.consumer_pending,
             fault: h.fault(Instant::now()),
+        }
+    }
+
+    fn digest_cache(&self) -> MutexGuard<'_, DigestCache> {
+        self.inner.digest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a thread computing the digest of the current position, unless one is
+    /// at work already.
+    fn refresh_digest(&self) {
+        {
+            let mut cache = self.digest_cache();
+            if cache.computing {
+                return;
+            }
+            cache.computing = true;
+        }
+        let inner = self.inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name("status-digest".into())
+            .spawn(move || {
+                compute_digest(&inner);
+                inner
+                    .digest
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .computing = false;
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the status digest thread: {e}");
+            self.digest_cache().computing = false;
         }
     }
 
@@ -468,5 +536,59 @@ mod tests {
                 assert_eq!(got, expected, "{filter:?} limit {limit}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+    use ledger_core::gen::{GenConfig, Generator};
+
+    fn until_digest_at(handle: &Handle, position: u64) -> Status {
+        for _ in 0..2000 {
+            let s = handle.status();
+            if s.digest_position == Some(position) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("no digest of position {position}: {:?}", handle.status());
+    }
+
+    /// `status` never computes the digest itself: at a new position it answers the
+    /// previous digest with the position that one belongs to, and a thread computes
+    /// the new one, which a later call shows.
+    #[test]
+    fn status_answers_the_latest_computed_digest_and_its_position() {
+        let lines: Vec<String> = Generator::new(GenConfig::new(4, 1500)).collect();
+        let mut replay = Replay::new();
+        for (i, l) in lines[..1000].iter().enumerate() {
+            replay.push(l.as_bytes(), i as u64 + 1);
+        }
+        let first = replay.document().digest;
+        let handle = Handle::from_replay(replay, 1000, 1000, None);
+        let s = until_digest_at(&handle, 1000);
+        assert_eq!(s.digest.as_deref(), Some(first.as_str()));
+        {
+            let mut p = handle.write();
+            for (i, l) in lines[1000..].iter().enumerate() {
+                p.replay.push(l.as_bytes(), 1001 + i as u64);
+            }
+            p.seq = 1500;
+            p.catch_up();
+        }
+        let s = handle.status();
+        assert_eq!(s.position, 1500);
+        assert_eq!(
+            s.digest_position,
+            Some(1000),
+            "the request did not compute it"
+        );
+        assert_eq!(s.digest.as_deref(), Some(first.as_str()));
+        let expected = handle.read().replay.document().digest;
+        assert_ne!(expected, first);
+        let s = until_digest_at(&handle, 1500);
+        assert_eq!(s.digest, Some(expected.clone()));
+        assert_eq!(handle.status_exact().digest, Some(expected));
     }
 }

@@ -254,9 +254,9 @@ impl Service {
         projector::checkpoint_now(&self.log, &self.handle)?;
         self.log.flush()?;
         let handle = self.handle.clone();
-        let mut status = tokio::task::block_in_place(|| handle.status());
+        let mut status = tokio::task::block_in_place(|| handle.status_exact());
         status.outbox_backlog = self.outbox.backlog();
-        info!(position = status.position, digest = %status.digest, "stopped");
+        info!(position = status.position, digest = ?status.digest, "stopped");
         Ok(status)
     }
 }

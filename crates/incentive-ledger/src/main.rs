@@ -2,6 +2,7 @@
 //! library crates together; all domain logic lives in `ledger-core`.
 
 mod bench_cmd;
+mod bench_memory;
 mod bench_service;
 mod config;
 mod generate_cmd;
@@ -59,6 +60,8 @@ enum Command {
     Payouts(nats_cmd::PayoutsArgs),
     /// Measure the service end to end against a running nats-server and print figures.
     BenchService(bench_service::BenchServiceArgs),
+    /// Measure how a replay's peak memory grows with the log (two lengths, the slope).
+    BenchMemory(bench_memory::BenchMemoryArgs),
 }
 
 /// Turns transparent huge pages off for this process. The folded state is millions of
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Status(args) => nats_cmd::status(args),
         Command::Payouts(args) => nats_cmd::payouts(args),
         Command::BenchService(args) => bench_service::run(args),
+        Command::BenchMemory(args) => bench_memory::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,160 @@
+//! `bench-memory`: how the memory of a replay grows with the log. Generates two seeded
+//! streams (the smaller a prefix of the larger's seed, same partners), runs
+//! `replay --events` over each as a child process of each binary given, and prints
+//! each run's peak RSS (the kernel's `ru_maxrss` of the child), wall time and digest,
+//! then the slope in bytes per logged event between the two lengths. Binaries are
+//! interleaved per length, so that a busy spell of a shared host hits both alike.
+//! Not a test: nothing here asserts a figure.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ledger_core::gen::{GenConfig, Generator};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchMemoryArgs {
+    /// Events of the shorter stream.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub small: usize,
+    /// Events of the longer stream.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub large: usize,
+    #[arg(long, default_value_t = 77)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 400)]
+    pub partners: usize,
+    /// Binaries to measure (each `replay --events` of both streams); this one when none
+    /// is given. Give an old and a new build to compare them in one run.
+    #[arg(long = "binary", value_name = "PATH")]
+    pub binaries: Vec<PathBuf>,
+    /// Where the streams and outputs are written (a temporary directory when absent;
+    /// the large stream of 5M events takes ~1.6 GB).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// One run's figures.
+struct Run {
+    peak_rss_bytes: u64,
+    seconds: f64,
+    digest: String,
+}
+
+pub fn run(args: BenchMemoryArgs) -> Result<()> {
+    if args.small >= args.large {
+        bail!("--small must be below --large");
+    }
+    let binaries = if args.binaries.is_empty() {
+        vec![std::env::current_exe().context("cannot find this binary")?]
+    } else {
+        args.binaries.clone()
+    };
+    let temp;
+    let dir = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir().context("cannot create a work directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut results: Vec<Vec<Run>> = binaries.iter().map(|_| Vec::new()).collect();
+    for n in [args.small, args.large] {
+        let events = dir.join(format!("events-{n}.ndjson"));
+        generate(&events, n, args.seed, args.partners)?;
+        for (b, binary) in binaries.iter().enumerate() {
+            let r = replay(binary, &events, &dir.join("document.json"))?;
+            println!(
+                "{:>9} events  peak RSS {:>7.1} MB  {:>6.1} s  digest {}  [{}]",
+                n,
+                r.peak_rss_bytes as f64 / 1e6,
+                r.seconds,
+                &r.digest[..16.min(r.digest.len())],
+                binary.display()
+            );
+            results[b].push(r);
+        }
+        std::fs::remove_file(&events).ok();
+    }
+    for (binary, runs) in binaries.iter().zip(&results) {
+        let slope = (runs[1].peak_rss_bytes as f64 - runs[0].peak_rss_bytes as f64)
+            / (args.large - args.small) as f64;
+        println!(
+            "slope {slope:>7.1} bytes of peak RSS per event between {} and {} events  [{}]",
+            args.small,
+            args.large,
+            binary.display()
+        );
+    }
+    Ok(())
+}
+
+fn generate(path: &Path, n: usize, seed: u64, partners: usize) -> Result<()> {
+    let mut cfg = GenConfig::new(seed, n);
+    cfg.partners = partners.max(1);
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    for line in Generator::new(cfg) {
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs `binary replay --events events --compact` into `output`, and reads the peak
+/// RSS the kernel accounted to it.
+fn replay(binary: &Path, events: &Path, output: &Path) -> Result<Run> {
+    let out = std::fs::File::create(output)?;
+    let start = Instant::now();
+    let child = std::process::Command::new(binary)
+        .args(["replay", "--compact", "--events"])
+        .arg(events)
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let (status, peak_rss_bytes) = wait_with_peak_rss(child.id())?;
+    let seconds = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{} replay failed: {status}", binary.display());
+    }
+    Ok(Run {
+        peak_rss_bytes,
+        seconds,
+        digest: last_digest(output)?,
+    })
+}
+
+/// Waits for the child `pid` and returns its exit status and peak resident set size
+/// (`ru_maxrss`, which Linux reports in KiB).
+fn wait_with_peak_rss(pid: u32) -> Result<(std::process::ExitStatus, u64)> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut status = 0i32;
+    // SAFETY: an all-zero `rusage` is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = libc::pid_t::try_from(pid).context("a child's pid fits pid_t")?;
+    // SAFETY: `status` and `usage` are valid for writes for the call's duration, and
+    // `pid` is our own child, not yet waited for.
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if got != pid {
+        bail!("wait4 failed: {}", std::io::Error::last_os_error());
+    }
+    let kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+    Ok((std::process::ExitStatus::from_raw(status), kib * 1024))
+}
+
+/// The `digest` of a compact document: its last member.
+fn last_digest(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(200)))?;
+    let mut tail = String::new();
+    f.read_to_string(&mut tail)?;
+    let at = tail
+        .rfind("\"digest\":\"")
+        .context("the document has no digest")?;
+    Ok(tail[at + 10..].chars().take(64).collect())
+}

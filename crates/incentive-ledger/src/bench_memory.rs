@@ -93,8 +93,8 @@ pub fn run(args: BenchMemoryArgs) -> Result<()> {
 fn generate(path: &Path, n: usize, seed: u64, partners: usize) -> Result<()> {
     let mut cfg = GenConfig::new(seed, n);
     cfg.partners = partners.max(1);
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     for line in Generator::new(cfg) {
         out.write_all(line.as_bytes())?;

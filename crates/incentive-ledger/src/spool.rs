@@ -2,7 +2,7 @@
 //!
 //! Payouts and refusals are history: a replay hands them over as they happen
 //! ([`ledger_core::replay::Replay::drain_history`]) and [`Spool`] appends them to two
-//! temporary files. At the end the document is written in SPEC §7's recommended key
+//! temporary files (postcard records framed by their length). At the end the document is written in SPEC §7's recommended key
 //! order — counts, balances and claims from the fold's state, then payouts and refusals
 //! read back from the files — and the digest is hashed as the payouts go by, so memory
 //! holds the working set, never the payout list. The bytes are the ones
@@ -13,11 +13,12 @@
 //! in memory either.
 
 use anyhow::{Context, Result};
-use ledger_core::document::{BalanceRow, ClaimRow, PayoutDigest, PayoutRow, RejectedRow};
-use ledger_core::replay::{Drained, Replay};
+use ledger_core::document::{BalanceRow, ClaimRow, PayoutDigest, PayoutRow};
+use ledger_core::replay::{Drained, Rejection, Replay};
+use ledger_core::Payout;
 use serde::Serialize;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, Write};
 
 #[cfg(test)]
 use ledger_core::document::Document;
@@ -40,20 +41,17 @@ impl Spool {
         })
     }
 
-    /// Appends what the replay drained, one JSON row a line.
+    /// Appends what the replay drained, each record framed by its length (postcard: no
+    /// formatting until the document is written).
     pub fn take(&mut self, drained: &Drained) -> Result<()> {
         for p in &drained.payouts {
-            self.line.clear();
-            serde_json::to_writer(&mut self.line, &PayoutRow::from(p))?;
-            self.line.push(b'\n');
+            frame(&mut self.line, p)?;
             self.payouts
                 .write_all(&self.line)
                 .context("cannot spool a payout")?;
         }
         for r in &drained.rejections {
-            self.line.clear();
-            serde_json::to_writer(&mut self.line, &r.row())?;
-            self.line.push(b'\n');
+            frame(&mut self.line, r)?;
             self.rejected
                 .write_all(&self.line)
                 .context("cannot spool a refusal")?;
@@ -84,16 +82,17 @@ impl Spool {
         w.member("events", &replay.counts())?;
         w.array("balances", balances.iter().map(Ok))?;
         w.array("claims", claims.iter().map(Ok))?;
-        let payouts = read_back::<PayoutRow>(self.payouts)?;
+        let payouts = read_back::<Payout>(self.payouts)?;
         w.array(
             "payouts",
-            payouts.map(|row| {
-                let row = row?;
+            payouts.map(|p| {
+                let row = PayoutRow::from(&p?);
                 digest.payout(&row);
                 Ok(row)
             }),
         )?;
-        w.array("rejected", read_back::<RejectedRow>(self.rejected)?)?;
+        let rejected = read_back::<Rejection>(self.rejected)?;
+        w.array("rejected", rejected.map(|r| r.map(|r| r.row())))?;
         let digest = digest.finish();
         w.member("digest", &digest)?;
         w.end()?;
@@ -101,25 +100,46 @@ impl Spool {
     }
 }
 
-/// The rows of a spool file, read back from its start.
+/// `record` as a spool frame: its postcard length (u32, little-endian), then its bytes.
+fn frame(buf: &mut Vec<u8>, record: &impl Serialize) -> Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&[0; 4]);
+    let mut framed = postcard::to_extend(record, std::mem::take(buf))
+        .context("a spooled record does not encode")?;
+    let len = u32::try_from(framed.len() - 4).context("a spooled record is over 4 GiB")?;
+    framed[..4].copy_from_slice(&len.to_le_bytes());
+    *buf = framed;
+    Ok(())
+}
+
+/// The records of a spool file, read back from its start.
 fn read_back<T: serde::de::DeserializeOwned>(
     file: BufWriter<File>,
 ) -> Result<impl Iterator<Item = Result<T>>> {
     let mut file = file.into_inner().context("cannot finish a spool file")?;
     file.rewind().context("cannot read a spool file back")?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut line = Vec::with_capacity(512);
+    let mut body = Vec::with_capacity(512);
     Ok(std::iter::from_fn(move || {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => None,
-            Ok(_) => {
-                Some(serde_json::from_slice::<T>(&line).context("a spooled row does not read back"))
+        let mut len = [0u8; 4];
+        match reader.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) => {
+                return Some(Err(
+                    anyhow::Error::new(e).context("cannot read a spool file back")
+                ))
             }
-            Err(e) => Some(Err(
-                anyhow::Error::new(e).context("cannot read a spool file back")
-            )),
         }
+        body.resize(u32::from_le_bytes(len) as usize, 0);
+        Some(
+            reader
+                .read_exact(&mut body)
+                .context("a spool file ends inside a record")
+                .and_then(|()| {
+                    postcard::from_bytes::<T>(&body).context("a spooled record does not read back")
+                }),
+        )
     }))
 }
 

@@ -19,7 +19,6 @@
 //! on 2 cores and took ~5 µs per random insert. A run is a few hundred lines: sorting,
 //! sequential writes, `pread` of one block.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -471,12 +470,17 @@ impl RunStore {
         &self,
         records: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> Result<(), RunError> {
-        let sorted: BTreeMap<Vec<u8>, Vec<u8>> = records.into_iter().collect();
+        let mut sorted: Vec<Record> = records.into_iter().collect();
         if sorted.is_empty() {
             return Ok(());
         }
+        // Stable, so that of equal keys the last given comes last and is kept.
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let mut writer = RunWriter::create(self.new_file())?;
-        for (k, v) in &sorted {
+        for (i, (k, v)) in sorted.iter().enumerate() {
+            if sorted.get(i + 1).is_some_and(|next| next.0 == *k) {
+                continue;
+            }
             writer.push(k, v)?;
         }
         let run = Arc::new(writer.finish(0)?);
@@ -516,7 +520,13 @@ impl RunStore {
 
     /// The value stored under `key`, from the newest run that holds it.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RunError> {
-        for run in self.runs().iter().rev() {
+        // Under the read lock (no copy of the list): a writer waits for at most the
+        // reads of one block per run.
+        let runs = self
+            .runs
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for run in runs.iter().rev() {
             if let Some(v) = run.get(key)? {
                 return Ok(Some(v));
             }
@@ -582,6 +592,7 @@ fn merge_two(older: &Run, newer: &Run, path: PathBuf) -> Result<Run, RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     /// A seeded model check: batches of random writes (new keys, overwrites, keys
     /// sharing prefixes, empty values) against a `BTreeMap`, with lookups of present

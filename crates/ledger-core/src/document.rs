@@ -269,23 +269,13 @@ impl PayoutDigest {
         let mut hasher = Sha256::new();
         let mut buf = Vec::with_capacity(1024);
         hasher.update(b"{\"balances\":[");
-        for (i, row) in balances.into_iter().enumerate() {
-            buf.clear();
-            if i > 0 {
-                buf.push(b',');
-            }
-            row.borrow().write_jcs(&mut buf);
-            hasher.update(&buf);
-        }
+        hash_rows(&mut hasher, &mut buf, balances, |r, out| {
+            r.borrow().write_jcs(out)
+        });
         hasher.update(b"],\"claims\":[");
-        for (i, row) in claims.into_iter().enumerate() {
-            buf.clear();
-            if i > 0 {
-                buf.push(b',');
-            }
-            row.borrow().write_jcs(&mut buf);
-            hasher.update(&buf);
-        }
+        hash_rows(&mut hasher, &mut buf, claims, |r, out| {
+            r.borrow().write_jcs(out)
+        });
         hasher.update(b"],\"payouts\":[");
         PayoutDigest {
             hasher,
@@ -317,6 +307,24 @@ impl PayoutDigest {
     pub fn finish(mut self) -> String {
         self.hasher.update(b"]}");
         crate::ids::hex(&self.hasher.finalize())
+    }
+}
+
+/// Hashes `rows` as the members of a JSON array (without its brackets), each written by
+/// `write` in canonical form.
+fn hash_rows<R>(
+    hasher: &mut Sha256,
+    buf: &mut Vec<u8>,
+    rows: impl IntoIterator<Item = R>,
+    write: impl Fn(&R, &mut Vec<u8>),
+) {
+    for (i, row) in rows.into_iter().enumerate() {
+        buf.clear();
+        if i > 0 {
+            buf.push(b',');
+        }
+        write(&row, buf);
+        hasher.update(&buf[..]);
     }
 }
 

@@ -333,66 +333,101 @@ impl Run {
             path: self.path.clone(),
             source,
         })?;
-        Ok(RunScan {
+        let mut scan = RunScan {
             run: self,
             reader: BufReader::with_capacity(1 << 16, file),
             block: 0,
             buf: Vec::new(),
-            records: Vec::new(),
-        })
+            at: 0,
+            current: None,
+        };
+        scan.advance()?;
+        Ok(scan)
     }
 }
 
 /// A key and its value, owned.
 type Record = (Vec<u8>, Vec<u8>);
 
-/// A sequential reader of a run's records, block by block.
+/// A sequential reader of a run's records, block by block, without a copy per record:
+/// [`RunScan::current`] points into the block read last.
 struct RunScan<'a> {
     run: &'a Run,
     reader: BufReader<File>,
+    /// The next block to read.
     block: usize,
+    /// The current block's bytes, without its hash.
     buf: Vec<u8>,
-    /// The current block's records, reversed (popped from the back).
-    records: Vec<Record>,
+    /// Where the next record of `buf` starts.
+    at: usize,
+    /// The current record's key and value, as ranges of `buf`.
+    current: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
 impl RunScan<'_> {
-    fn next(&mut self) -> Result<Option<Record>, RunError> {
-        while self.records.is_empty() {
+    fn current(&self) -> Option<(&[u8], &[u8])> {
+        let (k, v) = self.current.clone()?;
+        Some((&self.buf[k], &self.buf[v]))
+    }
+
+    /// Moves to the next record (reading the next block when this one is done).
+    fn advance(&mut self) -> Result<(), RunError> {
+        while self.at == self.buf.len() {
             if self.block == self.run.index.len() {
-                return Ok(None);
+                self.current = None;
+                return Ok(());
             }
-            let start = self.run.index[self.block].1;
-            let end = self
-                .run
-                .index
-                .get(self.block + 1)
-                .map_or(self.run.end, |b| b.1);
-            self.buf.resize((end - start) as usize, 0);
-            self.reader
-                .read_exact(&mut self.buf)
-                .map_err(|source| RunError::Io {
-                    doing: "cannot read run file",
-                    path: self.run.path.clone(),
-                    source,
-                })?;
-            let damaged = || RunError::Damaged {
-                path: self.run.path.clone(),
-                offset: start,
-            };
-            let body_len = self.buf.len().checked_sub(8).ok_or_else(damaged)?;
-            let sum = u64::from_le_bytes(self.buf[body_len..].try_into().map_err(|_| damaged())?);
-            if hash(&self.buf[..body_len]) != sum {
-                return Err(damaged());
-            }
-            for record in block_records(&self.buf[..body_len]) {
-                let (k, v) = record.ok_or_else(damaged)?;
-                self.records.push((k.to_vec(), v.to_vec()));
-            }
-            self.records.reverse();
-            self.block += 1;
+            self.read_block()?;
         }
-        Ok(self.records.pop())
+        let start = self.run.index[self.block - 1].1;
+        let damaged = || RunError::Damaged {
+            path: self.run.path.clone(),
+            offset: start,
+        };
+        let mut at = self.at;
+        let klen = read_varint(&self.buf, &mut at).ok_or_else(damaged)?;
+        let vlen = read_varint(&self.buf, &mut at).ok_or_else(damaged)?;
+        let key_end = usize::try_from(klen).ok().and_then(|l| at.checked_add(l));
+        let value_end =
+            key_end.and_then(|k| usize::try_from(vlen).ok().and_then(|l| k.checked_add(l)));
+        match (key_end, value_end) {
+            (Some(key_end), Some(value_end)) if value_end <= self.buf.len() => {
+                self.current = Some((at..key_end, key_end..value_end));
+                self.at = value_end;
+                Ok(())
+            }
+            _ => Err(damaged()),
+        }
+    }
+
+    fn read_block(&mut self) -> Result<(), RunError> {
+        let start = self.run.index[self.block].1;
+        let end = self
+            .run
+            .index
+            .get(self.block + 1)
+            .map_or(self.run.end, |b| b.1);
+        self.buf.resize((end - start) as usize, 0);
+        self.reader
+            .read_exact(&mut self.buf)
+            .map_err(|source| RunError::Io {
+                doing: "cannot read run file",
+                path: self.run.path.clone(),
+                source,
+            })?;
+        let damaged = || RunError::Damaged {
+            path: self.run.path.clone(),
+            offset: start,
+        };
+        let body_len = self.buf.len().checked_sub(8).ok_or_else(damaged)?;
+        let sum = u64::from_le_bytes(self.buf[body_len..].try_into().map_err(|_| damaged())?);
+        if hash(&self.buf[..body_len]) != sum {
+            return Err(damaged());
+        }
+        self.buf.truncate(body_len);
+        self.at = 0;
+        self.block += 1;
+        Ok(())
     }
 }
 
@@ -555,33 +590,30 @@ impl RunStore {
 fn merge_two(older: &Run, newer: &Run, path: PathBuf) -> Result<Run, RunError> {
     let mut writer = RunWriter::create(path)?;
     let (mut a, mut b) = (older.scan()?, newer.scan()?);
-    let (mut x, mut y) = (a.next()?, b.next()?);
     loop {
-        match (x.take(), y.take()) {
+        match (a.current(), b.current()) {
             (None, None) => break,
             (Some((k, v)), None) => {
-                writer.push(&k, &v)?;
-                x = a.next()?;
+                writer.push(k, v)?;
+                a.advance()?;
             }
             (None, Some((k, v))) => {
-                writer.push(&k, &v)?;
-                y = b.next()?;
+                writer.push(k, v)?;
+                b.advance()?;
             }
-            (Some(l), Some(r)) => match l.0.cmp(&r.0) {
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
                 std::cmp::Ordering::Less => {
-                    writer.push(&l.0, &l.1)?;
-                    x = a.next()?;
-                    y = Some(r);
+                    writer.push(ka, va)?;
+                    a.advance()?;
                 }
                 std::cmp::Ordering::Greater => {
-                    writer.push(&r.0, &r.1)?;
-                    x = Some(l);
-                    y = b.next()?;
+                    writer.push(kb, vb)?;
+                    b.advance()?;
                 }
                 std::cmp::Ordering::Equal => {
-                    writer.push(&r.0, &r.1)?;
-                    x = a.next()?;
-                    y = b.next()?;
+                    writer.push(kb, vb)?;
+                    a.advance()?;
+                    b.advance()?;
                 }
             },
         }

@@ -32,7 +32,7 @@ pub struct BenchServiceArgs {
     /// Publishing rate of the latency run, events/s.
     #[arg(long, default_value_t = 5_000)]
     pub rate: u64,
-    /// HTTP queries per second during the latency run (balances and statements).
+    /// HTTP queries per second during the latency run (balances, statements, status).
     #[arg(long, default_value_t = 1000)]
     pub query_rate: u64,
     /// Messages per fetch / group commit (the service's default).
@@ -441,13 +441,14 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     let queries = tokio::task::spawn_blocking(move || {
         let half = (query_rate / 2).max(1);
         let other = std::thread::spawn(move || http_load(http_port, half, query_duration, 1));
-        let (mut b, mut s, mut f) = http_load(http_port, half, query_duration, 0);
-        if let Ok((b2, s2, f2)) = other.join() {
-            b.extend(b2);
-            s.extend(s2);
+        let (mut lat, mut f) = http_load(http_port, half, query_duration, 0);
+        if let Ok((lat2, f2)) = other.join() {
+            for (mine, theirs) in lat.iter_mut().zip(lat2) {
+                mine.extend(theirs);
+            }
             f += f2;
         }
-        (b, s, f)
+        (lat, f)
     });
     let sent: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let sent_pub = sent.clone();
@@ -502,16 +503,14 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     }
     publisher.await?;
     wait_folded(&shared, positions, Duration::from_secs(600)).await?;
-    let (mut balance_lat, mut statement_lat, failures) = queries.await?;
+    let (mut query_lat, failures) = queries.await?;
     api.abort();
     let _ = stop_tx.send(());
     service.await??;
-    balance_lat.sort();
-    statement_lat.sort();
-    for (what, lat) in [
-        ("balance query", &balance_lat),
-        ("statement query", &statement_lat),
-    ] {
+    for lat in query_lat.iter_mut() {
+        lat.sort();
+    }
+    for (what, lat) in QUERIES.iter().zip(&query_lat) {
         println!(
             "{what} at {} req/s during ingest: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",
             args.query_rate,
@@ -539,17 +538,15 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     Ok(())
 }
 
-/// Issues GETs over loopback at `rate` per second for `duration`, alternating a
-/// partner's balances and a statement; returns the latencies of each and the failures.
-fn http_load(
-    port: u16,
-    rate: u64,
-    duration: Duration,
-    offset: u64,
-) -> (Vec<Duration>, Vec<Duration>, u64) {
+/// What the HTTP load asks for, in turn.
+const QUERIES: [&str; 3] = ["balance query", "statement query", "status query"];
+
+/// Issues GETs over loopback at `rate` per second for `duration`, in turn a partner's
+/// balances, a statement and `/v1/status`; returns the latencies of each (in
+/// [`QUERIES`]' order) and the failures.
+fn http_load(port: u16, rate: u64, duration: Duration, offset: u64) -> ([Vec<Duration>; 3], u64) {
     use std::io::{Read, Write};
-    let mut balances = Vec::new();
-    let mut statements = Vec::new();
+    let mut latencies: [Vec<Duration>; 3] = Default::default();
     let mut failures = 0;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = Instant::now();
@@ -560,10 +557,11 @@ fn http_load(
             std::thread::sleep(wait);
         }
         let partner = format!("P-{:03}", (n + offset * 7) % 40);
-        let path = if (n + offset).is_multiple_of(2) {
-            format!("/v1/partners/{partner}/balances")
-        } else {
-            format!("/v1/partners/{partner}/statement?program=REBATE-0&period=2026-Q1")
+        let kind = ((n + offset) % 3) as usize;
+        let path = match kind {
+            0 => format!("/v1/partners/{partner}/balances"),
+            1 => format!("/v1/partners/{partner}/statement?program=REBATE-0&period=2026-Q1"),
+            _ => "/v1/status".to_string(),
         };
         let t = Instant::now();
         let ok = (|| -> std::io::Result<bool> {
@@ -576,18 +574,12 @@ fn http_load(
         })();
         let took = t.elapsed();
         match ok {
-            Ok(true) => {
-                if (n + offset).is_multiple_of(2) {
-                    balances.push(took)
-                } else {
-                    statements.push(took)
-                }
-            }
+            Ok(true) => latencies[kind].push(took),
             _ => failures += 1,
         }
         n += 1;
     }
-    (balances, statements, failures)
+    (latencies, failures)
 }
 
 #[cfg(test)]

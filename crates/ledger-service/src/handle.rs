@@ -119,11 +119,35 @@ struct Inner {
     health: Mutex<Health>,
     /// The last position folded, for waiters (`min_position`).
     position: tokio::sync::watch::Sender<u64>,
+    /// What `status` shows of the projection, copied after every fold step: under a
+    /// lock of its own, so a status never waits for the fold's lock (nor for a writer
+    /// queued behind a long read of it, such as the digest's copy).
+    summary: Mutex<Summary>,
     /// The status digest and the position it is of: computed at most once a position,
     /// off the request path.
     digest: Mutex<DigestCache>,
     /// A reader of the data directory, for past states.
     log: Option<LogReader>,
+}
+
+/// The projection's position, counts and checkpoint, as of its last fold step.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    position: u64,
+    arrival: u64,
+    checkpoint_seq: u64,
+    events: Counts,
+}
+
+impl Summary {
+    fn of(p: &Projection) -> Summary {
+        Summary {
+            position: p.seq,
+            arrival: p.arrival,
+            checkpoint_seq: p.checkpoint_seq,
+            events: p.replay.counts(),
+        }
+    }
 }
 
 /// The latest status digest, and whether a thread is computing the next.
@@ -144,8 +168,10 @@ impl Handle {
         stall_after: Duration,
     ) -> Handle {
         let (position, _) = tokio::sync::watch::channel(projection.seq);
+        let summary = Mutex::new(Summary::of(&projection));
         let handle = Handle {
             inner: Arc::new(Inner {
+                summary,
                 projection: RwLock::new(projection),
                 health: Mutex::new(Health::new(stall_after)),
                 position,
@@ -192,9 +218,11 @@ impl Handle {
         self.inner.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Tells waiters the fold reached `seq`.
-    pub(crate) fn advanced(&self, seq: u64) {
-        self.inner.position.send_replace(seq);
+    /// Publishes the projection's position, counts and checkpoint (after a fold step or
+    /// a checkpoint), and tells waiters the fold reached its position.
+    pub(crate) fn advanced(&self, p: &Projection) {
+        *self.inner.summary.lock().unwrap_or_else(|e| e.into_inner()) = Summary::of(p);
+        self.inner.position.send_replace(p.seq);
     }
 
     /// Holds a read of the projection, as the projector does while it encodes a
@@ -246,10 +274,12 @@ impl Handle {
     }
 
     fn status_with_cached_digest(&self) -> Status {
-        let p = self.read();
-        let (position, arrival, checkpoint_seq, events) =
-            (p.seq, p.arrival, p.checkpoint_seq, p.replay.counts());
-        drop(p);
+        let Summary {
+            position,
+            arrival,
+            checkpoint_seq,
+            events,
+        } = *self.inner.summary.lock().unwrap_or_else(|e| e.into_inner());
         let computed = self.digest_cache().computed.clone();
         let h = self.health();
         Status {
@@ -428,7 +458,7 @@ impl Handle {
             p.seq,
             p.checkpoint_seq,
             p.replay.counts(),
-            p.replay.payouts().len() as u64,
+            p.replay.payouts_issued(),
         );
         let by_type = p
             .replay
@@ -576,6 +606,7 @@ mod digest_tests {
             }
             p.seq = 1500;
             p.catch_up();
+            handle.advanced(&p);
         }
         let s = handle.status();
         assert_eq!(s.position, 1500);

@@ -89,7 +89,7 @@ impl<N: Notices> Projector<N> {
                 let (seq, arrival) = (p.seq, p.arrival);
                 (p.seq, p.arrival) = history::fold_new(&self.log, &mut p.replay, seq, arrival)?;
                 p.catch_up();
-                self.handle.advanced(p.seq);
+                self.handle.advanced(&p);
             }
             Some(outcomes) => {
                 let mut outcomes = outcomes.into_iter().peekable();
@@ -99,7 +99,7 @@ impl<N: Notices> Projector<N> {
                         apply(&mut p, o);
                     }
                     p.catch_up();
-                    self.handle.advanced(p.seq);
+                    self.handle.advanced(&p);
                 }
             }
         }
@@ -246,6 +246,7 @@ impl Checkpoints {
                 self.last = Some((Instant::now(), took));
                 let mut p = handle.write();
                 p.checkpoint_seq = p.checkpoint_seq.max(seq);
+                handle.advanced(&p);
                 info!(
                     position = seq,
                     took_ms = took.as_millis() as u64,
@@ -280,6 +281,8 @@ pub(crate) fn checkpoint_now(log: &LogReader, handle: &Handle) -> Result<(), Ser
         tokio::task::block_in_place(|| history::save_checkpoint(log, &p.replay, seq, arrival))?;
         seq
     };
-    handle.write().checkpoint_seq = seq;
+    let mut p = handle.write();
+    p.checkpoint_seq = seq;
+    handle.advanced(&p);
     Ok(())
 }

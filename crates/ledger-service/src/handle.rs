@@ -5,6 +5,7 @@
 //! indexed, or (the status digest) computed at most once per position, off the request
 //! path.
 
+use crate::digest::PayoutCanon;
 use crate::health::Health;
 use crate::histogram::Histogram;
 use crate::projection::Projection;
@@ -93,14 +94,38 @@ pub enum HistoricError {
 }
 
 /// Computes the digest of the projection's current position into the cache (unless a
-/// newer one is there). The rows are copied under the read lock and hashed after it:
-/// the fold waits for the copy, not for the hashing (most of the cost).
+/// newer one is there). Under the read lock only the state's rows and the payouts new
+/// since the last digest are copied ([`crate::digest`]); the hashing, and the reading
+/// of earlier payouts from their file, happen after it. One computation at a time (the
+/// file's lock). If the file fails, the rows are copied whole, as before it.
 fn compute_digest(inner: &Inner) {
-    let p = inner.projection.read().unwrap_or_else(|p| p.into_inner());
-    let position = p.seq;
-    let rows = p.replay.digest_rows();
-    drop(p);
-    let digest = rows.digest();
+    let mut canon = inner.canon.lock().unwrap_or_else(|p| p.into_inner());
+    if canon.is_none() {
+        match PayoutCanon::new() {
+            Ok(c) => *canon = Some(c),
+            Err(e) => tracing::warn!("status digest without its payout file: {e}"),
+        }
+    }
+    let read = || inner.projection.read().unwrap_or_else(|p| p.into_inner());
+    let by_file = canon.as_mut().map(|c| {
+        let p = read();
+        let (position, input) = (p.seq, c.input(&p.replay));
+        drop(p);
+        c.digest(input).map(|digest| (position, digest))
+    });
+    let (position, digest) = match by_file {
+        Some(Ok(done)) => done,
+        failed => {
+            if let Some(Err(e)) = failed {
+                tracing::warn!("status digest: {e}; copying the rows instead");
+                *canon = None;
+            }
+            let p = read();
+            let (position, rows) = (p.seq, p.replay.digest_rows());
+            drop(p);
+            (position, rows.digest())
+        }
+    };
     let mut cache = inner.digest.lock().unwrap_or_else(|p| p.into_inner());
     if cache.computed.as_ref().is_none_or(|c| c.0 < position) {
         cache.computed = Some((position, digest));
@@ -126,6 +151,9 @@ struct Inner {
     /// The status digest and the position it is of: computed at most once a position,
     /// off the request path.
     digest: Mutex<DigestCache>,
+    /// The canonical payouts the last digest hashed, in a file (`None` until the first
+    /// digest, or after the file failed).
+    canon: Mutex<Option<PayoutCanon>>,
     /// A reader of the data directory, for past states.
     log: Option<LogReader>,
 }
@@ -155,7 +183,14 @@ impl Summary {
 struct DigestCache {
     computed: Option<(u64, String)>,
     computing: bool,
+    /// No computation starts before this: a digest reads the whole state, and a busy
+    /// monitor must not turn it into a core's worth of work beside the fold.
+    not_before: Option<Instant>,
 }
+
+/// A digest computation waits this many times as long as the previous one took, after
+/// it: at most ~10% of a core goes to status digests however often status is asked.
+const DIGEST_PAUSE_FACTOR: u32 = 9;
 
 /// How long a backlog may stand still before it is a fault, for handles built outside
 /// a service (tests, tools), which have no publisher.
@@ -176,6 +211,7 @@ impl Handle {
                 health: Mutex::new(Health::new(stall_after)),
                 position,
                 digest: Mutex::new(DigestCache::default()),
+                canon: Mutex::new(None),
                 log,
             }),
         };
@@ -253,7 +289,8 @@ impl Handle {
 
     /// The service's status, at O(1) cost: the digest is the latest computed, with the
     /// position it belongs to. If it is not of the current position, a thread is
-    /// started to compute that one (unless one is at work), which the next call shows.
+    /// started to compute that one (unless one is at work, or the last one ended less
+    /// than [`DIGEST_PAUSE_FACTOR`] times its duration ago), which a later call shows.
     pub fn status(&self) -> Status {
         let status = self.status_with_cached_digest();
         if status.digest_position != Some(status.position) {
@@ -304,7 +341,7 @@ impl Handle {
     fn refresh_digest(&self) {
         {
             let mut cache = self.digest_cache();
-            if cache.computing {
+            if cache.computing || cache.not_before.is_some_and(|t| Instant::now() < t) {
                 return;
             }
             cache.computing = true;
@@ -313,12 +350,12 @@ impl Handle {
         let spawned = std::thread::Builder::new()
             .name("status-digest".into())
             .spawn(move || {
+                let started = Instant::now();
                 compute_digest(&inner);
-                inner
-                    .digest
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .computing = false;
+                let took = started.elapsed();
+                let mut cache = inner.digest.lock().unwrap_or_else(|p| p.into_inner());
+                cache.computing = false;
+                cache.not_before = Some(Instant::now() + took * DIGEST_PAUSE_FACTOR);
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start the status digest thread: {e}");

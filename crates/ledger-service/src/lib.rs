@@ -14,6 +14,7 @@
 //! `ledger-nats` implements on JetStream; this crate knows nothing of NATS, HTTP or
 //! sled.
 
+mod digest;
 pub mod handle;
 pub mod health;
 pub mod histogram;

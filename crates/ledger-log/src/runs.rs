@@ -67,8 +67,8 @@ impl Filter {
         }
     }
 
-    fn probes(&self, key: &[u8]) -> (usize, impl Iterator<Item = (usize, u64)>) {
-        let h = hash(key);
+    /// The block and the bits of a key, by the key's [`hash`] `h`.
+    fn probes(&self, h: u64) -> (usize, impl Iterator<Item = (usize, u64)>) {
         // The block by the whole hash (a multiply-shift range reduction), each probe's
         // bit by the top 9 bits of a further mix of it.
         let block = ((u128::from(h) * self.blocks.len() as u128) >> 64) as usize;
@@ -81,17 +81,20 @@ impl Filter {
         (block, bits)
     }
 
-    fn insert(&mut self, key: &[u8]) {
-        let (block, bits) = self.probes(key);
-        let bits: Vec<(usize, u64)> = bits.collect();
+    /// Adds the key whose [`hash`] is `h`.
+    fn insert(&mut self, h: u64) {
+        let (block, bits) = self.probes(h);
+        let words = &mut self.blocks[block];
         for (word, mask) in bits {
-            self.blocks[block][word] |= mask;
+            words[word] |= mask;
         }
     }
 
-    fn may_contain(&self, key: &[u8]) -> bool {
-        let (block, mut bits) = self.probes(key);
-        bits.all(|(word, mask)| self.blocks[block][word] & mask != 0)
+    /// Whether the key whose [`hash`] is `h` may have been added (never a false no).
+    fn may_contain(&self, h: u64) -> bool {
+        let (block, mut bits) = self.probes(h);
+        let words = &self.blocks[block];
+        bits.all(|(word, mask)| words[word] & mask != 0)
     }
 
     fn bytes(&self) -> usize {
@@ -253,8 +256,8 @@ impl RunWriter {
             .map_err(|e| io(&self.path, e.into_error()))?;
         // Not fsynced: runs are derived data, rebuilt by a replay after a crash.
         let mut filter = Filter::with_keys(self.keys.len());
-        for h in &self.keys {
-            filter.insert(&h.to_le_bytes());
+        for &h in &self.keys {
+            filter.insert(h);
         }
         Ok(Run {
             path: self.path,
@@ -269,10 +272,6 @@ impl RunWriter {
 }
 
 impl Run {
-    fn may_contain(&self, key: &[u8]) -> bool {
-        self.filter.may_contain(&hash(key).to_le_bytes())
-    }
-
     /// The bytes of block `i` (checked against its hash), without the hash.
     fn block(&self, i: usize) -> Result<Vec<u8>, RunError> {
         let start = self.index[i].1;
@@ -299,8 +298,9 @@ impl Run {
         Ok(buf)
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RunError> {
-        if !self.may_contain(key) {
+    /// The value of `key` (whose [`hash`] is `h`) in this run.
+    fn get(&self, key: &[u8], h: u64) -> Result<Option<Vec<u8>>, RunError> {
+        if !self.filter.may_contain(h) {
             return Ok(None);
         }
         // The last block whose first key is ≤ key.
@@ -561,8 +561,10 @@ impl RunStore {
             .runs
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Hashed once for every run's filter.
+        let h = hash(key);
         for run in runs.iter().rev() {
-            if let Some(v) = run.get(key)? {
+            if let Some(v) = run.get(key, h)? {
                 return Ok(Some(v));
             }
         }
@@ -707,11 +709,11 @@ mod tests {
     fn the_filter_has_no_false_negatives_and_few_false_positives() {
         let mut f = Filter::with_keys(100_000);
         for i in 0..100_000u64 {
-            f.insert(&i.to_le_bytes());
+            f.insert(hash(&i.to_le_bytes()));
         }
-        assert!((0..100_000u64).all(|i| f.may_contain(&i.to_le_bytes())));
+        assert!((0..100_000u64).all(|i| f.may_contain(hash(&i.to_le_bytes()))));
         let false_positives = (100_000..200_000u64)
-            .filter(|i| f.may_contain(&i.to_le_bytes()))
+            .filter(|i| f.may_contain(hash(&i.to_le_bytes())))
             .count();
         assert!(
             false_positives < 3_000,

@@ -144,6 +144,23 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
+/// The key's and the value's ranges of the record at `*at` of a block's bytes, moving
+/// `*at` past it; `None` if the bytes there are not a whole record (damage).
+fn next_record(
+    block: &[u8],
+    at: &mut usize,
+) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let mut pos = *at;
+    let klen = usize::try_from(read_varint(block, &mut pos)?).ok()?;
+    let vlen = usize::try_from(read_varint(block, &mut pos)?).ok()?;
+    let key_end = pos.checked_add(klen)?;
+    let value_end = key_end.checked_add(vlen)?;
+    (value_end <= block.len()).then(|| {
+        *at = value_end;
+        (pos..key_end, key_end..value_end)
+    })
+}
+
 /// The records of one block's bytes (without its trailing hash), in order.
 fn block_records(block: &[u8]) -> impl Iterator<Item = Option<(&[u8], &[u8])>> {
     let mut at = 0usize;
@@ -151,19 +168,11 @@ fn block_records(block: &[u8]) -> impl Iterator<Item = Option<(&[u8], &[u8])>> {
         if at == block.len() {
             return None;
         }
-        let record = (|| {
-            let klen = usize::try_from(read_varint(block, &mut at)?).ok()?;
-            let vlen = usize::try_from(read_varint(block, &mut at)?).ok()?;
-            let key = block.get(at..at.checked_add(klen)?)?;
-            at += klen;
-            let value = block.get(at..at.checked_add(vlen)?)?;
-            at += vlen;
-            Some((key, value))
-        })();
+        let record = next_record(block, &mut at);
         if record.is_none() {
             at = block.len(); // stop after the first damaged record
         }
-        Some(record)
+        Some(record.map(|(k, v)| (&block[k], &block[v])))
     })
 }
 
@@ -272,29 +281,51 @@ impl RunWriter {
 }
 
 impl Run {
+    /// The file offsets where block `i` starts and ends (its hash included).
+    fn block_bounds(&self, i: usize) -> (u64, u64) {
+        let end = self.index.get(i + 1).map_or(self.end, |b| b.1);
+        (self.index[i].1, end)
+    }
+
+    fn damaged(&self, offset: u64) -> RunError {
+        RunError::Damaged {
+            path: self.path.clone(),
+            offset,
+        }
+    }
+
+    fn read_error(&self, source: std::io::Error) -> RunError {
+        RunError::Io {
+            doing: "cannot read run file",
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Checks the bytes of the block read from `start` against the hash that ends them,
+    /// and cuts the hash off.
+    fn check_block(&self, start: u64, buf: &mut Vec<u8>) -> Result<(), RunError> {
+        let body_len = buf
+            .len()
+            .checked_sub(8)
+            .ok_or_else(|| self.damaged(start))?;
+        let (body, sum) = buf.split_at(body_len);
+        let sum = u64::from_le_bytes(sum.try_into().map_err(|_| self.damaged(start))?);
+        if hash(body) != sum {
+            return Err(self.damaged(start));
+        }
+        buf.truncate(body_len);
+        Ok(())
+    }
+
     /// The bytes of block `i` (checked against its hash), without the hash.
     fn block(&self, i: usize) -> Result<Vec<u8>, RunError> {
-        let start = self.index[i].1;
-        let end = self.index.get(i + 1).map_or(self.end, |b| b.1);
+        let (start, end) = self.block_bounds(i);
         let mut buf = vec![0u8; (end - start) as usize];
         self.file
             .read_exact_at(&mut buf, start)
-            .map_err(|source| RunError::Io {
-                doing: "cannot read run file",
-                path: self.path.clone(),
-                source,
-            })?;
-        let damaged = || RunError::Damaged {
-            path: self.path.clone(),
-            offset: start,
-        };
-        let body_len = buf.len().checked_sub(8).ok_or_else(damaged)?;
-        let (body, sum) = buf.split_at(body_len);
-        let sum = u64::from_le_bytes(sum.try_into().map_err(|_| damaged())?);
-        if hash(body) != sum {
-            return Err(damaged());
-        }
-        buf.truncate(body_len);
+            .map_err(|e| self.read_error(e))?;
+        self.check_block(start, &mut buf)?;
         Ok(buf)
     }
 
@@ -312,10 +343,7 @@ impl Run {
         };
         let block = self.block(i)?;
         for record in block_records(&block) {
-            let (k, v) = record.ok_or_else(|| RunError::Damaged {
-                path: self.path.clone(),
-                offset: self.index[i].1,
-            })?;
+            let (k, v) = record.ok_or_else(|| self.damaged(self.index[i].1))?;
             match k.cmp(key) {
                 std::cmp::Ordering::Less => continue,
                 std::cmp::Ordering::Equal => return Ok(Some(v.to_vec())),
@@ -328,11 +356,7 @@ impl Run {
     /// Every record, in key order, read sequentially (for merges).
     fn scan(&self) -> Result<RunScan<'_>, RunError> {
         // Its own handle: the run's file is read with `pread`, this one sequentially.
-        let file = File::open(&self.path).map_err(|source| RunError::Io {
-            doing: "cannot read run file",
-            path: self.path.clone(),
-            source,
-        })?;
+        let file = File::open(&self.path).map_err(|e| self.read_error(e))?;
         let mut scan = RunScan {
             run: self,
             reader: BufReader::with_capacity(1 << 16, file),
@@ -380,51 +404,18 @@ impl RunScan<'_> {
             self.read_block()?;
         }
         let start = self.run.index[self.block - 1].1;
-        let damaged = || RunError::Damaged {
-            path: self.run.path.clone(),
-            offset: start,
-        };
-        let mut at = self.at;
-        let klen = read_varint(&self.buf, &mut at).ok_or_else(damaged)?;
-        let vlen = read_varint(&self.buf, &mut at).ok_or_else(damaged)?;
-        let key_end = usize::try_from(klen).ok().and_then(|l| at.checked_add(l));
-        let value_end =
-            key_end.and_then(|k| usize::try_from(vlen).ok().and_then(|l| k.checked_add(l)));
-        match (key_end, value_end) {
-            (Some(key_end), Some(value_end)) if value_end <= self.buf.len() => {
-                self.current = Some((at..key_end, key_end..value_end));
-                self.at = value_end;
-                Ok(())
-            }
-            _ => Err(damaged()),
-        }
+        let record = next_record(&self.buf, &mut self.at).ok_or_else(|| self.run.damaged(start))?;
+        self.current = Some(record);
+        Ok(())
     }
 
     fn read_block(&mut self) -> Result<(), RunError> {
-        let start = self.run.index[self.block].1;
-        let end = self
-            .run
-            .index
-            .get(self.block + 1)
-            .map_or(self.run.end, |b| b.1);
+        let (start, end) = self.run.block_bounds(self.block);
         self.buf.resize((end - start) as usize, 0);
         self.reader
             .read_exact(&mut self.buf)
-            .map_err(|source| RunError::Io {
-                doing: "cannot read run file",
-                path: self.run.path.clone(),
-                source,
-            })?;
-        let damaged = || RunError::Damaged {
-            path: self.run.path.clone(),
-            offset: start,
-        };
-        let body_len = self.buf.len().checked_sub(8).ok_or_else(damaged)?;
-        let sum = u64::from_le_bytes(self.buf[body_len..].try_into().map_err(|_| damaged())?);
-        if hash(&self.buf[..body_len]) != sum {
-            return Err(damaged());
-        }
-        self.buf.truncate(body_len);
+            .map_err(|e| self.run.read_error(e))?;
+        self.run.check_block(start, &mut self.buf)?;
         self.at = 0;
         self.block += 1;
         Ok(())

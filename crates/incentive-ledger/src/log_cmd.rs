@@ -281,17 +281,13 @@ pub fn rejected(args: RejectedArgs) -> Result<()> {
         if args.json {
             writeln!(out, "{}", r.to_json())?;
         } else {
-            let who = match &r.identity {
-                Some((s, i)) => format!("{s}/{i}"),
-                None => "-".into(),
-            };
             writeln!(
                 out,
                 "{:>8}  {:<10}  {:<24}  {:<40}  {}",
                 r.line,
                 stage,
                 r.code.as_str(),
-                who,
+                r.who(),
                 r.message
             )?;
         }

@@ -52,11 +52,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             )?;
             if args.messages {
                 for r in replay.rejections() {
-                    let who = match &r.identity {
-                        Some((source, id)) => format!("{source}/{id}"),
-                        None => "-".to_string(),
-                    };
-                    eprintln!("{}: {who}: {}: {}", r.line, r.code, r.message);
+                    eprintln!("{}: {}: {}: {}", r.line, r.who(), r.code, r.message);
                 }
             }
             print_document(&replay, args.compact)
@@ -96,14 +92,11 @@ fn replay_files(args: &ReplayArgs) -> Result<()> {
             let drained = replay.drain_history();
             if args.messages {
                 for r in &drained.rejections {
-                    let who = match &r.identity {
-                        Some((source, id)) => format!("{source}/{id}"),
-                        None => "-".to_string(),
-                    };
                     let _ = writeln!(
                         stderr.lock(),
-                        "{}:{line}: {who}: {}: {}",
+                        "{}:{line}: {}: {}: {}",
                         path.display(),
+                        r.who(),
                         r.code,
                         r.message
                     );

@@ -12,7 +12,7 @@ use crate::event::{Event, EventType};
 use crate::intake::{self, Accepted, IntakeRefusal};
 use crate::ledger::{Ledger, Payout};
 use crate::refusal::Code;
-use crate::store::{Backing, Flush, Space, StoreError};
+use crate::store::{held_in_memory, Backing, Flush, Space, StoreError};
 
 /// A refusal as the document and the `rejected` listing show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +32,15 @@ impl Rejection {
             "quarantine"
         } else {
             "business"
+        }
+    }
+
+    /// Who sent the refused input, as listings show it: `source/id`, or `-` when the
+    /// input had no readable identity.
+    pub fn who(&self) -> String {
+        match &self.identity {
+            Some((source, id)) => format!("{source}/{id}"),
+            None => "-".to_string(),
         }
     }
 
@@ -124,10 +133,7 @@ fn identity_key(event: &Event) -> [u8; 16] {
 impl IdentityIndex {
     /// The identity check of an index held in memory (no backing store).
     pub fn check(&self, event: &Event, content_digest: &[u8; 32]) -> Identity {
-        match self.try_check(event, content_digest) {
-            Ok(identity) => identity,
-            Err(e) => unreachable!("an identity index in memory failed: {e}"),
-        }
+        held_in_memory(self.try_check(event, content_digest))
     }
 
     /// The identity check, reading the backing store if one is attached.
@@ -205,13 +211,10 @@ pub struct Replay {
     by_type: std::collections::BTreeMap<Option<EventType>, [u64; 3]>,
 }
 
-/// Payouts and refusals taken out of a [`Replay`], with the position of the first of
-/// each in the replay's whole history (0-based).
+/// Payouts and refusals taken out of a [`Replay`], in the order they happened.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Drained {
-    pub first_payout: u64,
     pub payouts: Vec<Payout>,
-    pub first_rejection: u64,
     pub rejections: Vec<Rejection>,
 }
 
@@ -228,10 +231,7 @@ impl Replay {
             !self.has_backing(),
             "a replay with a backing store pushes with try_push"
         );
-        match self.try_push(raw, line) {
-            Ok(step) => step,
-            Err(e) => unreachable!("lookups held in memory failed: {e}"),
-        }
+        held_in_memory(self.try_push(raw, line))
     }
 
     /// [`Replay::push`] for a replay whose lookups may fail (a backing store): on an
@@ -287,10 +287,7 @@ impl Replay {
 
     /// Folds an event that is in the log (for a replay without a backing store).
     pub fn apply_logged(&mut self, event: &Event, line: u64) -> Step {
-        match self.try_apply_logged(event, line) {
-            Ok(step) => step,
-            Err(e) => unreachable!("lookups held in memory failed: {e}"),
-        }
+        held_in_memory(self.try_apply_logged(event, line))
     }
 
     /// [`Replay::apply_logged`] for a replay whose lookups may fail: on an error the
@@ -323,9 +320,7 @@ impl Replay {
     /// keeps history outside this replay.
     pub fn drain_history(&mut self) -> Drained {
         let drained = Drained {
-            first_payout: self.payouts_drained,
             payouts: std::mem::take(&mut self.payouts),
-            first_rejection: self.rejected_drained,
             rejections: std::mem::take(&mut self.rejected),
         };
         self.payouts_drained += drained.payouts.len() as u64;
@@ -336,11 +331,6 @@ impl Replay {
     /// Payouts issued so far, drained or not.
     pub fn payouts_issued(&self) -> u64 {
         self.payouts_drained + self.payouts.len() as u64
-    }
-
-    /// Refusals recorded so far, drained or not.
-    pub fn rejections_recorded(&self) -> u64 {
-        self.rejected_drained + self.rejected.len() as u64
     }
 
     /// Whether all of the history is still held here (nothing was drained).

@@ -80,6 +80,15 @@ impl StoreError {
     }
 }
 
+/// The result of a lookup that cannot fail, because every tier it read is in memory
+/// (no backing store is attached).
+pub(crate) fn held_in_memory<T>(result: Result<T, StoreError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => unreachable!("lookups held in memory failed: {e}"),
+    }
+}
+
 /// The lowest tier: values written by earlier checkpoints. Only read by the fold; what
 /// it holds is written by whoever writes the checkpoints (from [`Flush::records`]).
 pub trait Backing: Send + Sync {

@@ -153,10 +153,7 @@ impl Ledger {
             !self.has_backing(),
             "a ledger with a backing store folds with try_apply_into"
         );
-        match self.try_apply_into(event, payouts) {
-            Ok(refusal) => refusal,
-            Err(e) => unreachable!("lookups held in memory failed: {e}"),
-        }
+        crate::store::held_in_memory(self.try_apply_into(event, payouts))
     }
 
     /// [`Ledger::apply_into`] for a ledger whose lookups may fail (a backing store): on

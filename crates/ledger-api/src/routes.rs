@@ -30,6 +30,15 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
+/// A query of the history archive failed (a storage fault; the fold goes on).
+fn history_unavailable(e: ledger_service::LogError) -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "history_unavailable",
+        message: ledger_service::error_chain(&e),
+    }
+}
+
 /// The handle to answer from: the live one, or the state after position `n`, rebuilt
 /// from the data directory (a replay up to `n`: for audits).
 async fn at(state: &ApiState, as_of_seq: Option<u64>) -> Result<Handle, ApiError> {
@@ -313,7 +322,15 @@ pub(crate) async fn statement(
         ));
     };
     let handle = at(&state, q.as_of_seq).await?;
-    let Some(st) = handle.statement(&partner, &program, &period) else {
+    let found = blocking(move || {
+        handle
+            .statement(&partner, &program, &period)
+            .map(|st| (st, partner, program, period))
+    })
+    .await?
+    .map_err(history_unavailable)?;
+    let (found, partner, program, period) = found;
+    let Some(st) = found else {
         return Err(ApiError::not_found(format!(
             "no entry for partner {partner} in {program} {period}"
         )));
@@ -372,7 +389,10 @@ pub(crate) async fn payouts(
         partner,
         program: page.program,
     };
-    let found = state.handle.payouts(&filter, start, limit);
+    let handle = state.handle.clone();
+    let found = blocking(move || handle.payouts(&filter, start, limit))
+        .await?
+        .map_err(history_unavailable)?;
     Ok(Json(json!({
         "items": found.items,
         "next": found.next.map(|n| n.to_string()),
@@ -388,7 +408,10 @@ pub(crate) async fn rejected(
     staff_only(&role)?;
     let start = cursor(&page.after)?;
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    let found = state.handle.rejections(start, limit);
+    let handle = state.handle.clone();
+    let found = blocking(move || handle.rejections(start, limit))
+        .await?
+        .map_err(history_unavailable)?;
     let items: Vec<serde_json::Value> = found.items.iter().map(|r| r.to_json()).collect();
     Ok(Json(json!({ "items": items, "next": found.next.map(|n| n.to_string()) })).into_response())
 }

@@ -20,7 +20,7 @@ fn state() -> ApiState {
     }
     let seq = replay.counts().applied + 2; // any position; shown in the header
     ApiState::new(
-        Handle::from_replay(replay, seq, seq, None),
+        Handle::from_replay(replay, seq, seq, None).unwrap(),
         vec![
             ("t-admin".into(), Role::Admin),
             ("t-finance".into(), Role::Finance),
@@ -416,7 +416,8 @@ async fn as_of_seq_answers_from_the_log_as_it_stood() {
         rebuilt.seq,
         rebuilt.arrival,
         Some(log.reader()),
-    );
+    )
+    .unwrap();
     let call = |path: String| {
         let st = st.clone();
         async move {

@@ -10,7 +10,7 @@
 use crate::document::{digest, BalanceRow, ClaimRow, Counts, Document, PayoutRow, RejectedRow};
 use crate::event::{Event, EventType};
 use crate::intake::{self, Accepted, IntakeRefusal};
-use crate::ledger::{Ledger, Payout};
+use crate::ledger::{DrainedLine, Ledger, Payout};
 use crate::refusal::Code;
 use crate::store::{held_in_memory, Backing, Flush, Space, StoreError};
 
@@ -209,13 +209,45 @@ pub struct Replay {
     rejected_drained: u64,
     /// Per event type (None: the type could not be read): applied, refused, duplicates.
     by_type: std::collections::BTreeMap<Option<EventType>, [u64; 3]>,
+    /// Refusals per code, drained or not.
+    by_code: std::collections::BTreeMap<Code, u64>,
 }
 
-/// Payouts and refusals taken out of a [`Replay`], in the order they happened.
+/// History taken out of a [`Replay`]: payouts and refusals in the order they happened,
+/// numbered from `first_payout` and `first_rejection` in the replay's whole history,
+/// and the statement journal lines written meanwhile.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Drained {
+    pub first_payout: u64,
     pub payouts: Vec<Payout>,
+    pub first_rejection: u64,
     pub rejections: Vec<Rejection>,
+    pub journal: Vec<DrainedLine>,
+}
+
+impl Drained {
+    pub fn is_empty(&self) -> bool {
+        self.payouts.is_empty() && self.rejections.is_empty() && self.journal.is_empty()
+    }
+
+    /// Appends `later`, drained after this.
+    pub fn extend(&mut self, later: Drained) {
+        if self.is_empty() {
+            *self = later;
+            return;
+        }
+        assert_eq!(
+            (
+                self.first_payout + self.payouts.len() as u64,
+                self.first_rejection + self.rejections.len() as u64
+            ),
+            (later.first_payout, later.first_rejection),
+            "drained history is appended in order"
+        );
+        self.payouts.extend(later.payouts);
+        self.rejections.extend(later.rejections);
+        self.journal.extend(later.journal);
+    }
 }
 
 impl Replay {
@@ -268,6 +300,7 @@ impl Replay {
         self.counts.received += 1;
         self.counts.rejected += 1;
         self.by_type.entry(refusal.event_type).or_default()[1] += 1;
+        *self.by_code.entry(refusal.code).or_default() += 1;
         self.rejected.push(Rejection {
             code: refusal.code,
             message: refusal.message,
@@ -301,6 +334,7 @@ impl Replay {
         Ok(match refusal {
             Some(r) => {
                 self.counts.rejected += 1;
+                *self.by_code.entry(r.code).or_default() += 1;
                 self.rejected.push(Rejection {
                     code: r.code,
                     message: r.message,
@@ -316,12 +350,15 @@ impl Replay {
         })
     }
 
-    /// Takes the payouts and refusals recorded since the last call, for a caller that
-    /// keeps history outside this replay.
+    /// Takes the payouts, refusals and journal lines recorded since the last call, for
+    /// a caller that keeps history outside this replay.
     pub fn drain_history(&mut self) -> Drained {
         let drained = Drained {
+            first_payout: self.payouts_drained,
             payouts: std::mem::take(&mut self.payouts),
+            first_rejection: self.rejected_drained,
             rejections: std::mem::take(&mut self.rejected),
+            journal: self.ledger.drain_journal(),
         };
         self.payouts_drained += drained.payouts.len() as u64;
         self.rejected_drained += drained.rejections.len() as u64;
@@ -331,6 +368,16 @@ impl Replay {
     /// Payouts issued so far, drained or not.
     pub fn payouts_issued(&self) -> u64 {
         self.payouts_drained + self.payouts.len() as u64
+    }
+
+    /// Refusals recorded so far, drained or not.
+    pub fn rejections_recorded(&self) -> u64 {
+        self.rejected_drained + self.rejected.len() as u64
+    }
+
+    /// Refusals per code so far, drained or not.
+    pub fn refused_by_code(&self) -> &std::collections::BTreeMap<Code, u64> {
+        &self.by_code
     }
 
     /// Whether all of the history is still held here (nothing was drained).
@@ -436,6 +483,21 @@ impl Replay {
         }
     }
 
+    /// The working state as values — balances, claims, counts, and how much history
+    /// was recorded — comparable whether or not the history was drained (what `verify`
+    /// compares a checkpoint by).
+    pub fn working_state(&self) -> WorkingState {
+        WorkingState {
+            counts: self.counts,
+            by_type: self.by_type.clone(),
+            by_code: self.by_code.clone(),
+            balances: self.ledger.balances().iter().map(Into::into).collect(),
+            claims: self.ledger.claims().iter().map(Into::into).collect(),
+            payouts_issued: self.payouts_issued(),
+            rejections_recorded: self.rejections_recorded(),
+        }
+    }
+
     /// The replay document of the state so far.
     pub fn document(&self) -> Document {
         assert!(
@@ -455,6 +517,18 @@ impl Replay {
             digest,
         }
     }
+}
+
+/// [`Replay::working_state`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkingState {
+    pub counts: Counts,
+    pub by_type: std::collections::BTreeMap<Option<EventType>, [u64; 3]>,
+    pub by_code: std::collections::BTreeMap<Code, u64>,
+    pub balances: Vec<BalanceRow>,
+    pub claims: Vec<ClaimRow>,
+    pub payouts_issued: u64,
+    pub rejections_recorded: u64,
 }
 
 /// The rows of a replay's digest, owned ([`Replay::digest_rows`]).

@@ -47,8 +47,10 @@ struct Checkpoint {
 /// change, so an older checkpoint is refused (and the log replayed) rather than misread.
 /// 07: programs keep their `budget` (SPEC v1.1). 08: the fold's lookups that grow with
 /// the log (sale records, used ids, identities) in one recent tier, and the counts of
-/// drained payouts and refusals (issue 15).
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT08";
+/// drained payouts and refusals (issue 15). 09: journals drained to the history
+/// archive (each entry's count of lines taken, the entries with lines to take) and
+/// refusals counted per code.
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT09";
 
 /// Bytes of the last checkpoint encoded in this process: the next one reserves about
 /// that much at once, instead of growing its buffer by doubling (each step a copy of
@@ -175,8 +177,11 @@ impl PendingCheckpoint {
         seal_checkpoint(self.body)
     }
 
-    /// Checksums and stores the checkpoint (durable when this returns).
+    /// Checksums and stores the checkpoint (durable when this returns). The database
+    /// is flushed first: the history archive must reach the checkpoint on disk before
+    /// a restart can resume from it.
     pub fn write(self, log: &LogReader) -> Result<(), LogError> {
+        log.flush()?;
         log.save_checkpoint(&self.framed())
     }
 }
@@ -302,41 +307,13 @@ fn rebuild_inner(
 ) -> Result<Rebuilt, LogError> {
     let limits = Limits::of(log, bound)?;
     let mut warnings = Vec::new();
-    let mut start: Option<Checkpoint> = None;
+    let mut start = None;
     if use_checkpoint && limits.before_ns == u64::MAX {
-        match log.load_checkpoint()? {
-            None => {}
-            Some(bytes) => {
-                // The next checkpoint will be about this size.
-                LAST_CHECKPOINT_BYTES.fetch_max(bytes.len(), std::sync::atomic::Ordering::Relaxed);
-                match decode_checkpoint(&bytes) {
-                    Err(why) => warnings.push(format!(
-                        "checkpoint not used: {why}; replaying the whole log"
-                    )),
-                    Ok(cp) => {
-                        let record_hash = match cp.seq {
-                            0 => Some([0u8; 32]),
-                            s => log
-                                .records_from(s)
-                                .next()
-                                .transpose()?
-                                .filter(|r| r.seq == s)
-                                .map(|r| r.hash),
-                        };
-                        if record_hash != Some(cp.hash) {
-                            warnings.push(format!(
-                            "checkpoint not used: it covers position {} but the log's record there differs or is missing; replaying the whole log",
-                            cp.seq
-                        ));
-                        } else if journal && !cp.replay.ledger().journal_enabled() {
-                            warnings.push("checkpoint not used: it holds no statement journals; replaying the whole log".into());
-                        } else if cp.seq <= limits.max_seq && cp.arrival <= limits.max_arrival {
-                            start = Some(cp);
-                        }
-                    }
-                }
-            }
-        }
+        start = usable_checkpoint(log, journal, &mut warnings)?
+            .filter(|cp| cp.seq <= limits.max_seq && cp.arrival <= limits.max_arrival)
+            // A checkpoint of the service holds the working set only; its history is
+            // in the archive, which a rebuild into memory does not read.
+            .filter(|cp| cp.replay.holds_all_history());
     }
     let (mut replay, from_seq, from_arrival, resumed_from) = match start {
         Some(cp) => (cp.replay, cp.seq, cp.arrival, Some(cp.seq)),
@@ -348,7 +325,152 @@ fn rebuild_inner(
             (fresh, 0, 0, None)
         }
     };
-    let (seq, arrival) = fold_range(log, &mut replay, from_seq, from_arrival, limits, progress)?;
+    let (seq, arrival) = fold_range(
+        log,
+        &mut replay,
+        from_seq,
+        from_arrival,
+        limits,
+        &mut |_, seq| {
+            progress(seq);
+            Ok(())
+        },
+    )?;
+    Ok(Rebuilt {
+        replay,
+        seq,
+        arrival,
+        resumed_from,
+        warnings,
+    })
+}
+
+/// The stored checkpoint, if there is one that decodes and anchors to the log (and,
+/// with `journal`, holds statement journals); why not, in `warnings`.
+fn usable_checkpoint(
+    log: &LogReader,
+    journal: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Checkpoint>, LogError> {
+    let Some(bytes) = log.load_checkpoint()? else {
+        return Ok(None);
+    };
+    // The next checkpoint will be about this size.
+    LAST_CHECKPOINT_BYTES.fetch_max(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+    let cp = match decode_checkpoint(&bytes) {
+        Ok(cp) => cp,
+        Err(why) => {
+            warnings.push(format!(
+                "checkpoint not used: {why}; replaying the whole log"
+            ));
+            return Ok(None);
+        }
+    };
+    let record_hash = match cp.seq {
+        0 => Some([0u8; 32]),
+        s => log
+            .records_from(s)
+            .next()
+            .transpose()?
+            .filter(|r| r.seq == s)
+            .map(|r| r.hash),
+    };
+    if record_hash != Some(cp.hash) {
+        warnings.push(format!(
+            "checkpoint not used: it covers position {} but the log's record there differs or is missing; replaying the whole log",
+            cp.seq
+        ));
+        return Ok(None);
+    }
+    if journal && !cp.replay.ledger().journal_enabled() {
+        warnings.push(
+            "checkpoint not used: it holds no statement journals; replaying the whole log".into(),
+        );
+        return Ok(None);
+    }
+    Ok(Some(cp))
+}
+
+/// Records folded between two writes of drained history to the archive during a
+/// rebuild: bounds the history held in memory.
+const ARCHIVE_EVERY: u64 = 4096;
+
+/// Rebuilds the live fold of the whole directory (with journals) into its working set,
+/// the history going to `archive`: from the checkpoint when the archive reaches at
+/// least as far and matches the log (folding on from the checkpoint writes the same
+/// history again), else from the start of the log into an emptied archive. The archive
+/// is marked at the position reached.
+pub fn rebuild_archived(
+    log: &LogReader,
+    archive: &crate::Archive,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Rebuilt, LogError> {
+    let mut warnings = Vec::new();
+    let mark = archive.mark()?;
+    let mark_matches = match mark {
+        None => false,
+        Some(m) => crate::Mark::at(log, m.position, m.arrival, m.payouts, m.rejections)?
+            .is_some_and(|at_log| at_log.hash == m.hash),
+    };
+    let mut start = usable_checkpoint(log, true, &mut warnings)?;
+    if let (Some(cp), Some(m)) = (&start, &mark) {
+        let behind = m.position < cp.seq
+            || m.payouts < cp.replay.payouts_issued()
+            || m.rejections < cp.replay.rejections_recorded();
+        if !mark_matches || behind {
+            warnings.push(format!(
+                "the history archive (to position {}) is behind the checkpoint (position {}) or does not match the log; rebuilding it from the log",
+                m.position, cp.seq
+            ));
+            start = None;
+        }
+    } else if start.is_some()
+        && !start
+            .as_ref()
+            .is_some_and(|cp| cp.replay.holds_all_history())
+    {
+        warnings.push("the history archive is missing; rebuilding it from the log".into());
+        start = None;
+    }
+    if start.is_none() && mark.is_some() && !mark_matches {
+        archive.clear()?;
+    }
+    let (mut replay, from_seq, from_arrival, resumed_from) = match start {
+        Some(cp) => (cp.replay, cp.seq, cp.arrival, Some(cp.seq)),
+        None => {
+            let mut fresh = Replay::new();
+            fresh.enable_journal();
+            (fresh, 0, 0, None)
+        }
+    };
+    let limits = Limits::of(log, Bound::All)?;
+    let (seq, arrival) = fold_range(
+        log,
+        &mut replay,
+        from_seq,
+        from_arrival,
+        limits,
+        &mut |replay, seq| {
+            progress(seq);
+            if seq % ARCHIVE_EVERY == 0 {
+                archive.write(&replay.drain_history())?;
+            }
+            Ok(())
+        },
+    )?;
+    archive.write(&replay.drain_history())?;
+    let mark = crate::Mark::at(
+        log,
+        seq,
+        arrival,
+        replay.payouts_issued(),
+        replay.rejections_recorded(),
+    )?
+    .ok_or_else(|| LogError::Corrupt {
+        path: log.path().to_path_buf(),
+        what: format!("position {seq} was folded but is not in the log"),
+    })?;
+    archive.set_mark(&mark)?;
     Ok(Rebuilt {
         replay,
         seq,
@@ -371,7 +493,9 @@ pub fn fold_new(
         max_arrival: u64::MAX,
         before_ns: u64::MAX,
     };
-    fold_range(log, replay, from_seq, from_arrival, limits, &mut |_| {})
+    fold_range(log, replay, from_seq, from_arrival, limits, &mut |_, _| {
+        Ok(())
+    })
 }
 
 /// Records parsed per message between the reading thread and the folding one.
@@ -427,7 +551,7 @@ pub(crate) fn fold_range(
     from_seq: u64,
     from_arrival: u64,
     limits: Limits,
-    progress: &mut dyn FnMut(u64),
+    each: &mut dyn FnMut(&mut Replay, u64) -> Result<(), LogError>,
 ) -> Result<(u64, u64), LogError> {
     let mut extras: Vec<Extra> = log
         .quarantined_after(from_arrival)?
@@ -499,7 +623,7 @@ pub(crate) fn fold_range(
                 replay.apply_logged(event, parsed.line);
                 last_seq = parsed.seq;
                 last_arrival = parsed.arrival;
-                progress(parsed.seq);
+                each(replay, parsed.seq)?;
             }
             // A full return channel only means the reader is behind on recycling.
             let _ = back_tx.try_send(chunk);
@@ -630,8 +754,8 @@ mod layout_tests {
     /// folded with journals). A change of the encoded layout changes the digest; it must
     /// come with a new magic, so that older checkpoints are refused rather than misread.
     const PINNED: (&[u8; 8], &str) = (
-        b"ILCKPT08",
-        "1b3541b347273a1ab4c6cf437a797e5b949f7562eba6cbb99b4eb13f2e0e3825",
+        b"ILCKPT09",
+        "4a729a9973efb47e8d79ba426093ce053145672bb17da7c254a578a55a278fa8",
     );
 
     fn fixed_state() -> Replay {

@@ -5,6 +5,8 @@
 //!   SHA-256 hash chain; the identity index that makes intake idempotent; the quarantine
 //!   of inputs refused at intake; group commit with one flush per batch. [`LogReader`]
 //!   reads the same directory beside it and cannot append.
+//! - [`archive`]: the history the fold hands out (payouts, refusals, journal lines),
+//!   on disk and indexed for queries.
 //! - [`history`]: rebuilding the fold from the log (whole, as of a position or a time),
 //!   resuming from a checkpoint; writing checkpoints.
 //! - [`lookups`]: a disk store for the fold's lookups that grow with the log.
@@ -15,6 +17,7 @@
 //! The domain (what is refused, what balances are) is `ledger-core`'s; this crate only
 //! stores and replays. No type of the storage engine appears in its API.
 
+pub mod archive;
 pub mod history;
 pub mod layout;
 pub mod log;
@@ -23,6 +26,7 @@ pub mod outbox;
 pub mod runs;
 pub mod verify;
 
+pub use archive::{Archive, Mark, PayoutsOf};
 pub use history::{rebuild, rebuild_with_journal, save_checkpoint, Bound, Rebuilt};
 pub use log::{Input, Log, LogError, LogReader, Outcome, Segment, StorageError, FORMAT_VERSION};
 pub use lookups::LookupStore;

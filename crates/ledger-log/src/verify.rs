@@ -62,8 +62,96 @@ pub fn verify(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, 
         if let CheckpointStatus::Differs(why) = &report.checkpoint {
             report.bad(None, format!("checkpoint: {why}"));
         }
+        if let Some(why) = check_archive(log)? {
+            report.bad(None, format!("history archive: {why}"));
+        }
     }
     Ok(report)
+}
+
+/// Compares the history archive (as far as its mark says it reaches) with the history
+/// of a fresh fold of the log: every payout, refusal and journal line. `None` when it
+/// matches or there is none.
+fn check_archive(log: &LogReader) -> Result<Option<String>, LogError> {
+    let archive = crate::Archive::of(log)?;
+    let Some(mark) = archive.mark()? else {
+        return Ok(None);
+    };
+    let at_log = crate::Mark::at(log, mark.position, mark.arrival, 0, 0)?;
+    if at_log.map(|m| m.hash) != Some(mark.hash) {
+        return Ok(Some(format!(
+            "it says it reaches position {}, where the log's record differs or is missing (the service rebuilds it at its next start)",
+            mark.position
+        )));
+    }
+    let mut fresh = Replay::new();
+    fresh.enable_journal();
+    let mut problem: Option<String> = None;
+    let mut compare = |d: ledger_core::replay::Drained| -> Result<(), LogError> {
+        if problem.is_some() {
+            return Ok(());
+        }
+        let payouts = archive.payouts(d.first_payout, d.first_payout + d.payouts.len() as u64);
+        if payouts.as_ref().ok() != Some(&d.payouts) {
+            problem = Some(format!(
+                "payouts {}..{} differ from the log's",
+                d.first_payout,
+                d.first_payout + d.payouts.len() as u64
+            ));
+            return Ok(());
+        }
+        let refusals = archive.rejections(d.first_rejection, d.rejections.len());
+        if refusals.as_ref().ok() != Some(&d.rejections) {
+            problem = Some(format!(
+                "refusals {}..{} differ from the log's",
+                d.first_rejection,
+                d.first_rejection + d.rejections.len() as u64
+            ));
+            return Ok(());
+        }
+        for l in &d.journal {
+            let stored = archive.journal_line(&l.partner_id, &l.program_id, &l.period, l.number);
+            if stored.ok().flatten().as_ref() != Some(&l.line) {
+                problem = Some(format!(
+                    "journal line {} of {}/{}/{} differs from the log's",
+                    l.number, l.partner_id, l.program_id, l.period
+                ));
+                return Ok(());
+            }
+        }
+        Ok(())
+    };
+    fold_range(
+        log,
+        &mut fresh,
+        0,
+        0,
+        Limits {
+            max_seq: mark.position,
+            max_arrival: mark.arrival,
+            before_ns: u64::MAX,
+        },
+        &mut |replay, seq| {
+            if seq % 4096 == 0 {
+                compare(replay.drain_history())?;
+            }
+            Ok(())
+        },
+    )?;
+    compare(fresh.drain_history())?;
+    if problem.is_none()
+        && (fresh.payouts_issued(), fresh.rejections_recorded()) != (mark.payouts, mark.rejections)
+    {
+        problem = Some(format!(
+            "it counts {} payouts and {} refusals up to position {}, the log {} and {}",
+            mark.payouts,
+            mark.rejections,
+            mark.position,
+            fresh.payouts_issued(),
+            fresh.rejections_recorded()
+        ));
+    }
+    Ok(problem)
 }
 
 /// Every segment and record in order: sequence, arrival order, hash chain, intake,
@@ -260,9 +348,9 @@ fn check_checkpoint(log: &LogReader) -> Result<CheckpointStatus, LogError> {
             max_arrival: arrival,
             before_ns: u64::MAX,
         },
-        &mut |_| {},
+        &mut |_, _| Ok(()),
     )?;
-    if fresh.document() == saved.document() {
+    if fresh.working_state() == saved.working_state() {
         Ok(CheckpointStatus::Matches { seq })
     } else {
         Ok(CheckpointStatus::Differs(format!(

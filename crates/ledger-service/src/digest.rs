@@ -3,12 +3,13 @@
 //! SPEC §7's digest hashes the balances, the claims and then every payout, so each new
 //! position needs every payout again. [`PayoutCanon`] keeps the canonical form of the
 //! payouts already seen in a temporary file (not in memory), appending only the ones
-//! issued since the last digest: under the projection's read lock a digest copies the
-//! state's rows and the *new* payouts, and the history is read back from the file
-//! after the lock is released.
+//! issued since the last digest, read from the history archive: under the projection's
+//! read lock a digest copies the state's rows and the count of payouts issued; the
+//! payouts are read after the lock is released.
 
 use ledger_core::document::{BalanceRow, ClaimRow, PayoutDigest, PayoutRow};
 use ledger_core::Replay;
+use ledger_log::Archive;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 
@@ -22,9 +23,8 @@ pub(crate) struct PayoutCanon {
 pub(crate) struct DigestInput {
     balances: Vec<BalanceRow>,
     claims: Vec<ClaimRow>,
-    /// Canonical rows of the payouts issued since the file's last one.
-    new_payouts: Vec<u8>,
-    new_count: usize,
+    /// Payouts issued at the position the rows are of.
+    issued: u64,
 }
 
 impl PayoutCanon {
@@ -35,33 +35,47 @@ impl PayoutCanon {
         })
     }
 
-    /// Copies what the digest of `replay` needs: O(entries + claims + new payouts),
-    /// never the payouts already in the file.
+    /// Copies what the digest of `replay` needs: O(entries + claims), never a payout.
     pub(crate) fn input(&self, replay: &Replay) -> DigestInput {
         let ledger = replay.ledger();
-        let payouts = replay.payouts();
-        assert!(
-            replay.holds_all_history() && payouts.len() >= self.count,
-            "payouts are only appended"
-        );
-        let mut new_payouts = Vec::new();
-        for p in &payouts[self.count..] {
-            PayoutRow::from(p).write_jcs(&mut new_payouts);
-            new_payouts.push(b'\n');
-        }
         DigestInput {
             balances: ledger.balances().iter().map(BalanceRow::from).collect(),
             claims: ledger.claims().iter().map(ClaimRow::from).collect(),
-            new_payouts,
-            new_count: payouts.len() - self.count,
+            issued: replay.payouts_issued(),
         }
     }
 
-    /// Appends the new payouts to the file and hashes the whole text.
-    pub(crate) fn digest(&mut self, input: DigestInput) -> std::io::Result<String> {
+    /// Appends the payouts issued since the file's last one (read from `archive`) to
+    /// the file, and hashes the whole text.
+    pub(crate) fn digest(
+        &mut self,
+        input: DigestInput,
+        archive: &Archive,
+    ) -> std::io::Result<String> {
+        assert!(
+            input.issued >= self.count as u64,
+            "payouts are only appended"
+        );
         self.file.seek(SeekFrom::End(0))?;
-        self.file.write_all(&input.new_payouts)?;
-        self.count += input.new_count;
+        let mut new = Vec::new();
+        while (self.count as u64) < input.issued {
+            let from = self.count as u64;
+            let to = input.issued.min(from + 4096);
+            let payouts = archive.payouts(from, to).map_err(std::io::Error::other)?;
+            if payouts.len() as u64 != to - from {
+                return Err(std::io::Error::other(format!(
+                    "the history archive holds payouts up to {}, not {to}",
+                    from + payouts.len() as u64
+                )));
+            }
+            new.clear();
+            for p in &payouts {
+                PayoutRow::from(p).write_jcs(&mut new);
+                new.push(b'\n');
+            }
+            self.file.write_all(&new)?;
+            self.count += payouts.len();
+        }
         let mut digest = PayoutDigest::begin(&input.balances, &input.claims);
         self.file.rewind()?;
         let mut reader = BufReader::with_capacity(1 << 16, &self.file);
@@ -93,18 +107,23 @@ mod tests {
     use super::*;
     use ledger_core::gen::{GenConfig, Generator};
 
-    /// Digests taken at many positions through the file equal the document's.
+    /// Digests taken at many positions through the file and the archive equal the
+    /// document's of a replay that kept its history.
     #[test]
     fn digests_through_the_payout_file_equal_the_documents() {
         let mut canon = PayoutCanon::new().unwrap();
-        let mut replay = Replay::new();
+        let archive = Archive::temporary().unwrap();
+        let mut drained = Replay::new();
+        let mut whole = Replay::new();
         for (i, line) in Generator::new(GenConfig::new(8, 2500)).enumerate() {
-            replay.push(line.as_bytes(), i as u64 + 1);
+            drained.push(line.as_bytes(), i as u64 + 1);
+            whole.push(line.as_bytes(), i as u64 + 1);
             if i % 397 == 0 || i == 2499 {
-                let input = canon.input(&replay);
+                archive.write(&drained.drain_history()).unwrap();
+                let input = canon.input(&drained);
                 assert_eq!(
-                    canon.digest(input).unwrap(),
-                    replay.document().digest,
+                    canon.digest(input, &archive).unwrap(),
+                    whole.document().digest,
                     "line {i}"
                 );
             }

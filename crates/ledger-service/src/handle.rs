@@ -13,7 +13,7 @@ use ledger_core::document::{BalanceRow, ClaimRow, Counts, PayoutRow};
 use ledger_core::ledger::{ProgramView, Statement};
 use ledger_core::replay::Rejection;
 use ledger_core::{EventType, Replay};
-use ledger_log::{LogError, LogReader};
+use ledger_log::{Archive, LogError, LogReader, PayoutsOf};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -94,36 +94,34 @@ pub enum HistoricError {
 }
 
 /// Computes the digest of the projection's current position into the cache (unless a
-/// newer one is there). Under the read lock only the state's rows and the payouts new
-/// since the last digest are copied ([`crate::digest`]); the hashing, and the reading
-/// of earlier payouts from their file, happen after it. One computation at a time (the
-/// file's lock). If the file fails, the rows are copied whole, as before it.
+/// newer one is there). Under the read lock only the state's rows are copied
+/// ([`crate::digest`]); the payouts new since the last digest are read from the archive
+/// and the earlier ones from the digest's own file, after it. One computation at a time
+/// (the file's lock). A failure is logged and leaves the previous digest in place.
 fn compute_digest(inner: &Inner) {
     let mut canon = inner.canon.lock().unwrap_or_else(|p| p.into_inner());
     if canon.is_none() {
         match PayoutCanon::new() {
             Ok(c) => *canon = Some(c),
-            Err(e) => tracing::warn!("status digest without its payout file: {e}"),
+            Err(e) => {
+                tracing::warn!("no status digest: its payout file cannot be created: {e}");
+                return;
+            }
         }
     }
-    let read = || inner.projection.read().unwrap_or_else(|p| p.into_inner());
-    let by_file = canon.as_mut().map(|c| {
-        let p = read();
-        let (position, input) = (p.seq, c.input(&p.replay));
-        drop(p);
-        c.digest(input).map(|digest| (position, digest))
-    });
-    let (position, digest) = match by_file {
-        Some(Ok(done)) => done,
-        failed => {
-            if let Some(Err(e)) = failed {
-                tracing::warn!("status digest: {e}; copying the rows instead");
-                *canon = None;
-            }
-            let p = read();
-            let (position, rows) = (p.seq, p.replay.digest_rows());
-            drop(p);
-            (position, rows.digest())
+    let Some(c) = canon.as_mut() else {
+        return;
+    };
+    let (position, input) = {
+        let p = inner.projection.read().unwrap_or_else(|p| p.into_inner());
+        (p.seq, c.input(&p.replay))
+    };
+    let digest = match c.digest(input, &inner.archive) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("status digest of position {position} not computed: {e}");
+            *canon = None;
+            return;
         }
     };
     let mut cache = inner.digest.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,6 +154,9 @@ struct Inner {
     canon: Mutex<Option<PayoutCanon>>,
     /// A reader of the data directory, for past states.
     log: Option<LogReader>,
+    /// The projection's history archive (archived history never changes: read without
+    /// the projection's lock).
+    archive: Archive,
 }
 
 /// The projection's position, counts and checkpoint, as of its last fold step.
@@ -204,6 +205,7 @@ impl Handle {
     ) -> Handle {
         let (position, _) = tokio::sync::watch::channel(projection.seq);
         let summary = Mutex::new(Summary::of(&projection));
+        let archive = projection.archive.clone();
         let handle = Handle {
             inner: Arc::new(Inner {
                 summary,
@@ -213,6 +215,7 @@ impl Handle {
                 digest: Mutex::new(DigestCache::default()),
                 canon: Mutex::new(None),
                 log,
+                archive,
             }),
         };
         // The first status then finds a digest ready, or on its way.
@@ -221,13 +224,28 @@ impl Handle {
     }
 
     /// A handle on a fold made elsewhere (a replay in memory, a test), at log position
-    /// `seq`; with `log`, past states can be rebuilt from that directory.
-    pub fn from_replay(replay: Replay, seq: u64, arrival: u64, log: Option<LogReader>) -> Handle {
-        Handle::new(
-            Projection::new(replay, seq, arrival, 0),
-            log,
-            NO_STALL_ALARM,
-        )
+    /// `seq`; with `log`, past states can be rebuilt from that directory. The history
+    /// the replay holds moves to a temporary archive.
+    pub fn from_replay(
+        replay: Replay,
+        seq: u64,
+        arrival: u64,
+        log: Option<LogReader>,
+    ) -> Result<Handle, LogError> {
+        let projection = Projection::new(replay, seq, arrival, 0, Archive::temporary()?)?;
+        Ok(Handle::new(projection, log, NO_STALL_ALARM))
+    }
+
+    /// The history archive the queries read.
+    pub(crate) fn archive(&self) -> &Archive {
+        &self.inner.archive
+    }
+
+    /// Makes the next `n` writes to the history archive fail: for tests of the fold's
+    /// hold-and-retry.
+    #[doc(hidden)]
+    pub fn fail_next_archive_writes(&self, n: u64) {
+        self.inner.archive.fail_next_writes(n);
     }
 
     // ----- for the service's own loops -------------------------------------------------
@@ -370,27 +388,42 @@ impl Handle {
         balances.iter().map(BalanceRow::from).collect()
     }
 
-    /// The statement of one entry, with the payouts it received.
+    /// The statement of one entry, with the payouts it received: the entry as it
+    /// stands, its journal lines and payouts read from the archive up to the same point.
     pub fn statement(
         &self,
         partner_id: &str,
         program_id: &str,
         period: &str,
-    ) -> Option<EntryStatement> {
-        let p = self.read();
-        let statement = p
-            .replay
-            .ledger()
-            .statement(partner_id, program_id, period)?;
-        let all = p.replay.payouts();
-        let payouts = p
-            .partner_payouts(partner_id)
-            .iter()
-            .filter_map(|&i| all.get(i as usize))
-            .filter(|x| x.program_id == program_id && x.period == period)
-            .map(PayoutRow::from)
-            .collect();
-        Some(EntryStatement { statement, payouts })
+    ) -> Result<Option<EntryStatement>, LogError> {
+        let (statement, issued) = {
+            let p = self.read();
+            let statement = p.replay.ledger().statement(partner_id, program_id, period);
+            (statement, p.replay.payouts_issued())
+        };
+        let Some(mut statement) = statement else {
+            return Ok(None);
+        };
+        let archive = self.archive();
+        // The entry's own label (the query's may be written otherwise).
+        let label = statement.balance.period.clone();
+        let mut lines = archive.journal(partner_id, program_id, &label, statement.first_line)?;
+        lines.append(&mut statement.lines);
+        statement.lines = lines;
+        statement.first_line = 0;
+        let of = PayoutsOf::Entry {
+            partner: partner_id,
+            program: program_id,
+            period: &label,
+        };
+        let mut payouts = Vec::new();
+        for i in archive.payout_indexes(of, 0, usize::MAX)? {
+            if i >= issued {
+                break;
+            }
+            payouts.extend(archive.payout(i)?.as_ref().map(PayoutRow::from));
+        }
+        Ok(Some(EntryStatement { statement, payouts }))
     }
 
     pub fn claim(&self, claim_id: &str) -> Option<ClaimRow> {
@@ -399,17 +432,31 @@ impl Handle {
         Some(ClaimRow::from(&claim))
     }
 
-    /// Payouts in issue order from cursor `after` (an index of the fold's payouts), at
-    /// most `limit`; a partner or program filter reads that partner's (or program's)
-    /// payouts only, through their index.
-    pub fn payouts(&self, filter: &PayoutFilter, after: usize, limit: usize) -> Page<PayoutRow> {
+    /// Payouts in issue order from cursor `after` (an issue index), at most `limit`; a
+    /// partner or program filter reads that partner's (or program's) payouts only,
+    /// through the archive's indexes.
+    pub fn payouts(
+        &self,
+        filter: &PayoutFilter,
+        after: usize,
+        limit: usize,
+    ) -> Result<Page<PayoutRow>, LogError> {
         assert!(limit > 0, "a page holds at least one item");
-        let p = self.read();
-        let all = p.replay.payouts();
-        let indexed = match (&filter.partner, &filter.program) {
-            (Some(partner), _) => Some(p.partner_payouts(partner)),
-            (None, Some(program)) => Some(p.program_payouts(program)),
+        let issued = self.read().replay.payouts_issued();
+        let archive = self.archive();
+        let after = after as u64;
+        let index = match (&filter.partner, &filter.program) {
+            (Some(partner), _) => Some(PayoutsOf::Partner(partner)),
+            (None, Some(program)) => Some(PayoutsOf::Program(program)),
             (None, None) => None,
+        };
+        let Some(index) = index else {
+            let to = issued.min(after.saturating_add(limit as u64));
+            let items = archive.payouts(after.min(to), to)?;
+            return Ok(Page {
+                items: items.iter().map(PayoutRow::from).collect(),
+                next: (to < issued).then_some(to as usize),
+            });
         };
         let fits = |x: &ledger_core::Payout| {
             filter
@@ -418,39 +465,53 @@ impl Handle {
                 .is_none_or(|program| x.program_id == *program)
         };
         let mut items = Vec::new();
-        let mut next = None;
-        let candidates: Box<dyn Iterator<Item = usize>> = match indexed {
-            Some(own) => {
-                let from = own.partition_point(|&i| (i as usize) < after);
-                Box::new(own[from..].iter().map(|&i| i as usize))
-            }
-            None => Box::new(after.min(all.len())..all.len()),
-        };
-        for i in candidates {
-            let x = &all[i];
-            if !fits(x) {
-                continue;
-            }
-            if items.len() == limit {
-                next = Some(i);
+        let mut from = after;
+        // Candidates are read a page at a time; each loop reads at least one, and stops
+        // at the end of the index or at the payouts issued when the query began.
+        'pages: loop {
+            let candidates = archive.payout_indexes(index, from, limit + 1)?;
+            let Some(&last) = candidates.last() else {
                 break;
+            };
+            for i in candidates {
+                if i >= issued {
+                    break 'pages;
+                }
+                let Some(x) = archive.payout(i)? else {
+                    break 'pages;
+                };
+                if !fits(&x) {
+                    continue;
+                }
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        next: Some(i as usize),
+                    });
+                }
+                items.push(PayoutRow::from(&x));
             }
-            items.push(PayoutRow::from(x));
+            from = last + 1;
         }
-        Page { items, next }
+        Ok(Page { items, next: None })
     }
 
     /// Refusals in arrival order from cursor `after`, at most `limit`.
-    pub fn rejections(&self, after: usize, limit: usize) -> Page<Rejection> {
+    pub fn rejections(&self, after: usize, limit: usize) -> Result<Page<Rejection>, LogError> {
         assert!(limit > 0, "a page holds at least one item");
-        let p = self.read();
-        let all = p.replay.rejections();
-        let items: Vec<Rejection> = all.iter().skip(after).take(limit).cloned().collect();
-        let end = after.saturating_add(items.len());
-        Page {
-            next: (end < all.len()).then_some(end),
+        let recorded = self.read().replay.rejections_recorded();
+        let after = after as u64;
+        let take = recorded.saturating_sub(after).min(limit as u64) as usize;
+        let items = if take == 0 {
+            Vec::new()
+        } else {
+            self.archive().rejections(after, take)?
+        };
+        let end = after + items.len() as u64;
+        Ok(Page {
+            next: (end < recorded).then_some(end as usize),
             items,
-        }
+        })
     }
 
     /// Every program, by program_id.
@@ -503,8 +564,14 @@ impl Handle {
             .iter()
             .map(|(t, c)| (*t, *c))
             .collect();
-        let refused_by_code = p.refused_by_code().iter().map(|(c, n)| (*c, *n)).collect();
+        let mut refused_by_code: Vec<(&'static str, u64)> = p
+            .replay
+            .refused_by_code()
+            .iter()
+            .map(|(c, n)| (c.as_str(), *n))
+            .collect();
         drop(p);
+        refused_by_code.sort_unstable();
         let h = self.health();
         Metrics {
             position,
@@ -536,7 +603,7 @@ impl Handle {
             rebuilt.seq,
             rebuilt.arrival,
             None,
-        ))
+        )?)
     }
 }
 
@@ -552,7 +619,10 @@ mod tests {
             replay.push(line.as_bytes(), i as u64 + 1);
         }
         let payouts = replay.payouts().to_vec();
-        (Handle::from_replay(replay, 4000, 4000, None), payouts)
+        (
+            Handle::from_replay(replay, 4000, 4000, None).unwrap(),
+            payouts,
+        )
     }
 
     /// Paging through the indexes gives what a filter over every payout gives, in
@@ -592,7 +662,7 @@ mod tests {
                 let mut got = Vec::new();
                 let mut after = 0;
                 for _ in 0..=all.len() {
-                    let page = h.payouts(filter, after, limit);
+                    let page = h.payouts(filter, after, limit).unwrap();
                     assert!(page.items.len() <= limit);
                     got.extend(page.items);
                     match page.next {
@@ -633,7 +703,7 @@ mod digest_tests {
             replay.push(l.as_bytes(), i as u64 + 1);
         }
         let first = replay.document().digest;
-        let handle = Handle::from_replay(replay, 1000, 1000, None);
+        let handle = Handle::from_replay(replay, 1000, 1000, None).unwrap();
         let s = until_digest_at(&handle, 1000);
         assert_eq!(s.digest.as_deref(), Some(first.as_str()));
         {
@@ -642,7 +712,7 @@ mod digest_tests {
                 p.replay.push(l.as_bytes(), 1001 + i as u64);
             }
             p.seq = 1500;
-            p.catch_up();
+            p.archive_new(&mut Vec::new()).unwrap();
             handle.advanced(&p);
         }
         let s = handle.status();
@@ -653,7 +723,13 @@ mod digest_tests {
             "the request did not compute it"
         );
         assert_eq!(s.digest.as_deref(), Some(first.as_str()));
-        let expected = handle.read().replay.document().digest;
+        let expected = {
+            let mut replay = Replay::new();
+            for (i, l) in lines.iter().enumerate() {
+                replay.push(l.as_bytes(), i as u64 + 1);
+            }
+            replay.document().digest
+        };
         assert_ne!(expected, first);
         let s = until_digest_at(&handle, 1500);
         assert_eq!(s.digest, Some(expected.clone()));

@@ -16,6 +16,9 @@ pub enum FaultSource {
     Log,
     /// Payouts cannot be published (the transport refuses or does not answer).
     Publish,
+    /// The history archive cannot be written: the fold holds its history in memory
+    /// and writes it at the next step.
+    History,
 }
 
 impl FaultSource {
@@ -24,6 +27,7 @@ impl FaultSource {
         match self {
             FaultSource::Log => "log",
             FaultSource::Publish => "publish",
+            FaultSource::History => "history",
         }
     }
 }
@@ -57,9 +61,19 @@ impl Health {
     }
 
     /// Reports a fault of `source`. A log fault is the one to report while it lasts:
-    /// it is why publishing stops too, so a publish fault does not replace it.
+    /// it is why publishing and the archive stop too, so their faults do not replace
+    /// it; and an archive fault is why publishing stops.
     pub(crate) fn set_fault(&mut self, source: FaultSource, message: String) {
-        if source == FaultSource::Publish && matches!(self.fault, Some((FaultSource::Log, _))) {
+        let cause = |s: FaultSource| match s {
+            FaultSource::Log => 0,
+            FaultSource::History => 1,
+            FaultSource::Publish => 2,
+        };
+        if self
+            .fault
+            .as_ref()
+            .is_some_and(|(s, _)| cause(*s) < cause(source))
+        {
             return;
         }
         self.fault = Some((source, message));

@@ -222,7 +222,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
         }
         let reopened = tokio::task::block_in_place(|| self.log.reopen()).and_then(|()| {
             let p = self.handle.read();
-            self.outbox.record_missing(p.replay.payouts().len(), p.seq)
+            self.outbox.record_missing(p.replay.payouts_issued(), p.seq)
         });
         match reopened {
             Ok(()) => {

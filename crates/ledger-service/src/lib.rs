@@ -28,11 +28,12 @@ pub use handle::{
     EntryStatement, Handle, HistoricError, LeaderboardRow, Metrics, Page, PayoutFilter, Status,
 };
 pub use ingest::{Delivery, Inbound};
+pub use ledger_log::LogError;
 pub use outbox::{Outbox, OutboxEntry};
 pub use publisher::{InStream, PayoutSink, PublishError};
 
 use ledger_core::replay::Rejection;
-use ledger_log::{history, Log, LogError};
+use ledger_log::{history, Log};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -138,17 +139,18 @@ impl Service {
         let log = Log::open(&config.data_dir)?;
         let outbox = Outbox::new(log.outbox()?, &config.payout_subject_prefix)
             .map_err(ServiceError::Outbox)?;
-        let rebuilt = history::rebuild_with_journal(&log, history::Bound::All, &mut |_| {})?;
+        let archive = ledger_log::Archive::of(&log)?;
+        let rebuilt = history::rebuild_archived(&log, &archive, &mut |_| {})?;
         for w in &rebuilt.warnings {
             warn!("{w}");
         }
         outbox
-            .record_missing(rebuilt.replay.payouts().len(), rebuilt.seq)
+            .record_missing(rebuilt.replay.payouts_issued(), rebuilt.seq)
             .map_err(ServiceError::Outbox)?;
         info!(
             position = rebuilt.seq,
             resumed_from = ?rebuilt.resumed_from,
-            payouts = rebuilt.replay.payouts().len(),
+            payouts = rebuilt.replay.payouts_issued(),
             "projection rebuilt"
         );
         let projection = projection::Projection::new(
@@ -156,7 +158,9 @@ impl Service {
             rebuilt.seq,
             rebuilt.arrival,
             rebuilt.resumed_from.unwrap_or(0),
-        );
+            archive,
+        )?
+        .marked_at_position();
         let handle = Handle::new(projection, Some(log.reader()), config.outbox_stall_after);
         handle
             .health()

@@ -76,11 +76,10 @@ impl Outbox {
 
     /// Records the fold's payouts beyond those the outbox has recorded (after a crash or
     /// a storage fault lost the latest entries), and recounts the backlog.
-    pub fn record_missing(&self, payouts: usize, position: u64) -> Result<(), LogError> {
+    pub fn record_missing(&self, payouts: u64, position: u64) -> Result<(), LogError> {
         let recorded = self.recorded()?;
-        if recorded < payouts as u64 {
-            self.store
-                .record(recorded, payouts as u64 - recorded, position)?;
+        if recorded < payouts {
+            self.store.record(recorded, payouts - recorded, position)?;
         }
         self.recount()
     }
@@ -162,7 +161,7 @@ mod tests {
         outbox.recount().unwrap();
         assert_eq!(outbox.backlog(), 0);
         // What a crash lost is recorded again from the fold's count.
-        outbox.record_missing(n as usize + 3, 30_001).unwrap();
+        outbox.record_missing(n + 3, 30_001).unwrap();
         assert_eq!(outbox.backlog(), 3);
         assert_eq!(outbox.recorded().unwrap(), n + 3);
     }

@@ -1,13 +1,14 @@
-//! The live projection: the fold of the log up to a position, and the indexes its
-//! queries need so that none of them scans history under the lock the fold writes with.
+//! The live projection: the fold of the log up to a position — its working set in
+//! memory — and the history archive its queries read payouts, refusals and journal
+//! lines from.
 //!
-//! Only this crate sees it, and only through [`crate::Handle`]; the indexes are derived
-//! data, caught up after every fold step and never stored.
+//! Only this crate sees it, and only through [`crate::Handle`]. After every fold step
+//! the history the step produced is drained from the fold into the archive, so that
+//! memory holds what the fold needs to decide the next event and nothing more.
 
+use ledger_core::replay::{Drained, Rejection};
 use ledger_core::Replay;
-use std::collections::BTreeMap;
-
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+use ledger_log::{Archive, LogError, LogReader, Mark};
 
 pub(crate) struct Projection {
     pub(crate) replay: Replay,
@@ -17,90 +18,91 @@ pub(crate) struct Projection {
     pub(crate) arrival: u64,
     /// Log position of the last checkpoint written.
     pub(crate) checkpoint_seq: u64,
-    index: Index,
-}
-
-/// Indexes over what the fold appends (payouts, refusals): appended to, never rebuilt.
-#[derive(Default)]
-struct Index {
-    /// Payouts indexed so far (a prefix of the fold's).
-    payouts: usize,
-    /// Partner id → the fold's indexes of its payouts, in issue order.
-    payouts_by_partner: HashMap<ledger_core::Text, Vec<u32>>,
-    /// Program id → the same, per program.
-    payouts_by_program: HashMap<ledger_core::Text, Vec<u32>>,
-    /// Refusals counted so far.
-    rejections: usize,
-    refused_by_code: BTreeMap<&'static str, u64>,
+    pub(crate) archive: Archive,
+    /// History drained from the fold whose write to the archive failed: written before
+    /// anything newer, at the next step.
+    unwritten: Drained,
+    /// The position the archive's mark was last set to.
+    marked: Option<u64>,
 }
 
 impl Projection {
-    pub(crate) fn new(replay: Replay, seq: u64, arrival: u64, checkpoint_seq: u64) -> Projection {
+    /// A projection of `replay`, whose history up to what it holds is in `archive`;
+    /// what it still holds is written there now.
+    pub(crate) fn new(
+        replay: Replay,
+        seq: u64,
+        arrival: u64,
+        checkpoint_seq: u64,
+        archive: Archive,
+    ) -> Result<Projection, LogError> {
         let mut p = Projection {
             replay,
             seq,
             arrival,
             checkpoint_seq,
-            index: Index::default(),
+            archive,
+            unwritten: Drained::default(),
+            marked: None,
         };
-        p.catch_up();
-        p
+        p.archive_new(&mut Vec::new())?;
+        Ok(p)
     }
 
-    /// Indexes what the fold appended since the last call.
-    pub(crate) fn catch_up(&mut self) {
-        let payouts = self.replay.payouts();
-        for (i, p) in payouts.iter().enumerate().skip(self.index.payouts) {
-            // A payout index is below 2^32 as long as the fold holds fewer payouts than
-            // that in memory (the history store of issue 15 lifts this).
-            let i = u32::try_from(i).expect("fewer than 2^32 payouts in memory");
-            self.index
-                .payouts_by_partner
-                .entry(p.partner_id.clone())
-                .or_default()
-                .push(i);
-            self.index
-                .payouts_by_program
-                .entry(p.program_id.clone())
-                .or_default()
-                .push(i);
+    /// A projection whose archive is known to be marked at its position (as a rebuild
+    /// leaves it).
+    pub(crate) fn marked_at_position(mut self) -> Projection {
+        self.marked = Some(self.seq);
+        self
+    }
+
+    /// Moves what the fold produced since the last call into the archive, adding the
+    /// refusals among it to `refused` (for notices). On a write failure the history is
+    /// held for the next call, and the error returned: queries miss it until then,
+    /// nothing is lost.
+    pub(crate) fn archive_new(&mut self, refused: &mut Vec<Rejection>) -> Result<(), LogError> {
+        let drained = self.replay.drain_history();
+        refused.extend_from_slice(&drained.rejections);
+        self.unwritten.extend(drained);
+        if !self.unwritten.is_empty() {
+            self.archive.write(&self.unwritten)?;
+            let written = std::mem::take(&mut self.unwritten);
+            debug_assert_eq!(
+                written.first_payout + written.payouts.len() as u64,
+                self.replay.payouts_issued()
+            );
         }
-        self.index.payouts = payouts.len();
-        let rejections = self.replay.rejections();
-        for r in &rejections[self.index.rejections..] {
-            *self
-                .index
-                .refused_by_code
-                .entry(r.code.as_str())
-                .or_default() += 1;
+        Ok(())
+    }
+
+    /// Whether every payout the fold issued is in the archive.
+    pub(crate) fn archived(&self) -> bool {
+        self.unwritten.is_empty()
+    }
+
+    /// Whether the archive holds all the history and is marked at the position (what a
+    /// checkpoint of this state needs).
+    pub(crate) fn archived_to_position(&self) -> bool {
+        self.archived() && self.marked == Some(self.seq)
+    }
+
+    /// Marks the archive as reaching this projection's position (after a fold step
+    /// whose history is all written).
+    pub(crate) fn mark_archive(&mut self, log: &LogReader) -> Result<(), LogError> {
+        if !self.archived() || self.marked == Some(self.seq) {
+            return Ok(());
         }
-        self.index.rejections = rejections.len();
-        debug_assert_eq!(
-            self.index.refused_by_code.values().sum::<u64>(),
-            self.replay.rejections().len() as u64
-        );
-    }
-
-    /// The fold's indexes of a partner's payouts, in issue order.
-    pub(crate) fn partner_payouts(&self, partner_id: &str) -> &[u32] {
-        debug_assert_eq!(self.index.payouts, self.replay.payouts().len());
-        self.index
-            .payouts_by_partner
-            .get(partner_id)
-            .map_or(&[], Vec::as_slice)
-    }
-
-    /// The fold's indexes of a program's payouts, in issue order.
-    pub(crate) fn program_payouts(&self, program_id: &str) -> &[u32] {
-        debug_assert_eq!(self.index.payouts, self.replay.payouts().len());
-        self.index
-            .payouts_by_program
-            .get(program_id)
-            .map_or(&[], Vec::as_slice)
-    }
-
-    /// Refusals by code.
-    pub(crate) fn refused_by_code(&self) -> &BTreeMap<&'static str, u64> {
-        &self.index.refused_by_code
+        let mark = Mark::at(
+            log,
+            self.seq,
+            self.arrival,
+            self.replay.payouts_issued(),
+            self.replay.rejections_recorded(),
+        )?;
+        if let Some(m) = mark {
+            self.archive.set_mark(&m)?;
+            self.marked = Some(self.seq);
+        }
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! stored on a blocking thread, at most ~5% of the time).
 
 use crate::handle::Handle;
+use crate::health::FaultSource;
 use crate::outbox::Outbox;
 use crate::{Notices, ServiceError};
 use ledger_core::replay::Rejection;
@@ -11,6 +12,10 @@ use ledger_log::{history, LogReader, Outcome};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+/// How long history held in memory waits before it is written again when no batch
+/// comes.
+const ARCHIVE_RETRY: Duration = Duration::from_millis(500);
 
 /// Events folded per hold of the projection's write lock, so that queries wait for at
 /// most a slice's fold, not a whole batch's.
@@ -48,7 +53,21 @@ impl<N: Notices> Projector<N> {
         mut self,
         mut jobs: tokio::sync::mpsc::Receiver<FoldJob>,
     ) -> Result<Duration, ServiceError> {
-        while let Some(job) = jobs.recv().await {
+        loop {
+            // History held in memory (the archive failed) is written again after a
+            // pause even when no batch comes.
+            let held = !self.handle.read().archived();
+            let job = if held {
+                match tokio::time::timeout(ARCHIVE_RETRY, jobs.recv()).await {
+                    Ok(job) => job,
+                    Err(_) => Some(FoldJob::Outcomes(Vec::new())),
+                }
+            } else {
+                jobs.recv().await
+            };
+            let Some(job) = job else {
+                break;
+            };
             let t = Instant::now();
             let outcomes = match job {
                 FoldJob::Barrier(done) => {
@@ -77,18 +96,22 @@ impl<N: Notices> Projector<N> {
     }
 
     /// Folds a batch (`None`: what the log holds beyond the projection), in arrival
-    /// order, and records its payouts; returns its refusals.
+    /// order, moves the history it made to the archive, and records its payouts;
+    /// returns its refusals.
     fn fold(&mut self, outcomes: Option<Vec<Outcome>>) -> Result<Vec<Rejection>, ServiceError> {
-        let (payouts_before, rejections_before) = {
-            let p = self.handle.read();
-            (p.replay.payouts().len(), p.replay.rejections().len())
+        let payouts_before = self.handle.read().replay.payouts_issued();
+        let mut refused = Vec::new();
+        // Each slice's history goes to the archive; a failure holds it in memory, and
+        // is reported below if the last try fails too.
+        let archive = |p: &mut crate::projection::Projection, refused: &mut Vec<Rejection>| {
+            let _ = p.archive_new(refused);
         };
         match outcomes {
             None => {
                 let mut p = self.handle.write();
                 let (seq, arrival) = (p.seq, p.arrival);
                 (p.seq, p.arrival) = history::fold_new(&self.log, &mut p.replay, seq, arrival)?;
-                p.catch_up();
+                archive(&mut p, &mut refused);
                 self.handle.advanced(&p);
             }
             Some(outcomes) => {
@@ -98,32 +121,41 @@ impl<N: Notices> Projector<N> {
                     for o in outcomes.by_ref().take(FOLD_SLICE) {
                         apply(&mut p, o);
                     }
-                    p.catch_up();
+                    archive(&mut p, &mut refused);
                     self.handle.advanced(&p);
                 }
             }
         }
-        self.record(payouts_before, rejections_before)
-    }
-
-    /// Records the payouts folded since `payouts_before` in the outbox (their range and
-    /// the position reached; the publisher encodes them); returns the refusals since
-    /// `rejections_before`.
-    fn record(
-        &self,
-        payouts_before: usize,
-        rejections_before: usize,
-    ) -> Result<Vec<Rejection>, ServiceError> {
-        let (issued, position, refused) = {
-            let p = self.handle.read();
+        let (issued, position, archive_failed) = {
+            let mut p = self.handle.write();
+            let written = match p.archived() {
+                true => Ok(()),
+                false => p.archive_new(&mut refused),
+            };
+            let marked = written.and_then(|()| p.mark_archive(&self.log));
             (
-                p.replay.payouts().len() - payouts_before,
+                p.replay.payouts_issued() - payouts_before,
                 p.seq,
-                p.replay.rejections()[rejections_before..].to_vec(),
+                marked.err(),
             )
         };
+        // The history is held in memory and written at the next step; the fault shows
+        // on /health/ready until then.
+        match archive_failed {
+            Some(e) => {
+                let message = format!(
+                    "the history archive cannot be written (held in memory, retried at the next step): {}",
+                    crate::error_chain(&e)
+                );
+                warn!("{message}");
+                self.handle
+                    .health()
+                    .set_fault(FaultSource::History, message);
+            }
+            None => self.handle.health().clear_fault(FaultSource::History),
+        }
         self.outbox
-            .record(payouts_before as u64, issued as u64, position)
+            .record(payouts_before, issued, position)
             .map_err(ServiceError::Outbox)?;
         self.handle
             .health()
@@ -219,6 +251,10 @@ impl Checkpoints {
             // Encoding only reads: queries go on meanwhile (the fold waits, it is the
             // projector that encodes).
             let p = handle.read();
+            // The archive must reach the checkpoint: a restart resumes from it.
+            if !p.archived_to_position() {
+                return None;
+            }
             tokio::task::block_in_place(|| {
                 history::prepare_checkpoint(log, &p.replay, p.seq, p.arrival)
             })
@@ -277,6 +313,10 @@ impl Checkpoints {
 pub(crate) fn checkpoint_now(log: &LogReader, handle: &Handle) -> Result<(), ServiceError> {
     let seq = {
         let p = handle.read();
+        if !p.archived_to_position() {
+            warn!("no checkpoint at shutdown: the history archive could not be written up to the position");
+            return Ok(());
+        }
         let (seq, arrival) = (p.seq, p.arrival);
         tokio::task::block_in_place(|| history::save_checkpoint(log, &p.replay, seq, arrival))?;
         seq

@@ -72,8 +72,12 @@ pub enum PublishError {
     Outbox(#[from] ledger_log::LogError),
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    #[error("the outbox holds payouts {from}..{to} but the fold has issued {issued}")]
-    AheadOfFold { from: u64, to: u64, issued: usize },
+    #[error(
+        "the outbox holds payouts {from}..{to} but the history archive holds them up to {issued}"
+    )]
+    AheadOfFold { from: u64, to: u64, issued: u64 },
+    #[error("the history archive cannot be read")]
+    Archive(#[source] ledger_log::LogError),
 }
 
 /// Runs one call into the sink for `payout_id` under `limit`: its error becomes
@@ -295,11 +299,11 @@ async fn chained(
     deadline(timeout, id, not_acknowledged, ack).await
 }
 
-/// Events encoded per hold of the projection's read lock.
-const ENCODE_SLICE: usize = 64;
+/// Payouts read from the archive at a time.
+const ENCODE_SLICE: u64 = 256;
 
-/// The messages of the fold's payouts `first .. first + count`, encoded from the
-/// projection a slice at a time under its read lock.
+/// The messages of the fold's payouts `first .. first + count`, read from the history
+/// archive (no lock of the projection is held: archived payouts never change).
 fn outbox_entries(
     outbox: &Outbox,
     handle: &Handle,
@@ -307,18 +311,19 @@ fn outbox_entries(
     count: u64,
 ) -> Result<Vec<OutboxEntry>, PublishError> {
     let mut entries = Vec::with_capacity(count as usize);
+    let archive = handle.archive();
     while (entries.len() as u64) < count {
-        let p = handle.read();
-        let from = first as usize + entries.len();
-        let to = (first + count) as usize;
-        let Some(payouts) = p.replay.payouts().get(from..to) else {
+        let from = first + entries.len() as u64;
+        let to = (first + count).min(from + ENCODE_SLICE);
+        let payouts = archive.payouts(from, to).map_err(PublishError::Archive)?;
+        if payouts.len() as u64 != to - from {
             return Err(PublishError::AheadOfFold {
-                from: from as u64,
-                to: to as u64,
-                issued: p.replay.payouts().len(),
+                from,
+                to: first + count,
+                issued: from + payouts.len() as u64,
             });
-        };
-        for payout in payouts.iter().take(ENCODE_SLICE) {
+        }
+        for payout in &payouts {
             entries.push(outbox.entry(payout)?);
         }
     }

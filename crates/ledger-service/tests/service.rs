@@ -1,7 +1,9 @@
 //! The whole service — ingest loop, projector, outbox, publisher — over a simulated
 //! transport in this process (no NATS): it folds to the digest of a replay, publishes
 //! every payout once, reports the source's real lag once it is drained, and raises the
-//! stalled-outbox alarm when payouts stop moving.
+//! stalled-outbox alarm when payouts stop moving. Its history archive answers as a
+//! replay that kept its history does, is rebuilt when it is missing, behind or not of
+//! this log, and a write failure holds history in memory until it can be written.
 
 use ledger_core::gen::{GenConfig, Generator};
 use ledger_core::replay::Rejection;
@@ -282,4 +284,241 @@ async fn payouts_that_stop_moving_raise_the_stalled_outbox_alarm() {
         ended.is_ok(),
         "the service stops even with a transport that never answers"
     );
+}
+
+/// Everything the history-reading queries answer, as text: every payout page, every
+/// refusal page, and the statement of every entry (journal lines and payouts).
+fn history_answers(h: &Handle, entries: &[(String, String, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    for _ in 0..100_000 {
+        let page = h
+            .payouts(&ledger_service::PayoutFilter::default(), after, 97)
+            .unwrap();
+        out.push(format!("{:?}", page.items));
+        match page.next {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    let mut after = 0;
+    for _ in 0..100_000 {
+        let page = h.rejections(after, 41).unwrap();
+        out.push(format!("{:?}", page.items));
+        match page.next {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    for (partner, program, period) in entries {
+        let st = h.statement(partner, program, period).unwrap();
+        out.push(format!("{st:?}"));
+    }
+    out
+}
+
+/// A replay of `lines` that kept all its history (journals included), and its entries.
+fn replay_with_journal(lines: &[String]) -> (Replay, Vec<(String, String, String)>) {
+    let mut r = Replay::new();
+    r.enable_journal();
+    for (i, l) in lines.iter().enumerate() {
+        r.push(l.as_bytes(), i as u64 + 1);
+    }
+    let entries = r
+        .ledger()
+        .balances()
+        .iter()
+        .map(|b| (b.partner_id.clone(), b.program_id.clone(), b.period.clone()))
+        .collect();
+    (r, entries)
+}
+
+/// Runs the service over `lines` until every payout is out, then stops it.
+async fn run_to_the_end(config: ServiceConfig, lines: &[String], before: impl FnOnce(&Handle)) {
+    let (service, handle) = tokio::task::block_in_place(|| Service::open(config)).unwrap();
+    before(&handle);
+    let (inbound, _) = source(lines, 300);
+    let stream = Arc::new(Stream::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running =
+        tokio::spawn(
+            service.run(inbound, Sink(stream.clone()), Announced::default(), async {
+                let _ = stopped.await;
+            }),
+        );
+    let (expected, _) = replay_with_journal(lines);
+    let payouts = expected.payouts().len();
+    let done = until(&handle, Duration::from_secs(120), |h| {
+        h.position()
+            == expected.counts().received
+                - expected.counts().duplicates
+                - expected
+                    .rejections()
+                    .iter()
+                    .filter(|r| r.code.is_intake())
+                    .count() as u64
+            && stream.stored.lock().unwrap().len() == payouts
+    })
+    .await;
+    assert!(done, "{:?}", handle.status());
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
+
+/// How a test spoils an archive's mark.
+type BadMark = fn(ledger_log::Mark) -> ledger_log::Mark;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_archive_answers_as_a_replay_and_is_rebuilt_when_missing_behind_or_foreign() {
+    let lines = lines(13, 3000);
+    let (expected, entries) = replay_with_journal(&lines);
+    let expected_digest = expected.document().digest;
+    let truth = history_answers(
+        &Handle::from_replay(expected, 0, 0, None).unwrap(),
+        &entries,
+    );
+    assert!(truth.len() > entries.len() + 10, "payout and refusal pages");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = || ServiceConfig {
+        data_dir: data.clone(),
+        checkpoint_every: 500,
+        ..ServiceConfig::default()
+    };
+    run_to_the_end(config(), &lines, |_| {}).await;
+
+    // Opens the directory as the service does; what its queries answer.
+    let reopen = || {
+        let (service, handle) = tokio::task::block_in_place(|| Service::open(config())).unwrap();
+        let answers = history_answers(&handle, &entries);
+        let status = handle.status_exact();
+        drop(service);
+        (answers, status)
+    };
+    let (answers, status) = reopen();
+    assert_eq!(status.digest.as_deref(), Some(expected_digest.as_str()));
+    assert!(status.checkpoint_seq > 0, "resumed from a checkpoint");
+    assert!(answers == truth, "live history equals a replay's");
+
+    // A wrong payout 0 that only a rebuild replaces, under each kind of bad mark.
+    let damage = |mark: Option<BadMark>| {
+        let log = ledger_log::Log::open(&data).unwrap();
+        let archive = ledger_log::Archive::of(&log).unwrap();
+        let good = archive.mark().unwrap().unwrap();
+        let mut wrong = archive.payouts(0, 1).unwrap();
+        wrong[0].amount += rust_decimal::Decimal::ONE;
+        archive
+            .write(&ledger_core::replay::Drained {
+                payouts: wrong,
+                ..Default::default()
+            })
+            .unwrap();
+        match mark {
+            None => archive.clear().unwrap(),
+            Some(f) => archive.set_mark(&f(good)).unwrap(),
+        }
+        log.flush().unwrap();
+    };
+    let cases: [(&str, Option<BadMark>); 3] = [
+        ("missing", None),
+        (
+            "behind the checkpoint",
+            Some(|m| ledger_log::Mark {
+                position: 10,
+                payouts: 0,
+                rejections: 0,
+                ..m
+            }),
+        ),
+        (
+            "not of this log",
+            Some(|m| ledger_log::Mark { hash: [9; 32], ..m }),
+        ),
+    ];
+    for (what, mark) in cases {
+        damage(mark);
+        let (answers, status) = reopen();
+        assert!(answers == truth, "an archive {what} is rebuilt");
+        assert_eq!(
+            status.digest.as_deref(),
+            Some(expected_digest.as_str()),
+            "{what}"
+        );
+    }
+
+    // `verify` compares the archive with the log: a changed payout is named.
+    let log = ledger_log::Log::open(&data).unwrap();
+    assert!(ledger_log::verify(&log, &mut |_| {}).unwrap().ok());
+    let archive = ledger_log::Archive::of(&log).unwrap();
+    let mut wrong = archive.payouts(3, 4).unwrap();
+    wrong[0].amount += rust_decimal::Decimal::ONE;
+    archive
+        .write(&ledger_core::replay::Drained {
+            first_payout: 3,
+            payouts: wrong,
+            ..Default::default()
+        })
+        .unwrap();
+    let report = ledger_log::verify(&log, &mut |_| {}).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with("history archive: payouts 0..")),
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_that_cannot_be_written_holds_history_in_memory_until_it_can() {
+    let lines = lines(14, 2400);
+    let (expected, entries) = replay_with_journal(&lines);
+    let expected_digest = expected.document().digest;
+    let truth = history_answers(
+        &Handle::from_replay(expected, 0, 0, None).unwrap(),
+        &entries,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServiceConfig {
+        data_dir: dir.path().join("data"),
+        checkpoint_every: 400,
+        ..ServiceConfig::default()
+    };
+    let (service, handle) = tokio::task::block_in_place(|| Service::open(config)).unwrap();
+    handle.fail_next_archive_writes(u64::MAX);
+    let (inbound, _) = source(&lines, 300);
+    let stream = Arc::new(Stream::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running =
+        tokio::spawn(
+            service.run(inbound, Sink(stream.clone()), Announced::default(), async {
+                let _ = stopped.await;
+            }),
+        );
+    let faulted = until(&handle, Duration::from_secs(60), |h| {
+        h.fault().is_some_and(|f| f.starts_with("history:"))
+    })
+    .await;
+    assert!(faulted, "{:?}", handle.status());
+    // Nothing is published while the payouts are not in the archive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(stream.stored.lock().unwrap().is_empty());
+    handle.fail_next_archive_writes(0);
+    let payouts = {
+        let (r, _) = replay_with_journal(&lines);
+        r.payouts().len()
+    };
+    let recovered = until(&handle, Duration::from_secs(120), |h| {
+        h.fault().is_none() && stream.stored.lock().unwrap().len() == payouts
+    })
+    .await;
+    assert!(recovered, "{:?}", handle.status());
+    let answers = history_answers(&handle, &entries);
+    assert!(answers == truth, "nothing held was lost");
+    assert_eq!(
+        handle.status_exact().digest.as_deref(),
+        Some(expected_digest.as_str())
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
 }

@@ -7,13 +7,67 @@ use super::*;
 /// copying every line it already holds.
 pub(super) const JOURNAL_CHUNK: usize = 128;
 
-/// One entry's journal lines, in log order, in chunks of at most [`JOURNAL_CHUNK`].
+/// One entry's journal lines, in log order, in chunks of at most [`JOURNAL_CHUNK`]: the
+/// lines since the last [`Ledger::drain_journal`] (all of them, if it is never called).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct EntryJournal {
     pub(super) chunks: Vec<Vec<JournalLine>>,
+    /// Lines taken by [`Ledger::drain_journal`]: the number of the first line held.
+    pub(super) drained: u64,
+}
+
+/// One journal line taken out of the ledger, with its entry and its number in that
+/// entry's journal (from 0, in log order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrainedLine {
+    pub partner_id: Text,
+    pub program_id: Text,
+    /// The period's label.
+    pub period: Text,
+    pub number: u64,
+    pub line: JournalLine,
+}
+
+impl Ledger {
+    /// Takes the journal lines written since the last call (none without a journal),
+    /// for a caller that keeps them elsewhere; statements then hold only the lines
+    /// written since. O(lines taken): only the entries written to are visited.
+    pub fn drain_journal(&mut self) -> Vec<DrainedLine> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for key in self.journal_pending.drain(..) {
+            let Some(j) = journal.get_mut(&key) else {
+                continue;
+            };
+            let Some(program) = self.programs.get(&key.program) else {
+                unreachable!("a journal's entry is of a known program");
+            };
+            let partner_id = Text::from(self.syms.name(key.partner));
+            let program_id = Text::from(self.syms.name(key.program));
+            let period = program.period_kind().label(key.period);
+            for line in std::mem::take(&mut j.chunks).into_iter().flatten() {
+                out.push(DrainedLine {
+                    partner_id: partner_id.clone(),
+                    program_id: program_id.clone(),
+                    period: period.clone(),
+                    number: j.drained,
+                    line,
+                });
+                j.drained += 1;
+            }
+        }
+        out
+    }
 }
 
 impl EntryJournal {
+    /// Whether no line is held (every line written was drained, or none was).
+    pub(super) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
     pub(super) fn push(&mut self, line: JournalLine) {
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < JOURNAL_CHUNK => chunk.push(line),

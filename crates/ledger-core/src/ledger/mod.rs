@@ -51,7 +51,7 @@ use state::*;
 pub(crate) use lookups::Recent;
 
 pub use audit::Fingerprint;
-pub use journal::{Cause, JournalLine};
+pub use journal::{Cause, DrainedLine, JournalLine};
 pub use payouts::{payout_id, Applied, Payout, PayoutReason};
 pub use state::ClaimStatus;
 pub use statement::{Explanation, Statement};
@@ -88,6 +88,9 @@ pub struct Ledger {
     /// only when enabled, as it grows with the log.
     #[serde(with = "journal_causes")]
     journal: Option<HashMap<EntryKey, EntryJournal>>,
+    /// The entries whose journal holds lines not yet drained, in the order they got
+    /// their first: what [`Ledger::drain_journal`] visits.
+    journal_pending: Vec<EntryKey>,
     /// Derived: the claims of each (partner, program), by claim id — what a fund
     /// statement lists without visiting every claim. Not stored: rebuilt by
     /// [`Ledger::restore_derived`] after a checkpoint load.

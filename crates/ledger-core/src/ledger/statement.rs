@@ -9,8 +9,11 @@ use crate::rules::{Accelerator, RebateMode, Reward, SpifPayout, SpifRate, Thresh
 #[derive(Debug, Clone)]
 pub struct Statement {
     pub balance: Balance,
-    /// Every event that touched the entry, in log order (empty unless the journal is on).
+    /// Every event that touched the entry, in log order (empty unless the journal is
+    /// on) — since line `first_line`: the lines before it were taken by
+    /// [`Ledger::drain_journal`] and are kept by the caller.
     pub lines: Vec<JournalLine>,
+    pub first_line: u64,
     /// How the formula reads the basis now: tiers, target and attainment, cap, expiry…
     pub explanation: Explanation,
 }
@@ -94,15 +97,14 @@ impl Ledger {
             }
             rules => explain(rules, entry, target),
         };
-        let lines = self
-            .journal
-            .as_ref()
-            .and_then(|j| j.get(&key))
+        let journal = self.journal.as_ref().and_then(|j| j.get(&key));
+        let lines = journal
             .map(|j| j.lines().cloned().collect())
             .unwrap_or_default();
         Some(Statement {
             balance,
             lines,
+            first_line: journal.map_or(0, |j| j.drained),
             explanation,
         })
     }

@@ -346,7 +346,7 @@ fn service_parts(dir: &std::path::Path) -> (Outbox, Handle, Vec<String>) {
         outbox.record(at, n, at + n).unwrap();
         at += n;
     }
-    let handle = Handle::from_replay(replay, 6_000, 6_000, None);
+    let handle = Handle::from_replay(replay, 6_000, 6_000, None).unwrap();
     (outbox, handle, payouts)
 }
 

@@ -4,6 +4,12 @@
 //! each run's peak RSS (the kernel's `ru_maxrss` of the child), wall time and digest,
 //! then the slope in bytes per logged event between the two lengths. Binaries are
 //! interleaved per length, so that a busy spell of a shared host hits both alike.
+//!
+//! With `--service`, each stream is ingested into a data directory instead, which is
+//! then opened as `serve` opens it (`open-service`, a hidden command: the rebuild from
+//! the log into the history archive, a checkpoint, the log's identity index) — once
+//! from nothing and once more from the checkpoint, the restart. It prints each step's
+//! peak RSS and time, the checkpoint's size and the directory's bytes per event.
 //! Not a test: nothing here asserts a figure.
 
 use anyhow::{bail, Context, Result};
@@ -33,6 +39,43 @@ pub struct BenchMemoryArgs {
     /// the large stream of 5M events takes ~1.6 GB).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Measure the service's data directory (ingest, first open, restart) instead of
+    /// `replay --events`.
+    #[arg(long)]
+    pub service: bool,
+}
+
+#[derive(Args)]
+pub struct OpenServiceArgs {
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// Opens a data directory as `serve` does, checkpoints it, loads the log's identity
+/// index, and prints the position and the seconds the open took, as JSON.
+pub fn open_service(args: OpenServiceArgs) -> Result<()> {
+    crate::keep_freed_memory();
+    let start = Instant::now();
+    let (mut service, handle) = ledger_service::Service::open(ledger_service::ServiceConfig {
+        data_dir: args.data_dir,
+        ..ledger_service::ServiceConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!(ledger_service::error_chain(&e)))?;
+    let opened = start.elapsed().as_secs_f64();
+    let resumed_from = handle.status().checkpoint_seq;
+    service
+        .settle_for_measurement()
+        .map_err(|e| anyhow::anyhow!(ledger_service::error_chain(&e)))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "position": handle.position(),
+            "resumed_from": resumed_from,
+            "open_seconds": opened,
+            "total_seconds": start.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(())
 }
 
 /// One run's figures.
@@ -59,6 +102,9 @@ pub fn run(args: BenchMemoryArgs) -> Result<()> {
             temp.path().to_path_buf()
         }
     };
+    if args.service {
+        return run_service(&args, &binaries, &dir);
+    }
     let mut results: Vec<Vec<Run>> = binaries.iter().map(|_| Vec::new()).collect();
     for n in [args.small, args.large] {
         let events = dir.join(format!("events-{n}.ndjson"));
@@ -88,6 +134,131 @@ pub fn run(args: BenchMemoryArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One binary's figures for a data directory of one length.
+struct ServiceRun {
+    ingest: Run,
+    first_open: Run,
+    first_open_seconds: f64,
+    restart: Run,
+    restart_seconds: f64,
+    checkpoint_bytes: u64,
+    directory_bytes: u64,
+}
+
+fn run_service(args: &BenchMemoryArgs, binaries: &[PathBuf], dir: &Path) -> Result<()> {
+    let mut results: Vec<Vec<ServiceRun>> = binaries.iter().map(|_| Vec::new()).collect();
+    for n in [args.small, args.large] {
+        let events = dir.join(format!("events-{n}.ndjson"));
+        generate(&events, n, args.seed, args.partners)?;
+        for (b, binary) in binaries.iter().enumerate() {
+            let data = dir.join(format!("data-{n}-{b}"));
+            if data.exists() {
+                std::fs::remove_dir_all(&data)?;
+            }
+            let ingest = child(binary, &["ingest", "--events"], &events, &data, None)?;
+            let opened = dir.join("open.json");
+            let first_open = child(binary, &["open-service"], &events, &data, Some(&opened))?;
+            let first: serde_json::Value = serde_json::from_slice(&std::fs::read(&opened)?)?;
+            let restart = child(binary, &["open-service"], &events, &data, Some(&opened))?;
+            let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&opened)?)?;
+            let run = ServiceRun {
+                ingest,
+                first_open,
+                first_open_seconds: first["total_seconds"].as_f64().unwrap_or(f64::NAN),
+                restart,
+                restart_seconds: again["open_seconds"].as_f64().unwrap_or(f64::NAN),
+                checkpoint_bytes: std::fs::metadata(data.join("CHECKPOINT"))
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+                directory_bytes: directory_bytes(&data)?,
+            };
+            let mb = |b: u64| b as f64 / 1e6;
+            println!(
+                "{n:>9} events  ingest {:>6.1} s ({:>6.0} ev/s) peak {:>7.1} MB | first open {:>6.1} s peak {:>7.1} MB | restart {:>5.2} s (open) peak {:>7.1} MB | checkpoint {:>6.1} MB | directory {:>7.1} MB, {:>4.0} B/event  [{}]",
+                run.ingest.seconds,
+                n as f64 / run.ingest.seconds,
+                mb(run.ingest.peak_rss_bytes),
+                run.first_open_seconds,
+                mb(run.first_open.peak_rss_bytes),
+                run.restart_seconds,
+                mb(run.restart.peak_rss_bytes),
+                mb(run.checkpoint_bytes),
+                mb(run.directory_bytes),
+                run.directory_bytes as f64 / n as f64,
+                binary.display()
+            );
+            results[b].push(run);
+            std::fs::remove_dir_all(&data).ok();
+        }
+        std::fs::remove_file(&events).ok();
+    }
+    let span = (args.large - args.small) as f64;
+    for (binary, runs) in binaries.iter().zip(&results) {
+        let slope = |f: fn(&ServiceRun) -> u64| (f(&runs[1]) as f64 - f(&runs[0]) as f64) / span;
+        println!(
+            "slope per event between {} and {} events: restart peak RSS {:>6.1} B, first open {:>6.1} B, ingest {:>6.1} B, checkpoint {:>6.1} B  [{}]",
+            args.small,
+            args.large,
+            slope(|r| r.restart.peak_rss_bytes),
+            slope(|r| r.first_open.peak_rss_bytes),
+            slope(|r| r.ingest.peak_rss_bytes),
+            slope(|r| r.checkpoint_bytes),
+            binary.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `binary <args> <events> --data-dir <data>` (`events` only for `ingest`), its
+/// stdout to `output` (or nowhere), and reads its peak RSS.
+fn child(
+    binary: &Path,
+    args: &[&str],
+    events: &Path,
+    data: &Path,
+    output: Option<&Path>,
+) -> Result<Run> {
+    let mut cmd = std::process::Command::new(binary);
+    cmd.args(args);
+    if args[0] == "ingest" {
+        cmd.arg(events);
+    }
+    cmd.arg("--data-dir").arg(data);
+    match output {
+        Some(path) => cmd.stdout(std::fs::File::create(path)?),
+        None => cmd.stdout(std::process::Stdio::null()),
+    };
+    let start = Instant::now();
+    let spawned = cmd
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let (status, peak_rss_bytes) = wait_with_peak_rss(spawned.id())?;
+    if !status.success() {
+        bail!("{} {} failed: {status}", binary.display(), args[0]);
+    }
+    Ok(Run {
+        peak_rss_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+        digest: String::new(),
+    })
+}
+
+/// Bytes of every file under `dir`.
+fn directory_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            directory_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
 
 fn generate(path: &Path, n: usize, seed: u64, partners: usize) -> Result<()> {

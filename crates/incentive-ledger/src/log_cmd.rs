@@ -174,8 +174,12 @@ pub fn replay_dir(
     }
     // A full replay leaves a checkpoint behind, so that the next open resumes from it.
     let folded_since = rebuilt.seq - rebuilt.resumed_from.unwrap_or(0);
-    if checkpoint && bound == Bound::All && folded_since > 0 {
-        history::save_checkpoint(&log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival)
+    if checkpoint
+        && bound == Bound::All
+        && folded_since > 0
+        && !history::checkpoint_names_archive(&log)?
+    {
+        history::save_checkpoint(&log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival, None)
             .with_context(|| format!("cannot write a checkpoint into {}", dir.display()))?;
     }
     Ok(rebuilt.replay)

@@ -62,6 +62,10 @@ enum Command {
     BenchService(bench_service::BenchServiceArgs),
     /// Measure how a replay's peak memory grows with the log (two lengths, the slope).
     BenchMemory(bench_memory::BenchMemoryArgs),
+    /// Open a data directory as `serve` does, checkpoint it and exit, printing the time
+    /// it took (what `bench-memory --service` measures; no transport needed).
+    #[command(hide = true)]
+    OpenService(bench_memory::OpenServiceArgs),
 }
 
 /// Turns transparent huge pages off for this process. The folded state is millions of
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::Payouts(args) => nats_cmd::payouts(args),
         Command::BenchService(args) => bench_service::run(args),
         Command::BenchMemory(args) => bench_memory::run(args),
+        Command::OpenService(args) => bench_memory::open_service(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

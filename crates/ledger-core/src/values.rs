@@ -370,7 +370,7 @@ impl PeriodLabel {
 /// checkpoints encode (never JSON): formatting and parsing millions of amounts as text
 /// was most of a checkpoint's encoding time, and the fixed 16 bytes of
 /// `Decimal::serialize` most of a checkpoint's size.
-pub(crate) mod bin_decimal {
+pub mod bin_decimal {
     use rust_decimal::Decimal;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

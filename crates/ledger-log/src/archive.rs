@@ -1,120 +1,90 @@
 //! The history archive: what the fold hands out and never reads again — payouts,
-//! refusals, statement journal lines — kept on disk, indexed for the queries the API
-//! answers, so that the fold's memory holds its working set only (issue 15).
+//! refusals, statement journal lines — kept in files of the data directory, so that
+//! the fold's memory holds its working set only (issue 15).
 //!
-//! It lives in trees of the data directory's database, beside the log (a fold without
-//! a directory keeps one in a temporary database). It is derived data: a pure function
-//! of the log, written by the projector as it folds, never flushed on its own (the
-//! log's flushes carry it, and a checkpoint flushes it first). Its [`Mark`] says how
-//! far it reaches; on open, an archive whose mark is behind the checkpoint or does not
-//! match the log is rebuilt (`history::rebuild_archived`). Everything is keyed by
-//! numbers the fold assigns deterministically (issue order, refusal order, line number
-//! within an entry), so folding a stretch of the log again writes the same keys with
-//! the same values.
+//! It is derived data: a pure function of the log, appended by the projector as it
+//! folds and never fsynced on its own. A checkpoint carries the archive's [`Heads`] —
+//! how long each file was and where each chain ended at the checkpoint's position —
+//! and is written only after the files are synced up to there; on open the files are
+//! cut back to those lengths and the fold goes on from the checkpoint, appending the
+//! same history again. Without a usable checkpoint the archive is emptied and rebuilt
+//! from the log (`history::rebuild_archived`).
 //!
-//! Trees (`history.*`), keys big-endian so that key order is number order; strings in
-//! keys are length-prefixed (u32), so that no id can run into the next:
-//! - `payouts`: issue index → payout (postcard); `by_partner`, `by_program`: id ++
-//!   index → (); `by_entry`: partner ++ program ++ period ++ index → ().
-//! - `refusals`: index → refusal (postcard).
-//! - `journal`: partner ++ program ++ period ++ line number → journal line (postcard,
-//!   its cause in full).
-//! - `mark`: the [`Mark`].
+//! Files (`history/`), each an append-only sequence of frames `[u32 length][u32 CRC-32
+//! of the payload][payload]`, the payload in postcard:
+//! - `payouts`: per payout, in issue order, `(previous payout of its partner, of its
+//!   program, of its entry, payout)`; `payouts.offsets`: the frame offset of payout
+//!   `n` at byte `8 n` (u64 LE).
+//! - `refusals` and `refusals.offsets`: the same for refusals, in order.
+//! - `journal`: in the order the fold drained them, records of three kinds: an entry
+//!   (its id, numbered in order of first appearance), a cause (the event behind lines,
+//!   written once for all its lines), and a line (entry number, number in its entry,
+//!   offset of the entry's previous line, offset of its cause, the amounts).
+//!
+//! The per-key chains (a partner's payouts, an entry's journal lines) run backwards
+//! from their heads, which are all the archive keeps in memory: O(partners, programs
+//! and entries), never O(history). Why by hand: sled, which holds the log, kept every
+//! unflushed write in memory and wrote ~9 KB of disk per event for this append-only
+//! data (`bench-memory --service`, DECISIONS 44); append-only frames need none of a
+//! B-tree's machinery.
 
-use crate::log::{storage, TreeHandle};
-use crate::{LogError, LogReader};
-use ledger_core::ledger::JournalLine;
+use crate::LogError;
+use ledger_core::ledger::{Cause, JournalLine, PayoutReason};
 use ledger_core::replay::{Drained, Rejection};
 use ledger_core::Payout;
+use ledger_core::Text;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Hash maps of the archive's heads: a fast hasher with a fixed seed.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-const PAYOUTS: usize = 0;
-const BY_PARTNER: usize = 1;
-const BY_PROGRAM: usize = 2;
-const BY_ENTRY: usize = 3;
-const REFUSALS: usize = 4;
-const JOURNAL: usize = 5;
-const MARK: usize = 6;
-const NAMES: [&str; 7] = [
-    "history.payouts",
-    "history.by_partner",
-    "history.by_program",
-    "history.by_entry",
-    "history.refusals",
-    "history.journal",
-    "history.mark",
-];
-const MARK_KEY: &[u8] = b"m";
+/// The archive's directory inside a data directory.
+pub const DIR: &str = "history";
+/// The file naming the archive's generation.
+const GENERATION: &str = "GENERATION";
 
-/// How far the archive reaches: everything the fold handed out up to log position
-/// `position` (whose record has chain hash `hash`) and arrival `arrival`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mark {
-    pub position: u64,
-    pub arrival: u64,
-    pub hash: [u8; 32],
+/// An entry's key in the archive: partner, program, period label.
+pub type EntryId = (Text, Text, Text);
+
+/// Where the archive stood at one position: file lengths, counts and the heads of its
+/// chains. Stored in the checkpoint of that position. O(partners + programs + entries).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heads {
+    /// Which archive: set when one is created, so that a checkpoint never cuts back an
+    /// archive it does not describe (a rebuilt one's bytes differ: frames follow the
+    /// order the fold was drained in).
+    pub generation: u64,
     pub payouts: u64,
-    pub rejections: u64,
+    pub payouts_bytes: u64,
+    pub refusals: u64,
+    pub refusals_bytes: u64,
+    pub journal_bytes: u64,
+    /// Entries named in the journal.
+    entries: u32,
+    /// The last payout (its number) of each partner, program and entry.
+    by_partner: HashMap<Text, u64>,
+    by_program: HashMap<Text, u64>,
+    by_entry: HashMap<EntryId, u64>,
+    /// Per entry: its number, its journal lines archived, and the offset of the last
+    /// one's frame.
+    journal: HashMap<EntryId, EntryHead>,
 }
 
-impl Mark {
-    const BYTES: usize = 8 + 8 + 32 + 8 + 8;
-
-    fn encode(&self) -> [u8; Mark::BYTES] {
-        let mut out = [0u8; Mark::BYTES];
-        out[0..8].copy_from_slice(&self.position.to_be_bytes());
-        out[8..16].copy_from_slice(&self.arrival.to_be_bytes());
-        out[16..48].copy_from_slice(&self.hash);
-        out[48..56].copy_from_slice(&self.payouts.to_be_bytes());
-        out[56..64].copy_from_slice(&self.rejections.to_be_bytes());
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Mark> {
-        if bytes.len() != Mark::BYTES {
-            return None;
-        }
-        let n = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&bytes[16..48]);
-        Some(Mark {
-            position: n(0),
-            arrival: n(8),
-            hash,
-            payouts: n(48),
-            rejections: n(56),
-        })
-    }
-
-    /// The mark of a fold at log position `position`, with the chain hash of the log's
-    /// record there (zeros at 0); `None` if the log has no such record.
-    pub fn at(
-        log: &LogReader,
-        position: u64,
-        arrival: u64,
-        payouts: u64,
-        rejections: u64,
-    ) -> Result<Option<Mark>, LogError> {
-        let hash = match position {
-            0 => [0u8; 32],
-            _ => match log.records_from(position).next().transpose()? {
-                Some(r) if r.seq == position => r.hash,
-                _ => return Ok(None),
-            },
-        };
-        Ok(Some(Mark {
-            position,
-            arrival,
-            hash,
-            payouts,
-            rejections,
-        }))
-    }
+/// Where one entry's journal chain ends.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct EntryHead {
+    number: u32,
+    lines: u64,
+    last: u64,
 }
 
-/// Which payouts an index lists.
+/// Which payouts a chain lists.
 #[derive(Debug, Clone, Copy)]
 pub enum PayoutsOf<'a> {
     Partner(&'a str),
@@ -126,72 +96,236 @@ pub enum PayoutsOf<'a> {
     },
 }
 
-/// The history archive of a data directory (or a temporary one).
+/// One payout's frame payload: the previous payouts of its chains, and the payout
+/// (borrowed to write it, owned when read back).
+#[derive(Serialize, Deserialize)]
+struct PayoutFrame<P> {
+    prev_partner: Option<u64>,
+    prev_program: Option<u64>,
+    prev_entry: Option<u64>,
+    payout: P,
+}
+
+/// One record of the journal file.
+#[derive(Serialize, Deserialize)]
+enum JournalRecord {
+    /// Names the next entry number.
+    Entry(EntryId),
+    /// The event behind the lines that refer to this record's offset.
+    Cause(Cause),
+    Line(LineRecord),
+}
+
+/// A journal line as stored: its cause and entry by reference.
+#[derive(Serialize, Deserialize)]
+struct LineRecord {
+    entry: u32,
+    number: u64,
+    prev: Option<u64>,
+    cause: u64,
+    #[serde(with = "ledger_core::values::bin_decimal")]
+    basis: Decimal,
+    #[serde(with = "ledger_core::values::bin_decimal")]
+    adjustments: Decimal,
+    #[serde(with = "ledger_core::values::bin_decimal")]
+    earned: Decimal,
+    #[serde(with = "ledger_core::values::bin_decimal")]
+    paid: Decimal,
+    #[serde(with = "ledger_core::values::bin_decimal")]
+    reserved: Decimal,
+    payout: Option<Paid>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Paid(
+    uuid::Uuid,
+    #[serde(with = "ledger_core::values::bin_decimal")] Decimal,
+    PayoutReason,
+);
+
+/// A journal line read back, with its entry's number and the offset of its entry's
+/// previous line.
+struct StoredLine {
+    entry: u32,
+    number: u64,
+    prev: Option<u64>,
+    line: JournalLine,
+}
+
+/// The bytes one write appends to each file.
+#[derive(Default)]
+struct Frames {
+    payouts: Vec<u8>,
+    payout_offsets: Vec<u8>,
+    refusals: Vec<u8>,
+    refusal_offsets: Vec<u8>,
+    journal: Vec<u8>,
+}
+
+/// What the chains' heads were before a write moved them, in the order it moved them.
+#[derive(Default)]
+struct Undo {
+    partners: Vec<(Text, Option<u64>)>,
+    programs: Vec<(Text, Option<u64>)>,
+    entries: Vec<(EntryId, Option<u64>)>,
+    journal: Vec<(EntryId, Option<EntryHead>)>,
+    entries_named: u32,
+}
+
+impl Undo {
+    fn apply(self, heads: &mut Heads) {
+        fn restore<K: Eq + std::hash::Hash, V>(
+            map: &mut HashMap<K, V>,
+            moves: Vec<(K, Option<V>)>,
+        ) {
+            for (key, before) in moves.into_iter().rev() {
+                match before {
+                    Some(v) => map.insert(key, v),
+                    None => map.remove(&key),
+                };
+            }
+        }
+        restore(&mut heads.by_partner, self.partners);
+        restore(&mut heads.by_program, self.programs);
+        restore(&mut heads.by_entry, self.entries);
+        restore(&mut heads.journal, self.journal);
+        heads.entries = self.entries_named;
+    }
+}
+
+/// The archive's files, shared by every handle.
+struct Files {
+    dir: PathBuf,
+    payouts: File,
+    payout_offsets: File,
+    refusals: File,
+    refusal_offsets: File,
+    journal: File,
+    /// Keeps a temporary archive's directory alive as long as the archive.
+    _temporary: Option<tempfile::TempDir>,
+}
+
+/// The history archive of a data directory (or a temporary one). Cheap to clone; one
+/// writer (the projector) at a time, any number of readers beside it.
 #[derive(Clone)]
 pub struct Archive {
-    trees: Vec<TreeHandle>,
-    path: PathBuf,
+    files: Arc<Files>,
+    /// What is written: readers read below these lengths and counts only.
+    heads: Arc<RwLock<Heads>>,
     /// Writes still to fail on purpose (tests of the fold's hold-and-retry).
     failing_writes: Arc<AtomicU64>,
 }
 
-fn push_str(key: &mut Vec<u8>, s: &str) {
-    // Ids are far below 4 GiB (intake bounds an event's size).
-    let len = u32::try_from(s.len()).expect("an id shorter than 4 GiB");
-    key.extend_from_slice(&len.to_be_bytes());
-    key.extend_from_slice(s.as_bytes());
-}
+const FRAME_HEADER: usize = 8;
+/// A frame larger than this is damage, not data (a payout or line is a few hundred
+/// bytes): reading it would allocate what a damaged length says.
+const MAX_FRAME: u32 = 1 << 24;
 
-fn entry_prefix(partner: &str, program: &str, period: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(12 + partner.len() + program.len() + period.len() + 8);
-    push_str(&mut key, partner);
-    push_str(&mut key, program);
-    push_str(&mut key, period);
-    key
-}
-
-fn with_number(mut prefix: Vec<u8>, n: u64) -> Vec<u8> {
-    prefix.extend_from_slice(&n.to_be_bytes());
-    prefix
-}
-
-fn trailing_number(key: &[u8]) -> Option<u64> {
-    let at = key.len().checked_sub(8)?;
-    Some(u64::from_be_bytes(key[at..].try_into().ok()?))
+fn frame(out: &mut Vec<u8>, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).expect("a history record below 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
 }
 
 impl Archive {
-    /// The archive of the directory `log` reads.
-    pub fn of(log: &LogReader) -> Result<Archive, LogError> {
-        let archive = Archive {
-            trees: NAMES.iter().map(|n| log.tree_handle(n)).collect(),
-            path: log.path().to_path_buf(),
-            failing_writes: Arc::default(),
-        };
-        archive.tree(MARK)?;
-        Ok(archive)
-    }
-
-    /// An archive in a temporary database of its own, removed with its last handle.
-    pub fn temporary() -> Result<Archive, LogError> {
-        let path = Path::new("(temporary history archive)");
-        let trees = TreeHandle::temporary(&NAMES).map_err(storage(path))?;
-        Ok(Archive {
-            trees,
-            path: path.to_path_buf(),
-            failing_writes: Arc::default(),
-        })
-    }
-
-    fn tree(&self, which: usize) -> Result<sled::Tree, LogError> {
-        self.trees[which].get().map_err(storage(&self.path))
-    }
-
-    fn corrupt(&self, what: String) -> LogError {
-        LogError::Corrupt {
-            path: self.path.clone(),
-            what: format!("history archive: {what}"),
+    /// Opens the archive of the data directory at `data_dir` as it stood at `heads` (a
+    /// checkpoint's): its files are cut back to those lengths. `None` if they are
+    /// shorter (the archive is behind the checkpoint, or gone): then use
+    /// [`Archive::create`].
+    pub fn open_at(data_dir: &Path, heads: &Heads) -> Result<Option<Archive>, LogError> {
+        let dir = data_dir.join(DIR);
+        let files = Files::open(&dir, None)?;
+        if files.generation()? != Some(heads.generation) {
+            return Ok(None);
         }
+        let lengths = [
+            (&files.payouts, heads.payouts_bytes),
+            (&files.payout_offsets, heads.payouts * 8),
+            (&files.refusals, heads.refusals_bytes),
+            (&files.refusal_offsets, heads.refusals * 8),
+            (&files.journal, heads.journal_bytes),
+        ];
+        for (file, len) in lengths {
+            if files.len(file)? < len {
+                return Ok(None);
+            }
+        }
+        for (file, len) in lengths {
+            file.set_len(len).map_err(|e| files.io(e))?;
+        }
+        Ok(Some(Archive::new(files, heads.clone())))
+    }
+
+    /// Creates the archive of the data directory at `data_dir` empty (removing what
+    /// was there).
+    pub fn create(data_dir: &Path) -> Result<Archive, LogError> {
+        let dir = data_dir.join(DIR);
+        let files = Files::open(&dir, None)?;
+        for f in files.all() {
+            f.set_len(0).map_err(|e| files.io(e))?;
+        }
+        let generation = files.new_generation()?;
+        Ok(Archive::new(
+            files,
+            Heads {
+                generation,
+                ..Heads::default()
+            },
+        ))
+    }
+
+    /// An empty archive in a temporary directory, removed with its last handle.
+    pub fn temporary() -> Result<Archive, LogError> {
+        let temp = tempfile::tempdir().map_err(|source| LogError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let dir = temp.path().join(DIR);
+        let files = Files::open(&dir, Some(temp))?;
+        Ok(Archive::new(files, Heads::default()))
+    }
+
+    /// Opens the archive of `data_dir` for reading only, as far as `heads` says (for
+    /// `verify`); `None` if it has no such files.
+    pub fn read_only(data_dir: &Path, heads: &Heads) -> Result<Option<Archive>, LogError> {
+        let dir = data_dir.join(DIR);
+        if !dir.join("payouts").exists() {
+            return Ok(None);
+        }
+        let open = |name: &str| {
+            File::open(dir.join(name)).map_err(|source| LogError::Io {
+                path: dir.join(name),
+                source,
+            })
+        };
+        let files = Files {
+            payouts: open("payouts")?,
+            payout_offsets: open("payouts.offsets")?,
+            refusals: open("refusals")?,
+            refusal_offsets: open("refusals.offsets")?,
+            journal: open("journal")?,
+            dir,
+            _temporary: None,
+        };
+        Ok(Some(Archive::new(files, heads.clone())))
+    }
+
+    fn new(files: Files, heads: Heads) -> Archive {
+        Archive {
+            files: Arc::new(files),
+            heads: Arc::new(RwLock::new(heads)),
+            failing_writes: Arc::default(),
+        }
+    }
+
+    fn heads(&self) -> std::sync::RwLockReadGuard<'_, Heads> {
+        self.heads.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the archive stands (for a checkpoint of the fold at the same point).
+    pub fn state(&self) -> Heads {
+        self.heads().clone()
     }
 
     /// Makes the next `n` writes fail (and this handle's clones'): for tests of what
@@ -201,166 +335,233 @@ impl Archive {
         self.failing_writes.store(n, Ordering::Relaxed);
     }
 
-    /// How far the archive reaches, if it was ever written.
-    pub fn mark(&self) -> Result<Option<Mark>, LogError> {
-        let value = self
-            .tree(MARK)?
-            .get(MARK_KEY)
-            .map_err(storage(&self.path))?;
-        match value {
-            None => Ok(None),
-            Some(v) => Mark::decode(&v)
-                .map(Some)
-                .ok_or_else(|| self.corrupt(format!("its mark is {} bytes", v.len()))),
-        }
-    }
-
-    /// Records how far the archive reaches (after the history up to there is written).
-    pub fn set_mark(&self, mark: &Mark) -> Result<(), LogError> {
-        self.tree(MARK)?
-            .insert(MARK_KEY, &mark.encode()[..])
-            .map_err(storage(&self.path))?;
-        Ok(())
-    }
-
-    /// Removes everything (before a rebuild from the log).
-    pub fn clear(&self) -> Result<(), LogError> {
-        for t in &self.trees {
-            t.clear().map_err(storage(&self.path))?;
-        }
-        Ok(())
-    }
-
-    /// Writes drained history: payouts and refusals at their numbers, journal lines at
-    /// theirs, and the indexes. Idempotent: writing the same history again changes
-    /// nothing.
+    /// Appends drained history, which must continue what the archive holds. On an
+    /// error nothing counts as written (a later write overwrites what this one left).
     pub fn write(&self, d: &Drained) -> Result<(), LogError> {
         let injected =
             self.failing_writes
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         if injected.is_ok() {
-            return Err(LogError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(
-                    "injected fault: the history archive refuses a write",
+            return Err(self.files.io(std::io::Error::other(
+                "injected fault: the history archive refuses a write",
+            )));
+        }
+        let mut heads = self.heads.write().unwrap_or_else(|p| p.into_inner());
+        if (d.first_payout, d.first_rejection) != (heads.payouts, heads.refusals)
+            && !(d.payouts.is_empty() && d.rejections.is_empty())
+        {
+            return Err(self.files.corrupt(format!(
+                "history drained from payout {} and refusal {} does not continue the archive's {} and {}",
+                d.first_payout, d.first_rejection, heads.payouts, heads.refusals
+            )));
+        }
+        // The chains' heads move as the frames are built; `undo` puts them back if the
+        // files cannot be written.
+        let mut undo = Undo::default();
+        let built = self.build(d, &mut heads, &mut undo);
+        let written = built.and_then(|frames| {
+            let f = &self.files;
+            let writes = [
+                (&f.payouts, heads.payouts_bytes, &frames.payouts),
+                (&f.payout_offsets, heads.payouts * 8, &frames.payout_offsets),
+                (&f.refusals, heads.refusals_bytes, &frames.refusals),
+                (
+                    &f.refusal_offsets,
+                    heads.refusals * 8,
+                    &frames.refusal_offsets,
                 ),
-            });
+                (&f.journal, heads.journal_bytes, &frames.journal),
+            ];
+            for (file, at, bytes) in writes {
+                if !bytes.is_empty() {
+                    file.write_all_at(bytes, at).map_err(|e| f.io(e))?;
+                }
+            }
+            Ok(frames)
+        });
+        match written {
+            Ok(frames) => {
+                heads.payouts += d.payouts.len() as u64;
+                heads.refusals += d.rejections.len() as u64;
+                heads.payouts_bytes += frames.payouts.len() as u64;
+                heads.refusals_bytes += frames.refusals.len() as u64;
+                heads.journal_bytes += frames.journal.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                undo.apply(&mut heads);
+                Err(e)
+            }
         }
+    }
+
+    /// The frames of drained history, moving the chains' heads in `heads` (what they
+    /// were goes to `undo`); counts and lengths stay as they are.
+    fn build(&self, d: &Drained, heads: &mut Heads, undo: &mut Undo) -> Result<Frames, LogError> {
         let encode = |what: &str, r: Result<Vec<u8>, postcard::Error>| {
-            r.map_err(|e| self.corrupt(format!("{what} does not encode: {e}")))
+            r.map_err(|e| self.files.corrupt(format!("{what} does not encode: {e}")))
         };
-        if !d.payouts.is_empty() {
-            let mut payouts = sled::Batch::default();
-            let mut by_partner = sled::Batch::default();
-            let mut by_program = sled::Batch::default();
-            let mut by_entry = sled::Batch::default();
-            for (i, p) in d.payouts.iter().enumerate() {
-                let n = d.first_payout + i as u64;
-                payouts.insert(
-                    &n.to_be_bytes(),
-                    encode("a payout", postcard::to_stdvec(p))?,
-                );
-                let mut k = Vec::with_capacity(4 + p.partner_id.len() + 8);
-                push_str(&mut k, &p.partner_id);
-                by_partner.insert(with_number(k, n), &[]);
-                let mut k = Vec::with_capacity(4 + p.program_id.len() + 8);
-                push_str(&mut k, &p.program_id);
-                by_program.insert(with_number(k, n), &[]);
-                let k = entry_prefix(&p.partner_id, &p.program_id, &p.period);
-                by_entry.insert(with_number(k, n), &[]);
-            }
-            for (tree, batch) in [
-                (PAYOUTS, payouts),
-                (BY_PARTNER, by_partner),
-                (BY_PROGRAM, by_program),
-                (BY_ENTRY, by_entry),
-            ] {
-                self.tree(tree)?
-                    .apply_batch(batch)
-                    .map_err(storage(&self.path))?;
-            }
+        let mut frames = Frames::default();
+        undo.entries_named = heads.entries;
+        for (i, p) in d.payouts.iter().enumerate() {
+            let n = heads.payouts + i as u64;
+            let entry = (p.partner_id.clone(), p.program_id.clone(), p.period.clone());
+            let prev_partner = heads.by_partner.insert(p.partner_id.clone(), n);
+            undo.partners.push((p.partner_id.clone(), prev_partner));
+            let prev_program = heads.by_program.insert(p.program_id.clone(), n);
+            undo.programs.push((p.program_id.clone(), prev_program));
+            let prev_entry = heads.by_entry.insert(entry.clone(), n);
+            undo.entries.push((entry, prev_entry));
+            let payload = PayoutFrame {
+                prev_partner,
+                prev_program,
+                prev_entry,
+                payout: p,
+            };
+            let at = heads.payouts_bytes + frames.payouts.len() as u64;
+            frames.payout_offsets.extend_from_slice(&at.to_le_bytes());
+            frame(
+                &mut frames.payouts,
+                &encode("a payout", postcard::to_stdvec(&payload))?,
+            );
         }
-        if !d.rejections.is_empty() {
-            let mut batch = sled::Batch::default();
-            for (i, r) in d.rejections.iter().enumerate() {
-                let n = d.first_rejection + i as u64;
-                batch.insert(
-                    &n.to_be_bytes(),
-                    encode("a refusal", postcard::to_stdvec(r))?,
-                );
-            }
-            self.tree(REFUSALS)?
-                .apply_batch(batch)
-                .map_err(storage(&self.path))?;
+        for r in &d.rejections {
+            let at = heads.refusals_bytes + frames.refusals.len() as u64;
+            frames.refusal_offsets.extend_from_slice(&at.to_le_bytes());
+            frame(
+                &mut frames.refusals,
+                &encode("a refusal", postcard::to_stdvec(r))?,
+            );
         }
-        if !d.journal.is_empty() {
-            let mut batch = sled::Batch::default();
-            for l in &d.journal {
-                let k = entry_prefix(&l.partner_id, &l.program_id, &l.period);
-                let v = encode("a journal line", postcard::to_stdvec(&l.line))?;
-                batch.insert(with_number(k, l.number), v);
+        let mut causes: std::collections::HashMap<*const Cause, u64> = Default::default();
+        for l in &d.journal {
+            let entry = (l.partner_id.clone(), l.program_id.clone(), l.period.clone());
+            let at = |frames: &Frames| heads.journal_bytes + frames.journal.len() as u64;
+            let before = heads.journal.get(&entry).copied();
+            let (number, count, prev) = match before {
+                Some(h) => (h.number, h.lines, Some(h.last)),
+                None => {
+                    let record = JournalRecord::Entry(entry.clone());
+                    frame(
+                        &mut frames.journal,
+                        &encode("an entry", postcard::to_stdvec(&record))?,
+                    );
+                    heads.entries += 1;
+                    (heads.entries - 1, 0, None)
+                }
+            };
+            if l.number != count {
+                return Err(self.files.corrupt(format!(
+                    "journal line {} of {}/{}/{} does not follow the {count} archived",
+                    l.number, entry.0, entry.1, entry.2
+                )));
             }
-            self.tree(JOURNAL)?
-                .apply_batch(batch)
-                .map_err(storage(&self.path))?;
+            let cause = match causes.get(&std::sync::Arc::as_ptr(&l.line.cause)) {
+                Some(&cause) => cause,
+                None => {
+                    let cause = at(&frames);
+                    let record = JournalRecord::Cause((*l.line.cause).clone());
+                    frame(
+                        &mut frames.journal,
+                        &encode("a cause", postcard::to_stdvec(&record))?,
+                    );
+                    causes.insert(std::sync::Arc::as_ptr(&l.line.cause), cause);
+                    cause
+                }
+            };
+            let line_at = at(&frames);
+            let line = &l.line;
+            let record = JournalRecord::Line(LineRecord {
+                entry: number,
+                number: l.number,
+                prev,
+                cause,
+                basis: line.basis,
+                adjustments: line.adjustments,
+                earned: line.earned,
+                paid: line.paid,
+                reserved: line.reserved,
+                payout: line
+                    .payout
+                    .map(|(id, amount, reason)| Paid(id, amount, reason)),
+            });
+            frame(
+                &mut frames.journal,
+                &encode("a journal line", postcard::to_stdvec(&record))?,
+            );
+            heads.journal.insert(
+                entry.clone(),
+                EntryHead {
+                    number,
+                    lines: count + 1,
+                    last: line_at,
+                },
+            );
+            undo.journal.push((entry, before));
+        }
+        Ok(frames)
+    }
+
+    /// Makes what is written durable (before a checkpoint that relies on it).
+    pub fn sync(&self) -> Result<(), LogError> {
+        for f in self.files.all() {
+            f.sync_data().map_err(|e| self.files.io(e))?;
         }
         Ok(())
     }
 
-    /// Payouts `from .. to` in issue order (fewer if the archive holds fewer).
-    pub fn payouts(&self, from: u64, to: u64) -> Result<Vec<Payout>, LogError> {
-        let tree = self.tree(PAYOUTS)?;
-        let mut out = Vec::with_capacity(to.saturating_sub(from).min(4096) as usize);
-        for item in tree.range(from.to_be_bytes()..to.to_be_bytes()) {
-            let (k, v) = item.map_err(storage(&self.path))?;
-            let expected = from + out.len() as u64;
-            if trailing_number(&k) != Some(expected) {
-                return Err(self.corrupt(format!("payout {expected} is missing")));
-            }
-            out.push(
-                postcard::from_bytes(&v)
-                    .map_err(|e| self.corrupt(format!("payout {expected} does not decode: {e}")))?,
-            );
+    /// Reads the frame at `at` of `file`.
+    fn read_frame(&self, file: &File, at: u64, what: &str) -> Result<Vec<u8>, LogError> {
+        let mut header = [0u8; FRAME_HEADER];
+        file.read_exact_at(&mut header, at).map_err(|e| {
+            self.files
+                .corrupt(format!("{what} at byte {at} cannot be read: {e}"))
+        })?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len > MAX_FRAME {
+            return Err(self
+                .files
+                .corrupt(format!("{what} at byte {at} claims {len} bytes")));
         }
-        Ok(out)
+        let mut payload = vec![0u8; len as usize];
+        file.read_exact_at(&mut payload, at + FRAME_HEADER as u64)
+            .map_err(|e| {
+                self.files
+                    .corrupt(format!("{what} at byte {at} cannot be read: {e}"))
+            })?;
+        if crc32fast::hash(&payload) != crc {
+            return Err(self
+                .files
+                .corrupt(format!("{what} at byte {at} is damaged (checksum)")));
+        }
+        Ok(payload)
     }
 
-    /// The issue indexes of the payouts an index lists, from index `from` on, at most
-    /// `limit`.
-    pub fn payout_indexes(
-        &self,
-        of: PayoutsOf<'_>,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<u64>, LogError> {
-        let (tree, prefix) = match of {
-            PayoutsOf::Partner(id) => {
-                let mut k = Vec::new();
-                push_str(&mut k, id);
-                (BY_PARTNER, k)
-            }
-            PayoutsOf::Program(id) => {
-                let mut k = Vec::new();
-                push_str(&mut k, id);
-                (BY_PROGRAM, k)
-            }
-            PayoutsOf::Entry {
-                partner,
-                program,
-                period,
-            } => (BY_ENTRY, entry_prefix(partner, program, period)),
-        };
-        let tree = self.tree(tree)?;
-        let start = with_number(prefix.clone(), from);
-        let mut out = Vec::new();
-        for item in tree.range(start..).take(limit) {
-            let (k, _) = item.map_err(storage(&self.path))?;
-            if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
-                break;
-            }
-            out.extend(trailing_number(&k));
-        }
-        Ok(out)
+    fn offset(&self, file: &File, n: u64, what: &str) -> Result<u64, LogError> {
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, n * 8).map_err(|e| {
+            self.files
+                .corrupt(format!("the offset of {what} {n} cannot be read: {e}"))
+        })?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn payout_frame(&self, n: u64) -> Result<PayoutFrame<Payout>, LogError> {
+        let at = self.offset(&self.files.payout_offsets, n, "payout")?;
+        let bytes = self.read_frame(&self.files.payouts, at, "payout")?;
+        postcard::from_bytes(&bytes).map_err(|e| {
+            self.files
+                .corrupt(format!("payout {n} does not decode: {e}"))
+        })
+    }
+
+    /// Payouts `from .. to` in issue order (fewer if the archive holds fewer).
+    pub fn payouts(&self, from: u64, to: u64) -> Result<Vec<Payout>, LogError> {
+        let to = to.min(self.heads().payouts);
+        (from..to)
+            .map(|n| self.payout_frame(n).map(|f| f.payout))
+            .collect()
     }
 
     /// One payout by its issue index.
@@ -368,45 +569,113 @@ impl Archive {
         Ok(self.payouts(n, n.saturating_add(1))?.pop())
     }
 
-    /// Refusals in order from number `from`, at most `limit`.
-    pub fn rejections(&self, from: u64, limit: usize) -> Result<Vec<Rejection>, LogError> {
-        let tree = self.tree(REFUSALS)?;
-        let mut out = Vec::new();
-        for item in tree.range(from.to_be_bytes()..).take(limit) {
-            let (k, v) = item.map_err(storage(&self.path))?;
-            let expected = from + out.len() as u64;
-            if trailing_number(&k) != Some(expected) {
-                return Err(self.corrupt(format!("refusal {expected} is missing")));
+    /// The issue indexes of the payouts a chain lists, from index `from` on, at most
+    /// `limit`, in issue order. Walks the chain back from its head to `from`: costs
+    /// the chain's payouts from `from` on.
+    pub fn payout_indexes(
+        &self,
+        of: PayoutsOf<'_>,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, LogError> {
+        let head = {
+            let h = self.heads();
+            match of {
+                PayoutsOf::Partner(id) => h.by_partner.get(id).copied(),
+                PayoutsOf::Program(id) => h.by_program.get(id).copied(),
+                PayoutsOf::Entry {
+                    partner,
+                    program,
+                    period,
+                } => h
+                    .by_entry
+                    .get(&(Text::from(partner), Text::from(program), Text::from(period)))
+                    .copied(),
             }
-            out.push(
-                postcard::from_bytes(&v).map_err(|e| {
-                    self.corrupt(format!("refusal {expected} does not decode: {e}"))
-                })?,
-            );
+        };
+        let mut newest_first = Vec::new();
+        let mut at = head;
+        while let Some(n) = at.filter(|&n| n >= from) {
+            newest_first.push(n);
+            let f = self.payout_frame(n)?;
+            let prev = match of {
+                PayoutsOf::Partner(_) => f.prev_partner,
+                PayoutsOf::Program(_) => f.prev_program,
+                PayoutsOf::Entry { .. } => f.prev_entry,
+            };
+            if prev.is_some_and(|p| p >= n) {
+                return Err(self.files.corrupt(format!("payout {n} links forward")));
+            }
+            at = prev;
         }
-        Ok(out)
+        newest_first.reverse();
+        newest_first.truncate(limit);
+        Ok(newest_first)
     }
 
-    /// Journal line `number` of one entry, if the archive holds it.
-    pub fn journal_line(
-        &self,
-        partner: &str,
-        program: &str,
-        period: &str,
-        number: u64,
-    ) -> Result<Option<JournalLine>, LogError> {
-        let key = with_number(entry_prefix(partner, program, period), number);
-        let Some(v) = self.tree(JOURNAL)?.get(key).map_err(storage(&self.path))? else {
-            return Ok(None);
-        };
-        postcard::from_bytes(&v).map(Some).map_err(|e| {
-            self.corrupt(format!(
-                "journal line {number} of {partner}/{program}/{period} does not decode: {e}"
+    /// Refusals in order from number `from`, at most `limit`.
+    pub fn rejections(&self, from: u64, limit: usize) -> Result<Vec<Rejection>, LogError> {
+        let to = self.heads().refusals.min(from.saturating_add(limit as u64));
+        (from..to)
+            .map(|n| {
+                let at = self.offset(&self.files.refusal_offsets, n, "refusal")?;
+                let bytes = self.read_frame(&self.files.refusals, at, "refusal")?;
+                postcard::from_bytes(&bytes).map_err(|e| {
+                    self.files
+                        .corrupt(format!("refusal {n} does not decode: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    fn journal_record(&self, at: u64) -> Result<(JournalRecord, u64), LogError> {
+        let bytes = self.read_frame(&self.files.journal, at, "journal record")?;
+        let record = postcard::from_bytes(&bytes).map_err(|e| {
+            self.files.corrupt(format!(
+                "the journal record at byte {at} does not decode: {e}"
             ))
+        })?;
+        Ok((record, at + (FRAME_HEADER + bytes.len()) as u64))
+    }
+
+    /// The line at `at`, with its cause read from where it refers.
+    fn stored_line(&self, at: u64) -> Result<StoredLine, LogError> {
+        let JournalRecord::Line(r) = self.journal_record(at)?.0 else {
+            return Err(self
+                .files
+                .corrupt(format!("byte {at} of the journal is not a line")));
+        };
+        if r.cause >= at || r.prev.is_some_and(|p| p >= at) {
+            return Err(self
+                .files
+                .corrupt(format!("the line at byte {at} refers forward")));
+        }
+        let JournalRecord::Cause(cause) = self.journal_record(r.cause)?.0 else {
+            return Err(self.files.corrupt(format!(
+                "the line at byte {at} refers to byte {}, which is not a cause",
+                r.cause
+            )));
+        };
+        Ok(StoredLine {
+            entry: r.entry,
+            number: r.number,
+            prev: r.prev,
+            line: JournalLine {
+                cause: std::sync::Arc::new(cause),
+                basis: r.basis,
+                adjustments: r.adjustments,
+                earned: r.earned,
+                paid: r.paid,
+                reserved: r.reserved,
+                payout: r
+                    .payout
+                    .map(|Paid(id, amount, reason)| (id, amount, reason)),
+            },
         })
     }
 
-    /// The first `count` journal lines of one entry, in order.
+    /// The first `count` journal lines of one entry, in order (walked back from the
+    /// entry's last line).
     pub fn journal(
         &self,
         partner: &str,
@@ -414,30 +683,165 @@ impl Archive {
         period: &str,
         count: u64,
     ) -> Result<Vec<JournalLine>, LogError> {
-        let prefix = entry_prefix(partner, program, period);
-        let tree = self.tree(JOURNAL)?;
-        let mut out = Vec::new();
-        let range = with_number(prefix.clone(), 0)..with_number(prefix, count);
-        for item in tree.range(range) {
-            let (k, v) = item.map_err(storage(&self.path))?;
-            let expected = out.len() as u64;
-            if trailing_number(&k) != Some(expected) {
-                return Err(self.corrupt(format!(
-                    "journal line {expected} of {partner}/{program}/{period} is missing"
+        let entry: EntryId = (Text::from(partner), Text::from(program), Text::from(period));
+        let head = self.heads().journal.get(&entry).copied();
+        let mut lines = Vec::with_capacity(count.min(1 << 16) as usize);
+        let mut at = head.map(|h| h.last);
+        while let Some(offset) = at {
+            let l = self.stored_line(offset)?;
+            if head.is_some_and(|h| h.number != l.entry) {
+                return Err(self.files.corrupt(format!(
+                    "the journal chain of {partner}/{program}/{period} is broken at byte {offset}"
                 )));
             }
-            out.push(postcard::from_bytes(&v).map_err(|e| {
-                self.corrupt(format!(
-                    "journal line {expected} of {partner}/{program}/{period} does not decode: {e}"
-                ))
-            })?);
+            if l.number < count {
+                lines.push(l.line);
+            }
+            at = l.prev;
         }
-        if out.len() as u64 != count {
-            return Err(self.corrupt(format!(
-                "{partner}/{program}/{period} has {} journal lines, not {count}",
-                out.len()
+        lines.reverse();
+        if lines.len() as u64 != count {
+            return Err(self.files.corrupt(format!(
+                "{partner}/{program}/{period} has {} journal lines archived, not {count}",
+                lines.len()
             )));
         }
-        Ok(out)
+        Ok(lines)
+    }
+
+    /// Reads the journal in the order it was written (for `verify`).
+    pub fn journal_reader(&self) -> JournalReader<'_> {
+        JournalReader {
+            archive: self,
+            at: 0,
+            end: self.heads().journal_bytes,
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// The archived journal lines in the order they were written, each with its entry and
+/// number ([`Archive::journal_reader`]).
+pub struct JournalReader<'a> {
+    archive: &'a Archive,
+    at: u64,
+    end: u64,
+    entries: Vec<EntryId>,
+}
+
+/// A line [`JournalReader`] read: its entry, its number there, the line.
+pub type ReadLine = (EntryId, u64, JournalLine);
+
+impl JournalReader<'_> {
+    /// The next line, `None` at the end.
+    pub fn next_line(&mut self) -> Result<Option<ReadLine>, LogError> {
+        while self.at < self.end {
+            let at = self.at;
+            let (record, next) = self.archive.journal_record(at)?;
+            self.at = next;
+            match record {
+                JournalRecord::Entry(id) => self.entries.push(id),
+                JournalRecord::Cause(_) => {}
+                JournalRecord::Line(r) => {
+                    let line = self.archive.stored_line(at)?;
+                    let entry = self.entries.get(r.entry as usize).cloned().ok_or_else(|| {
+                        self.archive
+                            .files
+                            .corrupt(format!("the line at byte {at} names no known entry"))
+                    })?;
+                    return Ok(Some((entry, line.number, line.line)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether every record was read.
+    pub fn at_end(&self) -> bool {
+        self.at >= self.end
+    }
+}
+
+impl Files {
+    fn open(dir: &Path, temporary: Option<tempfile::TempDir>) -> Result<Files, LogError> {
+        std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join(name))
+                .map_err(|source| LogError::Io {
+                    path: dir.join(name),
+                    source,
+                })
+        };
+        Ok(Files {
+            payouts: open("payouts")?,
+            payout_offsets: open("payouts.offsets")?,
+            refusals: open("refusals")?,
+            refusal_offsets: open("refusals.offsets")?,
+            journal: open("journal")?,
+            dir: dir.to_path_buf(),
+            _temporary: temporary,
+        })
+    }
+
+    /// The generation the directory's `GENERATION` file names, if it has one.
+    fn generation(&self) -> Result<Option<u64>, LogError> {
+        match std::fs::read(self.dir.join(GENERATION)) {
+            Ok(b) => Ok(b.try_into().ok().map(u64::from_le_bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// Names a new generation (one after the last, or the time's nanoseconds if that
+    /// is later), durably; returns it.
+    fn new_generation(&self) -> Result<u64, LogError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let next = self.generation()?.map_or(0, |g| g.wrapping_add(1)).max(now);
+        let path = self.dir.join(GENERATION);
+        let mut f = File::create(&path).map_err(|e| self.io(e))?;
+        std::io::Write::write_all(&mut f, &next.to_le_bytes()).map_err(|e| self.io(e))?;
+        f.sync_all().map_err(|e| self.io(e))?;
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(next)
+    }
+
+    fn all(&self) -> [&File; 5] {
+        [
+            &self.payouts,
+            &self.payout_offsets,
+            &self.refusals,
+            &self.refusal_offsets,
+            &self.journal,
+        ]
+    }
+
+    fn len(&self, f: &File) -> Result<u64, LogError> {
+        Ok(f.metadata().map_err(|e| self.io(e))?.len())
+    }
+
+    fn io(&self, source: std::io::Error) -> LogError {
+        LogError::Io {
+            path: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: String) -> LogError {
+        LogError::Corrupt {
+            path: self.dir.clone(),
+            what: format!("history archive: {what}"),
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! inputs and exact duplicates through the bookkeeping. The result equals
 //! `replay --events` over the same inputs in the same order.
 
+use crate::archive::{Archive, Heads};
 use crate::layout::{Duplicate, Quarantined};
 use crate::log::{LogError, LogReader};
 use ledger_core::intake::IntakeRefusal;
@@ -41,6 +42,8 @@ struct Checkpoint {
     arrival: u64,
     hash: [u8; 32],
     replay: Replay,
+    /// Where the history archive stood at `seq`, when the fold's history went there.
+    archive: Option<Heads>,
 }
 
 /// Names the layout of the encoded state: bump it whenever the fold state's fields
@@ -49,8 +52,8 @@ struct Checkpoint {
 /// the log (sale records, used ids, identities) in one recent tier, and the counts of
 /// drained payouts and refusals (issue 15). 09: journals drained to the history
 /// archive (each entry's count of lines taken, the entries with lines to take) and
-/// refusals counted per code.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT09";
+/// refusals counted per code. 10: the history archive's heads after the state.
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT10";
 
 /// Bytes of the last checkpoint encoded in this process: the next one reserves about
 /// that much at once, instead of growing its buffer by doubling (each step a copy of
@@ -65,6 +68,7 @@ fn frame_checkpoint_body(
     arrival: u64,
     hash: &[u8; 32],
     replay: &Replay,
+    archive: Option<&Heads>,
 ) -> Result<Vec<u8>, postcard::Error> {
     let hint = LAST_CHECKPOINT_BYTES.load(std::sync::atomic::Ordering::Relaxed);
     let mut out = Vec::with_capacity(hint + hint / 8 + 4096);
@@ -73,6 +77,7 @@ fn frame_checkpoint_body(
     out.extend_from_slice(&arrival.to_be_bytes());
     out.extend_from_slice(hash);
     let out = postcard::to_extend(replay, out)?;
+    let out = postcard::to_extend(&archive, out)?;
     LAST_CHECKPOINT_BYTES.store(out.len(), std::sync::atomic::Ordering::Relaxed);
     Ok(out)
 }
@@ -100,32 +105,47 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
     };
     let mut hash = [0u8; 32];
     hash.copy_from_slice(&body[24..56]);
-    let mut replay: Replay = postcard::from_bytes(&body[56..])
+    let (mut replay, rest): (Replay, _) = postcard::take_from_bytes(&body[56..])
         .map_err(|e| format!("the checkpoint state does not decode: {e}"))?;
+    let archive: Option<Heads> = postcard::from_bytes(rest)
+        .map_err(|e| format!("the checkpoint's archive heads do not decode: {e}"))?;
     replay.restore_derived();
     Ok(Checkpoint {
         seq: n(8),
         arrival: n(16),
         hash,
         replay,
+        archive,
     })
 }
 
-/// Position and state of a checkpoint payload, if it decodes (for `verify`).
-pub(crate) fn peek_checkpoint(bytes: &[u8]) -> Option<(u64, u64, Replay)> {
+/// A checkpoint payload's position, arrival, state and archive heads, if it decodes
+/// (for `verify`).
+pub(crate) fn peek_checkpoint(bytes: &[u8]) -> Option<(u64, u64, Replay, Option<Heads>)> {
     decode_checkpoint(bytes)
         .ok()
-        .map(|cp| (cp.seq, cp.arrival, cp.replay))
+        .map(|cp| (cp.seq, cp.arrival, cp.replay, cp.archive))
 }
 
-/// Persists `replay` as covering log position `seq` and arrivals up to `arrival`.
+/// Whether the directory's checkpoint is the service's (its history in the archive):
+/// a tool that folded the log into memory must not replace it with its own.
+pub fn checkpoint_names_archive(log: &LogReader) -> Result<bool, LogError> {
+    Ok(log
+        .load_checkpoint()?
+        .and_then(|bytes| decode_checkpoint(&bytes).ok())
+        .is_some_and(|cp| cp.archive.is_some()))
+}
+
+/// Persists `replay` as covering log position `seq` and arrivals up to `arrival`, with
+/// `archive` where its drained history is (synced before the checkpoint is written).
 pub fn save_checkpoint(
     log: &LogReader,
     replay: &Replay,
     seq: u64,
     arrival: u64,
+    archive: Option<&Archive>,
 ) -> Result<(), LogError> {
-    match prepare_checkpoint(log, replay, seq, arrival)? {
+    match prepare_checkpoint(log, replay, seq, arrival, archive)? {
         Some(pending) => pending.write(log),
         None => Ok(()),
     }
@@ -137,6 +157,8 @@ pub struct PendingCheckpoint {
     pub seq: u64,
     /// The stored form without its checksum.
     body: Vec<u8>,
+    /// The archive the checkpoint's heads describe, synced before it is written.
+    archive: Option<Archive>,
 }
 
 /// Encodes `replay` as covering `seq` / `arrival`; `None` if the log has no record
@@ -146,6 +168,7 @@ pub fn prepare_checkpoint(
     replay: &Replay,
     seq: u64,
     arrival: u64,
+    archive: Option<&Archive>,
 ) -> Result<Option<PendingCheckpoint>, LogError> {
     let hash = match seq {
         0 => [0u8; 32],
@@ -154,9 +177,17 @@ pub fn prepare_checkpoint(
             None => return Ok(None),
         },
     };
-    PendingCheckpoint::encode(seq, arrival, hash, replay)
-        .map(Some)
-        .map_err(|e| LogError::Checkpoint(e.to_string()))
+    let heads = archive.map(Archive::state);
+    assert!(
+        heads.as_ref().map_or(replay.holds_all_history(), |h| {
+            (h.payouts, h.refusals) == (replay.payouts_issued(), replay.rejections_recorded())
+        }),
+        "a checkpoint's history is in it, or all in its archive"
+    );
+    let mut pending = PendingCheckpoint::encode(seq, arrival, hash, replay, heads.as_ref())
+        .map_err(|e| LogError::Checkpoint(e.to_string()))?;
+    pending.archive = archive.cloned();
+    Ok(Some(pending))
 }
 
 impl PendingCheckpoint {
@@ -165,10 +196,12 @@ impl PendingCheckpoint {
         arrival: u64,
         hash: [u8; 32],
         replay: &Replay,
+        archive: Option<&Heads>,
     ) -> Result<PendingCheckpoint, postcard::Error> {
         Ok(PendingCheckpoint {
             seq,
-            body: frame_checkpoint_body(seq, arrival, &hash, replay)?,
+            body: frame_checkpoint_body(seq, arrival, &hash, replay, archive)?,
+            archive: None,
         })
     }
 
@@ -177,11 +210,13 @@ impl PendingCheckpoint {
         seal_checkpoint(self.body)
     }
 
-    /// Checksums and stores the checkpoint (durable when this returns). The database
-    /// is flushed first: the history archive must reach the checkpoint on disk before
-    /// a restart can resume from it.
+    /// Checksums and stores the checkpoint (durable when this returns). The history
+    /// archive is synced first: it must reach the checkpoint on disk before a restart
+    /// can resume from it.
     pub fn write(self, log: &LogReader) -> Result<(), LogError> {
-        log.flush()?;
+        if let Some(archive) = &self.archive {
+            archive.sync()?;
+        }
         log.save_checkpoint(&self.framed())
     }
 }
@@ -396,45 +431,44 @@ fn usable_checkpoint(
 const ARCHIVE_EVERY: u64 = 4096;
 
 /// Rebuilds the live fold of the whole directory (with journals) into its working set,
-/// the history going to `archive`: from the checkpoint when the archive reaches at
-/// least as far and matches the log (folding on from the checkpoint writes the same
-/// history again), else from the start of the log into an emptied archive. The archive
-/// is marked at the position reached.
+/// the history going to the directory's archive, which is returned: from the checkpoint
+/// when the archive reaches at least as far as the checkpoint says (the files are cut
+/// back to the checkpoint's lengths; folding on from there appends the same history),
+/// else from the start of the log into an emptied archive.
 pub fn rebuild_archived(
     log: &LogReader,
-    archive: &crate::Archive,
     progress: &mut dyn FnMut(u64),
-) -> Result<Rebuilt, LogError> {
+) -> Result<(Rebuilt, Archive), LogError> {
     let mut warnings = Vec::new();
-    let mark = archive.mark()?;
-    let mark_matches = match mark {
-        None => false,
-        Some(m) => crate::Mark::at(log, m.position, m.arrival, m.payouts, m.rejections)?
-            .is_some_and(|at_log| at_log.hash == m.hash),
-    };
-    let mut start = usable_checkpoint(log, true, &mut warnings)?;
-    if let (Some(cp), Some(m)) = (&start, &mark) {
-        let behind = m.position < cp.seq
-            || m.payouts < cp.replay.payouts_issued()
-            || m.rejections < cp.replay.rejections_recorded();
-        if !mark_matches || behind {
-            warnings.push(format!(
-                "the history archive (to position {}) is behind the checkpoint (position {}) or does not match the log; rebuilding it from the log",
-                m.position, cp.seq
-            ));
-            start = None;
+    let mut start = None;
+    let mut archive = None;
+    if let Some(cp) = usable_checkpoint(log, true, &mut warnings)? {
+        match &cp.archive {
+            Some(heads) => match Archive::open_at(log.path(), heads)? {
+                Some(a) => {
+                    archive = Some(a);
+                    start = Some(cp);
+                }
+                None => warnings.push(format!(
+                    "the history archive is behind the checkpoint (position {}) or missing; rebuilding it from the log",
+                    cp.seq
+                )),
+            },
+            // A checkpoint that holds all its history (one `replay --data-dir` wrote)
+            // fills an empty archive at the first drain.
+            None if cp.replay.holds_all_history() => {
+                archive = Some(Archive::create(log.path())?);
+                start = Some(cp);
+            }
+            None => warnings.push(
+                "the checkpoint names no history archive; rebuilding it from the log".into(),
+            ),
         }
-    } else if start.is_some()
-        && !start
-            .as_ref()
-            .is_some_and(|cp| cp.replay.holds_all_history())
-    {
-        warnings.push("the history archive is missing; rebuilding it from the log".into());
-        start = None;
     }
-    if start.is_none() && mark.is_some() && !mark_matches {
-        archive.clear()?;
-    }
+    let archive = match archive {
+        Some(a) => a,
+        None => Archive::create(log.path())?,
+    };
     let (mut replay, from_seq, from_arrival, resumed_from) = match start {
         Some(cp) => (cp.replay, cp.seq, cp.arrival, Some(cp.seq)),
         None => {
@@ -459,25 +493,19 @@ pub fn rebuild_archived(
         },
     )?;
     archive.write(&replay.drain_history())?;
-    let mark = crate::Mark::at(
-        log,
-        seq,
-        arrival,
-        replay.payouts_issued(),
-        replay.rejections_recorded(),
-    )?
-    .ok_or_else(|| LogError::Corrupt {
-        path: log.path().to_path_buf(),
-        what: format!("position {seq} was folded but is not in the log"),
-    })?;
-    archive.set_mark(&mark)?;
-    Ok(Rebuilt {
+    // A new archive: the checkpoint (if any) describes another generation of it, and
+    // must not be resumed from with this one. Checkpoint the rebuilt state with it.
+    if resumed_from.is_none() {
+        save_checkpoint(log, &replay, seq, arrival, Some(&archive))?;
+    }
+    let rebuilt = Rebuilt {
         replay,
         seq,
         arrival,
         resumed_from,
         warnings,
-    })
+    };
+    Ok((rebuilt, archive))
 }
 
 /// Folds everything appended after position `from_seq` / arrival `from_arrival` into
@@ -732,7 +760,7 @@ mod tests {
     fn checkpoints_round_trip_and_detect_damage() {
         let mut replay = Replay::new();
         replay.push(br#"{"not":"an event"}"#, 1);
-        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &replay)
+        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &replay, None)
             .unwrap()
             .framed();
         let cp = decode_checkpoint(&bytes).unwrap();
@@ -754,8 +782,8 @@ mod layout_tests {
     /// folded with journals). A change of the encoded layout changes the digest; it must
     /// come with a new magic, so that older checkpoints are refused rather than misread.
     const PINNED: (&[u8; 8], &str) = (
-        b"ILCKPT09",
-        "4a729a9973efb47e8d79ba426093ce053145672bb17da7c254a578a55a278fa8",
+        b"ILCKPT10",
+        "42be02500904559e844c84d0baeb5c632f8ac953ef0e93065530f5caa980a831",
     );
 
     fn fixed_state() -> Replay {
@@ -771,7 +799,7 @@ mod layout_tests {
     }
 
     fn checkpoint_digest() -> String {
-        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &fixed_state())
+        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &fixed_state(), None)
             .unwrap()
             .framed();
         ledger_core::hex(&Sha256::digest(&bytes))
@@ -838,7 +866,7 @@ mod state_tests {
         {
             replay.push(line.as_bytes(), i as u64 + 1);
         }
-        let bytes = PendingCheckpoint::encode(1, 1, [0; 32], &replay)
+        let bytes = PendingCheckpoint::encode(1, 1, [0; 32], &replay, None)
             .unwrap()
             .framed();
         let back = decode_checkpoint(&bytes).unwrap_or_else(|e| panic!("{e}"));

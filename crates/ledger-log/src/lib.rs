@@ -26,7 +26,7 @@ pub mod outbox;
 pub mod runs;
 pub mod verify;
 
-pub use archive::{Archive, Mark, PayoutsOf};
+pub use archive::{Archive, Heads, PayoutsOf};
 pub use history::{rebuild, rebuild_with_journal, save_checkpoint, Bound, Rebuilt};
 pub use log::{Input, Log, LogError, LogReader, Outcome, Segment, StorageError, FORMAT_VERSION};
 pub use lookups::LookupStore;

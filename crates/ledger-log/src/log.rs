@@ -173,32 +173,6 @@ impl TreeHandle {
     pub(crate) fn get(&self) -> Result<sled::Tree, sled::Error> {
         current(&self.store)?.db.open_tree(&self.name)
     }
-
-    /// A tree of a database of its own, deleted when its last handle is dropped (for
-    /// history kept beside a fold that has no data directory).
-    pub(crate) fn temporary(names: &[&str]) -> Result<Vec<TreeHandle>, sled::Error> {
-        let db = sled::Config::new()
-            .temporary(true)
-            .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(None)
-            .open()?;
-        let tree = db.open_tree("log")?;
-        let store: SharedStore = Arc::new(RwLock::new(Some(Store { db, tree })));
-        Ok(names
-            .iter()
-            .map(|name| TreeHandle {
-                store: store.clone(),
-                name: name.to_string(),
-            })
-            .collect())
-    }
-
-    /// Removes every key of the tree.
-    pub(crate) fn clear(&self) -> Result<(), sled::Error> {
-        let store = current(&self.store)?;
-        store.db.drop_tree(&self.name)?;
-        Ok(())
-    }
 }
 
 type IdentityIndex = HashMap<[u8; 16], (u64, [u8; 32]), foldhash::fast::RandomState>;
@@ -282,8 +256,9 @@ impl Log {
     }
 
     /// Reads the identity index from the log (once), checking that the sequence has no
-    /// gap on the way.
-    fn ensure_index(&mut self) -> Result<(), LogError> {
+    /// gap on the way. The first append does it; a caller that wants the cost paid
+    /// before (a benchmark of the service's memory) calls it.
+    pub fn ensure_index(&mut self) -> Result<(), LogError> {
         if self.index.is_some() {
             return Ok(());
         }
@@ -743,14 +718,6 @@ impl LogReader {
         };
         handle.get().map_err(storage(&self.path))?;
         Ok(crate::OutboxStore::new(handle, self.path.clone()))
-    }
-
-    /// A named tree of this directory's database, followed across [`Log::reopen`].
-    pub(crate) fn tree_handle(&self, name: &str) -> TreeHandle {
-        TreeHandle {
-            store: self.store.clone(),
-            name: name.to_string(),
-        }
     }
 
     /// Direct access to the log's tree, for `verify`.

@@ -62,96 +62,8 @@ pub fn verify(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, 
         if let CheckpointStatus::Differs(why) = &report.checkpoint {
             report.bad(None, format!("checkpoint: {why}"));
         }
-        if let Some(why) = check_archive(log)? {
-            report.bad(None, format!("history archive: {why}"));
-        }
     }
     Ok(report)
-}
-
-/// Compares the history archive (as far as its mark says it reaches) with the history
-/// of a fresh fold of the log: every payout, refusal and journal line. `None` when it
-/// matches or there is none.
-fn check_archive(log: &LogReader) -> Result<Option<String>, LogError> {
-    let archive = crate::Archive::of(log)?;
-    let Some(mark) = archive.mark()? else {
-        return Ok(None);
-    };
-    let at_log = crate::Mark::at(log, mark.position, mark.arrival, 0, 0)?;
-    if at_log.map(|m| m.hash) != Some(mark.hash) {
-        return Ok(Some(format!(
-            "it says it reaches position {}, where the log's record differs or is missing (the service rebuilds it at its next start)",
-            mark.position
-        )));
-    }
-    let mut fresh = Replay::new();
-    fresh.enable_journal();
-    let mut problem: Option<String> = None;
-    let mut compare = |d: ledger_core::replay::Drained| -> Result<(), LogError> {
-        if problem.is_some() {
-            return Ok(());
-        }
-        let payouts = archive.payouts(d.first_payout, d.first_payout + d.payouts.len() as u64);
-        if payouts.as_ref().ok() != Some(&d.payouts) {
-            problem = Some(format!(
-                "payouts {}..{} differ from the log's",
-                d.first_payout,
-                d.first_payout + d.payouts.len() as u64
-            ));
-            return Ok(());
-        }
-        let refusals = archive.rejections(d.first_rejection, d.rejections.len());
-        if refusals.as_ref().ok() != Some(&d.rejections) {
-            problem = Some(format!(
-                "refusals {}..{} differ from the log's",
-                d.first_rejection,
-                d.first_rejection + d.rejections.len() as u64
-            ));
-            return Ok(());
-        }
-        for l in &d.journal {
-            let stored = archive.journal_line(&l.partner_id, &l.program_id, &l.period, l.number);
-            if stored.ok().flatten().as_ref() != Some(&l.line) {
-                problem = Some(format!(
-                    "journal line {} of {}/{}/{} differs from the log's",
-                    l.number, l.partner_id, l.program_id, l.period
-                ));
-                return Ok(());
-            }
-        }
-        Ok(())
-    };
-    fold_range(
-        log,
-        &mut fresh,
-        0,
-        0,
-        Limits {
-            max_seq: mark.position,
-            max_arrival: mark.arrival,
-            before_ns: u64::MAX,
-        },
-        &mut |replay, seq| {
-            if seq % 4096 == 0 {
-                compare(replay.drain_history())?;
-            }
-            Ok(())
-        },
-    )?;
-    compare(fresh.drain_history())?;
-    if problem.is_none()
-        && (fresh.payouts_issued(), fresh.rejections_recorded()) != (mark.payouts, mark.rejections)
-    {
-        problem = Some(format!(
-            "it counts {} payouts and {} refusals up to position {}, the log {} and {}",
-            mark.payouts,
-            mark.rejections,
-            mark.position,
-            fresh.payouts_issued(),
-            fresh.rejections_recorded()
-        ));
-    }
-    Ok(problem)
 }
 
 /// Every segment and record in order: sequence, arrival order, hash chain, intake,
@@ -327,17 +239,37 @@ fn check_marks(
     Ok(())
 }
 
-/// Compares the checkpoint with a fresh fold of the same prefix.
+/// Compares the checkpoint with a fresh fold of the same prefix — its state, and the
+/// history archive it names up to the checkpoint: every payout, refusal and journal
+/// line, in order.
 fn check_checkpoint(log: &LogReader) -> Result<CheckpointStatus, LogError> {
     let Some(bytes) = log.load_checkpoint()? else {
         return Ok(CheckpointStatus::Absent);
     };
-    let Some((seq, arrival, saved)) = crate::history::peek_checkpoint(&bytes) else {
+    let Some((seq, arrival, saved, heads)) = crate::history::peek_checkpoint(&bytes) else {
         return Ok(CheckpointStatus::Differs(
             "it does not decode (damaged or of another format)".into(),
         ));
     };
+    let archive = match &heads {
+        None => None,
+        Some(h) => match crate::Archive::read_only(log.path(), h)? {
+            Some(a) => Some(a),
+            None => {
+                return Ok(CheckpointStatus::Differs(
+                    "the history archive it names is missing".into(),
+                ))
+            }
+        },
+    };
     let mut fresh = Replay::new();
+    let mut compared = archive.as_ref().map(|a| ArchiveCheck {
+        journal: a.journal_reader(),
+        problem: None,
+    });
+    if archive.is_some() {
+        fresh.enable_journal();
+    }
     fold_range(
         log,
         &mut fresh,
@@ -348,13 +280,102 @@ fn check_checkpoint(log: &LogReader) -> Result<CheckpointStatus, LogError> {
             max_arrival: arrival,
             before_ns: u64::MAX,
         },
-        &mut |_, _| Ok(()),
+        &mut |replay, seq| {
+            if let (Some(a), Some(c)) = (&archive, compared.as_mut()) {
+                if seq % 4096 == 0 {
+                    c.compare(a, replay.drain_history());
+                }
+            }
+            Ok(())
+        },
     )?;
+    if let (Some(a), Some(mut c)) = (archive.as_ref(), compared) {
+        c.compare(a, fresh.drain_history());
+        if c.problem.is_none() {
+            match c.journal.next_line() {
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => {
+                    c.problem = Some("its journal holds lines the log does not make".into())
+                }
+            }
+        }
+        if let Some(why) = c.problem {
+            return Ok(CheckpointStatus::Differs(format!("history archive: {why}")));
+        }
+    }
     if fresh.working_state() == saved.working_state() {
         Ok(CheckpointStatus::Matches { seq })
     } else {
         Ok(CheckpointStatus::Differs(format!(
             "the state saved for position {seq} differs from a fresh fold of the log up to it"
         )))
+    }
+}
+
+/// The archive compared so far with a fresh fold's history, and the first difference.
+struct ArchiveCheck<'a> {
+    journal: crate::archive::JournalReader<'a>,
+    problem: Option<String>,
+}
+
+impl ArchiveCheck<'_> {
+    fn compare(&mut self, archive: &crate::Archive, d: ledger_core::replay::Drained) {
+        if self.problem.is_some() {
+            return;
+        }
+        let end = d.first_payout + d.payouts.len() as u64;
+        if archive.payouts(d.first_payout, end).ok() != Some(d.payouts) {
+            self.problem = Some(format!(
+                "payouts {}..{end} differ from the log's",
+                d.first_payout
+            ));
+            return;
+        }
+        let end = d.first_rejection + d.rejections.len() as u64;
+        if archive
+            .rejections(d.first_rejection, d.rejections.len())
+            .ok()
+            != Some(d.rejections)
+        {
+            self.problem = Some(format!(
+                "refusals {}..{end} differ from the log's",
+                d.first_rejection
+            ));
+            return;
+        }
+        for l in &d.journal {
+            let stored = match self.journal.next_line() {
+                Ok(Some(stored)) => stored,
+                Ok(None) => {
+                    self.problem = Some("the journal ends before the log's lines do".into());
+                    return;
+                }
+                Err(e) => {
+                    self.problem = Some(format!("the journal cannot be read: {e}"));
+                    return;
+                }
+            };
+            let (entry, n, line) = &stored;
+            let same = (
+                entry.0.as_str(),
+                entry.1.as_str(),
+                entry.2.as_str(),
+                *n,
+                line,
+            ) == (
+                l.partner_id.as_str(),
+                l.program_id.as_str(),
+                l.period.as_str(),
+                l.number,
+                &l.line,
+            );
+            if !same {
+                self.problem = Some(format!(
+                    "journal line {} of {}/{}/{} differs from the log's",
+                    l.number, l.partner_id, l.program_id, l.period
+                ));
+                return;
+            }
+        }
     }
 }

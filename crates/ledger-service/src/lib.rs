@@ -139,8 +139,7 @@ impl Service {
         let log = Log::open(&config.data_dir)?;
         let outbox = Outbox::new(log.outbox()?, &config.payout_subject_prefix)
             .map_err(ServiceError::Outbox)?;
-        let archive = ledger_log::Archive::of(&log)?;
-        let rebuilt = history::rebuild_archived(&log, &archive, &mut |_| {})?;
+        let (rebuilt, archive) = history::rebuild_archived(&log, &mut |_| {})?;
         for w in &rebuilt.warnings {
             warn!("{w}");
         }
@@ -159,8 +158,7 @@ impl Service {
             rebuilt.arrival,
             rebuilt.resumed_from.unwrap_or(0),
             archive,
-        )?
-        .marked_at_position();
+        )?;
         let handle = Handle::new(projection, Some(log.reader()), config.outbox_stall_after);
         handle
             .health()
@@ -172,6 +170,19 @@ impl Service {
             handle: handle.clone(),
         };
         Ok((service, handle))
+    }
+
+    /// Writes a checkpoint of the projection as it stands and loads the log's identity
+    /// index, as a running service has both: for measuring what an opened service
+    /// holds (`bench-memory --service`) without a transport.
+    #[doc(hidden)]
+    pub fn settle_for_measurement(&mut self) -> Result<(), ServiceError> {
+        let p = self.handle.read();
+        let (seq, arrival) = (p.seq, p.arrival);
+        history::save_checkpoint(&self.log, &p.replay, seq, arrival, Some(&p.archive))?;
+        drop(p);
+        self.log.ensure_index()?;
+        Ok(())
     }
 
     /// The upstream position (stream sequence) of the last message in the log: the

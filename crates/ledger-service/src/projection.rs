@@ -8,7 +8,7 @@
 
 use ledger_core::replay::{Drained, Rejection};
 use ledger_core::Replay;
-use ledger_log::{Archive, LogError, LogReader, Mark};
+use ledger_log::{Archive, LogError};
 
 pub(crate) struct Projection {
     pub(crate) replay: Replay,
@@ -22,8 +22,6 @@ pub(crate) struct Projection {
     /// History drained from the fold whose write to the archive failed: written before
     /// anything newer, at the next step.
     unwritten: Drained,
-    /// The position the archive's mark was last set to.
-    marked: Option<u64>,
 }
 
 impl Projection {
@@ -43,17 +41,9 @@ impl Projection {
             checkpoint_seq,
             archive,
             unwritten: Drained::default(),
-            marked: None,
         };
         p.archive_new(&mut Vec::new())?;
         Ok(p)
-    }
-
-    /// A projection whose archive is known to be marked at its position (as a rebuild
-    /// leaves it).
-    pub(crate) fn marked_at_position(mut self) -> Projection {
-        self.marked = Some(self.seq);
-        self
     }
 
     /// Moves what the fold produced since the last call into the archive, adding the
@@ -78,31 +68,5 @@ impl Projection {
     /// Whether every payout the fold issued is in the archive.
     pub(crate) fn archived(&self) -> bool {
         self.unwritten.is_empty()
-    }
-
-    /// Whether the archive holds all the history and is marked at the position (what a
-    /// checkpoint of this state needs).
-    pub(crate) fn archived_to_position(&self) -> bool {
-        self.archived() && self.marked == Some(self.seq)
-    }
-
-    /// Marks the archive as reaching this projection's position (after a fold step
-    /// whose history is all written).
-    pub(crate) fn mark_archive(&mut self, log: &LogReader) -> Result<(), LogError> {
-        if !self.archived() || self.marked == Some(self.seq) {
-            return Ok(());
-        }
-        let mark = Mark::at(
-            log,
-            self.seq,
-            self.arrival,
-            self.replay.payouts_issued(),
-            self.replay.rejections_recorded(),
-        )?;
-        if let Some(m) = mark {
-            self.archive.set_mark(&m)?;
-            self.marked = Some(self.seq);
-        }
-        Ok(())
     }
 }

@@ -132,11 +132,10 @@ impl<N: Notices> Projector<N> {
                 true => Ok(()),
                 false => p.archive_new(&mut refused),
             };
-            let marked = written.and_then(|()| p.mark_archive(&self.log));
             (
                 p.replay.payouts_issued() - payouts_before,
                 p.seq,
-                marked.err(),
+                written.err(),
             )
         };
         // The history is held in memory and written at the next step; the fault shows
@@ -252,11 +251,11 @@ impl Checkpoints {
             // projector that encodes).
             let p = handle.read();
             // The archive must reach the checkpoint: a restart resumes from it.
-            if !p.archived_to_position() {
+            if !p.archived() {
                 return None;
             }
             tokio::task::block_in_place(|| {
-                history::prepare_checkpoint(log, &p.replay, p.seq, p.arrival)
+                history::prepare_checkpoint(log, &p.replay, p.seq, p.arrival, Some(&p.archive))
             })
         };
         let pending = match pending {
@@ -313,12 +312,14 @@ impl Checkpoints {
 pub(crate) fn checkpoint_now(log: &LogReader, handle: &Handle) -> Result<(), ServiceError> {
     let seq = {
         let p = handle.read();
-        if !p.archived_to_position() {
+        if !p.archived() {
             warn!("no checkpoint at shutdown: the history archive could not be written up to the position");
             return Ok(());
         }
         let (seq, arrival) = (p.seq, p.arrival);
-        tokio::task::block_in_place(|| history::save_checkpoint(log, &p.replay, seq, arrival))?;
+        tokio::task::block_in_place(|| {
+            history::save_checkpoint(log, &p.replay, seq, arrival, Some(&p.archive))
+        })?;
         seq
     };
     let mut p = handle.write();

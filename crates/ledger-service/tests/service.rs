@@ -365,9 +365,6 @@ async fn run_to_the_end(config: ServiceConfig, lines: &[String], before: impl Fn
     running.await.unwrap().unwrap();
 }
 
-/// How a test spoils an archive's mark.
-type BadMark = fn(ledger_log::Mark) -> ledger_log::Mark;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_history_archive_answers_as_a_replay_and_is_rebuilt_when_missing_behind_or_foreign() {
     let lines = lines(13, 3000);
@@ -400,73 +397,80 @@ async fn the_history_archive_answers_as_a_replay_and_is_rebuilt_when_missing_beh
     assert!(status.checkpoint_seq > 0, "resumed from a checkpoint");
     assert!(answers == truth, "live history equals a replay's");
 
-    // A wrong payout 0 that only a rebuild replaces, under each kind of bad mark.
-    let damage = |mark: Option<BadMark>| {
-        let log = ledger_log::Log::open(&data).unwrap();
-        let archive = ledger_log::Archive::of(&log).unwrap();
-        let good = archive.mark().unwrap().unwrap();
-        let mut wrong = archive.payouts(0, 1).unwrap();
-        wrong[0].amount += rust_decimal::Decimal::ONE;
-        archive
-            .write(&ledger_core::replay::Drained {
-                payouts: wrong,
-                ..Default::default()
-            })
-            .unwrap();
-        match mark {
-            None => archive.clear().unwrap(),
-            Some(f) => archive.set_mark(&f(good)).unwrap(),
-        }
-        log.flush().unwrap();
-    };
-    let cases: [(&str, Option<BadMark>); 3] = [
-        ("missing", None),
-        (
-            "behind the checkpoint",
-            Some(|m| ledger_log::Mark {
-                position: 10,
-                payouts: 0,
-                rejections: 0,
-                ..m
-            }),
-        ),
-        (
-            "not of this log",
-            Some(|m| ledger_log::Mark { hash: [9; 32], ..m }),
-        ),
-    ];
-    for (what, mark) in cases {
-        damage(mark);
-        let (answers, status) = reopen();
-        assert!(answers == truth, "an archive {what} is rebuilt");
-        assert_eq!(
-            status.digest.as_deref(),
-            Some(expected_digest.as_str()),
-            "{what}"
-        );
-    }
+    let history = data.join(ledger_log::archive::DIR);
+    let len = |name: &str| std::fs::metadata(history.join(name)).unwrap().len();
 
-    // `verify` compares the archive with the log: a changed payout is named.
-    let log = ledger_log::Log::open(&data).unwrap();
-    assert!(ledger_log::verify(&log, &mut |_| {}).unwrap().ok());
-    let archive = ledger_log::Archive::of(&log).unwrap();
-    let mut wrong = archive.payouts(3, 4).unwrap();
-    wrong[0].amount += rust_decimal::Decimal::ONE;
-    archive
-        .write(&ledger_core::replay::Drained {
-            first_payout: 3,
-            payouts: wrong,
-            ..Default::default()
-        })
+    // Written after the checkpoint and lost to a crash: cut back, folded again.
+    let journal_len = len("journal");
+    for name in ["payouts", "payouts.offsets", "journal"] {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(history.join(name))
+            .unwrap();
+        std::io::Write::write_all(&mut f, &[0xAB; 77]).unwrap();
+    }
+    let (answers, status) = reopen();
+    assert!(
+        answers == truth,
+        "an archive longer than its checkpoint is cut back"
+    );
+    assert!(status.checkpoint_seq > 0, "and the checkpoint still used");
+    assert_eq!(len("journal"), journal_len);
+
+    // Behind the checkpoint (a file shorter than it says), or gone: rebuilt from the log.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(history.join("journal"))
         .unwrap();
+    f.set_len(journal_len / 2).unwrap();
+    drop(f);
+    let (answers, status) = reopen();
+    assert!(
+        answers == truth,
+        "an archive behind its checkpoint is rebuilt"
+    );
+    assert_eq!(status.digest.as_deref(), Some(expected_digest.as_str()));
+    std::fs::remove_dir_all(&history).unwrap();
+    let (answers, _) = reopen();
+    assert!(answers == truth, "a missing archive is rebuilt");
+
+    // A damaged payout: `verify` names it, and a query of it fails rather than
+    // answering something else.
+    let log = ledger_log::Log::open(&data).unwrap();
+    let report = ledger_log::verify(&log, &mut |_| {}).unwrap();
+    assert!(report.ok(), "{report:?}");
+    drop(log);
+    let mut bytes = std::fs::read(history.join("payouts")).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x40;
+    std::fs::write(history.join("payouts"), &bytes).unwrap();
+    let log = ledger_log::Log::open(&data).unwrap();
     let report = ledger_log::verify(&log, &mut |_| {}).unwrap();
     assert!(
         report
             .problems
             .iter()
-            .any(|p| p.starts_with("history archive: payouts 0..")),
+            .any(|p| p.starts_with("checkpoint: history archive: payouts")),
         "{report:?}"
     );
+    drop(log);
+    let (service, handle) = tokio::task::block_in_place(|| Service::open(config())).unwrap();
+    let mut failed = false;
+    let mut after = 0;
+    for _ in 0..100_000 {
+        match handle.payouts(&ledger_service::PayoutFilter::default(), after, 97) {
+            Err(_) => {
+                failed = true;
+                break;
+            }
+            Ok(page) => match page.next {
+                Some(n) => after = n,
+                None => break,
+            },
+        }
+    }
+    assert!(failed, "the damaged payout is an error, not an answer");
+    drop(service);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -365,6 +365,25 @@ impl Replay {
         drained
     }
 
+    /// Gives a drained replay its history back, read from where it was kept (the
+    /// payouts and refusals drained so far, in order), so that it holds all of it
+    /// again; its statement journals, which that history does not restore, are
+    /// dropped.
+    pub fn restore_history(&mut self, mut payouts: Vec<Payout>, mut rejections: Vec<Rejection>) {
+        assert_eq!(
+            (payouts.len() as u64, rejections.len() as u64),
+            (self.payouts_drained, self.rejected_drained),
+            "the history restored is the history drained"
+        );
+        payouts.append(&mut self.payouts);
+        rejections.append(&mut self.rejected);
+        self.payouts = payouts;
+        self.rejected = rejections;
+        self.payouts_drained = 0;
+        self.rejected_drained = 0;
+        self.ledger.disable_journal();
+    }
+
     /// Payouts issued so far, drained or not.
     pub fn payouts_issued(&self) -> u64 {
         self.payouts_drained + self.payouts.len() as u64

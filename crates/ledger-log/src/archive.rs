@@ -287,7 +287,8 @@ impl Archive {
     }
 
     /// Opens the archive of `data_dir` for reading only, as far as `heads` says (for
-    /// `verify`); `None` if it has no such files.
+    /// `verify` and tools); `None` if it has no such files, or they are of another
+    /// generation.
     pub fn read_only(data_dir: &Path, heads: &Heads) -> Result<Option<Archive>, LogError> {
         let dir = data_dir.join(DIR);
         if !dir.join("payouts").exists() {
@@ -308,6 +309,9 @@ impl Archive {
             dir,
             _temporary: None,
         };
+        if files.generation()? != Some(heads.generation) {
+            return Ok(None);
+        }
         Ok(Some(Archive::new(files, heads.clone())))
     }
 
@@ -338,14 +342,6 @@ impl Archive {
     /// Appends drained history, which must continue what the archive holds. On an
     /// error nothing counts as written (a later write overwrites what this one left).
     pub fn write(&self, d: &Drained) -> Result<(), LogError> {
-        let injected =
-            self.failing_writes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        if injected.is_ok() {
-            return Err(self.files.io(std::io::Error::other(
-                "injected fault: the history archive refuses a write",
-            )));
-        }
         let mut heads = self.heads.write().unwrap_or_else(|p| p.into_inner());
         if (d.first_payout, d.first_rejection) != (heads.payouts, heads.refusals)
             && !(d.payouts.is_empty() && d.rejections.is_empty())
@@ -361,6 +357,16 @@ impl Archive {
         let built = self.build(d, &mut heads, &mut undo);
         let written = built.and_then(|frames| {
             let f = &self.files;
+            // An injected fault fails where a full disk would: after the frames are
+            // built and the heads moved.
+            let injected =
+                self.failing_writes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            if injected.is_ok() {
+                return Err(f.io(std::io::Error::other(
+                    "injected fault: the history archive refuses a write",
+                )));
+            }
             let writes = [
                 (&f.payouts, heads.payouts_bytes, &frames.payouts),
                 (&f.payout_offsets, heads.payouts * 8, &frames.payout_offsets),
@@ -843,5 +849,106 @@ impl Files {
             path: self.dir.clone(),
             what: format!("history archive: {what}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_core::gen::{GenConfig, Generator};
+    use ledger_core::Replay;
+
+    /// A replay that kept its history, and the same replay drained into an archive at
+    /// uneven points, some writes failing and tried again with more history: the archive
+    /// answers every read as the kept history does, and so does the archive reopened at
+    /// a midway state's heads after more was written (cut back, then written again).
+    #[test]
+    fn the_archive_reads_back_what_a_replay_kept_through_failed_writes_and_reopening() {
+        let lines: Vec<String> = Generator::new(GenConfig::new(21, 2500)).collect();
+        let mut kept = Replay::new();
+        kept.enable_journal();
+        let mut drained = Replay::new();
+        drained.enable_journal();
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::create(dir.path()).unwrap();
+        let mut held = Drained::default();
+        let mut midway = None;
+        for (i, l) in lines.iter().enumerate() {
+            kept.push(l.as_bytes(), i as u64 + 1);
+            drained.push(l.as_bytes(), i as u64 + 1);
+            if i % 97 == 0 {
+                held.extend(drained.drain_history());
+                if i % 5 == 0 {
+                    archive.fail_next_writes(1);
+                    assert!(archive.write(&held).is_err());
+                } else {
+                    archive.write(&held).unwrap();
+                    held = Drained::default();
+                }
+            }
+            if i == 1200 && held.is_empty() {
+                midway = Some((archive.state(), drained.clone()));
+            }
+        }
+        held.extend(drained.drain_history());
+        archive.write(&held).unwrap();
+        let check = |archive: &Archive| {
+            let all = kept.payouts();
+            assert_eq!(archive.payouts(0, u64::MAX).unwrap(), all);
+            assert_eq!(
+                archive.rejections(0, usize::MAX).unwrap(),
+                kept.rejections()
+            );
+            let partner = all[all.len() / 2].partner_id.to_string();
+            let own: Vec<u64> = (0..all.len() as u64)
+                .filter(|&n| all[n as usize].partner_id == partner)
+                .collect();
+            let of = PayoutsOf::Partner(&partner);
+            assert_eq!(archive.payout_indexes(of, 0, usize::MAX).unwrap(), own);
+            assert_eq!(
+                archive.payout_indexes(of, own[3], 5).unwrap(),
+                own[3..8].to_vec()
+            );
+            for b in kept.ledger().balances() {
+                let st = kept
+                    .ledger()
+                    .statement(&b.partner_id, &b.program_id, &b.period)
+                    .unwrap();
+                let lines = archive
+                    .journal(
+                        &b.partner_id,
+                        &b.program_id,
+                        &b.period,
+                        st.lines.len() as u64,
+                    )
+                    .unwrap();
+                assert_eq!(
+                    lines, st.lines,
+                    "{}/{}/{}",
+                    b.partner_id, b.program_id, b.period
+                );
+            }
+        };
+        check(&archive);
+
+        // Reopened at the midway heads: cut back, then the rest written again.
+        let (heads, mut replay) = midway.expect("a midway state with nothing held");
+        drop(archive);
+        let archive = Archive::open_at(dir.path(), &heads).unwrap().unwrap();
+        for (i, l) in lines.iter().enumerate().skip(1201) {
+            replay.push(l.as_bytes(), i as u64 + 1);
+            if i % 300 == 0 {
+                archive.write(&replay.drain_history()).unwrap();
+            }
+        }
+        archive.write(&replay.drain_history()).unwrap();
+        check(&archive);
+        // Heads of another generation open nothing.
+        let other = Heads {
+            generation: heads.generation + 1,
+            ..heads
+        };
+        drop(archive);
+        assert!(Archive::open_at(dir.path(), &other).unwrap().is_none());
     }
 }

@@ -345,10 +345,13 @@ fn rebuild_inner(
     let mut start = None;
     if use_checkpoint && limits.before_ns == u64::MAX {
         start = usable_checkpoint(log, journal, &mut warnings)?
-            .filter(|cp| cp.seq <= limits.max_seq && cp.arrival <= limits.max_arrival)
-            // A checkpoint of the service holds the working set only; its history is
-            // in the archive, which a rebuild into memory does not read.
-            .filter(|cp| cp.replay.holds_all_history());
+            .filter(|cp| cp.seq <= limits.max_seq && cp.arrival <= limits.max_arrival);
+        // A checkpoint of the service holds the working set only; its payouts and
+        // refusals are read back from the archive it names. (Its journals are not:
+        // a rebuild with journals folds from the start instead.)
+        if let Some(cp) = start.take() {
+            start = with_history(log, cp, journal)?;
+        }
     }
     let (mut replay, from_seq, from_arrival, resumed_from) = match start {
         Some(cp) => (cp.replay, cp.seq, cp.arrival, Some(cp.seq)),
@@ -423,6 +426,33 @@ fn usable_checkpoint(
         );
         return Ok(None);
     }
+    Ok(Some(cp))
+}
+
+/// `cp` holding all its history: as it is, or with the payouts and refusals of the
+/// archive it names read back; `None` if it cannot (no archive, or journals wanted).
+fn with_history(
+    log: &LogReader,
+    mut cp: Checkpoint,
+    journal: bool,
+) -> Result<Option<Checkpoint>, LogError> {
+    if cp.replay.holds_all_history() {
+        return Ok(Some(cp));
+    }
+    let Some(heads) = cp.archive.as_ref().filter(|_| !journal) else {
+        return Ok(None);
+    };
+    let Some(archive) = Archive::read_only(log.path(), heads)? else {
+        return Ok(None);
+    };
+    let payouts = archive.payouts(0, heads.payouts)?;
+    let rejections = archive.rejections(0, heads.refusals as usize)?;
+    if (payouts.len() as u64, rejections.len() as u64)
+        != (cp.replay.payouts_issued(), cp.replay.rejections_recorded())
+    {
+        return Ok(None);
+    }
+    cp.replay.restore_history(payouts, rejections);
     Ok(Some(cp))
 }
 

@@ -396,6 +396,14 @@ async fn the_history_archive_answers_as_a_replay_and_is_rebuilt_when_missing_beh
     assert_eq!(status.digest.as_deref(), Some(expected_digest.as_str()));
     assert!(status.checkpoint_seq > 0, "resumed from a checkpoint");
     assert!(answers == truth, "live history equals a replay's");
+    // A replay of the directory resumes from the service's checkpoint, its history
+    // read back from the archive, to the same document.
+    {
+        let log = ledger_log::Log::open(&data).unwrap();
+        let rebuilt = ledger_log::rebuild(&log, ledger_log::Bound::All, true, &mut |_| {}).unwrap();
+        assert_eq!(rebuilt.resumed_from, Some(status.checkpoint_seq));
+        assert_eq!(rebuilt.replay.document().digest, expected_digest);
+    }
 
     let history = data.join(ledger_log::archive::DIR);
     let len = |name: &str| std::fs::metadata(history.join(name)).unwrap().len();

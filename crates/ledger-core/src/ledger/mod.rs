@@ -137,6 +137,12 @@ impl Ledger {
         }
     }
 
+    /// Keeps no journal from now on, and drops the one kept.
+    pub fn disable_journal(&mut self) {
+        self.journal = None;
+        self.journal_pending.clear();
+    }
+
     pub fn journal_enabled(&self) -> bool {
         self.journal.is_some()
     }

@@ -263,8 +263,13 @@ fn bench_replay(log: &ledger_log::Log) -> Result<()> {
         memory()
     );
     let start = Instant::now();
-    let pending =
-        history::prepare_checkpoint(log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival, None)?;
+    let pending = history::prepare_checkpoint(
+        log,
+        &rebuilt.replay,
+        rebuilt.seq,
+        rebuilt.arrival,
+        &history::Stores::default(),
+    )?;
     let encoded = start.elapsed();
     if let Some(pending) = pending {
         pending.write(log)?;

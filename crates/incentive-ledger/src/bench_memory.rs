@@ -63,6 +63,7 @@ pub fn open_service(args: OpenServiceArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!(ledger_service::error_chain(&e)))?;
     let opened = start.elapsed().as_secs_f64();
     let resumed_from = handle.status().checkpoint_seq;
+    let rss_open = resident_bytes();
     service
         .settle_for_measurement()
         .map_err(|e| anyhow::anyhow!(ledger_service::error_chain(&e)))?;
@@ -73,9 +74,23 @@ pub fn open_service(args: OpenServiceArgs) -> Result<()> {
             "resumed_from": resumed_from,
             "open_seconds": opened,
             "total_seconds": start.elapsed().as_secs_f64(),
+            "rss_after_open": rss_open,
+            "rss_after_checkpoint_and_identity_index": resident_bytes(),
         })
     );
     Ok(())
+}
+
+/// This process's resident set now (`VmRSS`), in bytes; 0 where it cannot be read.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
 }
 
 /// One run's figures.
@@ -163,6 +178,12 @@ fn run_service(args: &BenchMemoryArgs, binaries: &[PathBuf], dir: &Path) -> Resu
             let first: serde_json::Value = serde_json::from_slice(&std::fs::read(&opened)?)?;
             let restart = child(binary, &["open-service"], &events, &data, Some(&opened))?;
             let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&opened)?)?;
+            println!(
+                "{n:>9} events  resident after the restart's open {:.1} MB, after its checkpoint and the log's identity index {:.1} MB  [{}]",
+                again["rss_after_open"].as_f64().unwrap_or(0.0) / 1e6,
+                again["rss_after_checkpoint_and_identity_index"].as_f64().unwrap_or(0.0) / 1e6,
+                binary.display()
+            );
             let run = ServiceRun {
                 ingest,
                 first_open,

@@ -23,6 +23,9 @@ pub struct Config {
     pub status_subject: String,
     /// Log positions folded between checkpoints (a checkpoint is also written on shutdown).
     pub checkpoint_every: u64,
+    /// Lookups (sale records, used ids, identities) held in memory before they are
+    /// written to the data directory's lookup store: the fold's main memory knob.
+    pub lookups_in_memory: usize,
     /// Address of the HTTP query API.
     pub http_addr: String,
     pub auth: ledger_api::AuthConfig,
@@ -40,6 +43,7 @@ impl Default for Config {
             rejected_subject: nats.rejected_subject,
             status_subject: nats.status_subject,
             checkpoint_every: service.checkpoint_every,
+            lookups_in_memory: service.lookups_in_memory,
             http_addr: "127.0.0.1:8080".into(),
             auth: ledger_api::AuthConfig::default(),
         }
@@ -61,6 +65,7 @@ impl Config {
             publish_window: self.payouts.publish_window,
             publish_timeout: Duration::from_millis(self.payouts.publish_timeout_ms.max(1)),
             outbox_stall_after: Duration::from_secs(self.payouts.stall_alarm_secs.max(1)),
+            lookups_in_memory: self.lookups_in_memory.max(1),
         }
     }
 

@@ -177,9 +177,11 @@ pub fn replay_dir(
     if checkpoint
         && bound == Bound::All
         && folded_since > 0
+        && !rebuilt.replay.has_backing()
         && !history::checkpoint_names_archive(&log)?
     {
-        history::save_checkpoint(&log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival, None)
+        let stores = history::Stores::default();
+        history::save_checkpoint(&log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival, &stores)
             .with_context(|| format!("cannot write a checkpoint into {}", dir.display()))?;
     }
     Ok(rebuilt.replay)

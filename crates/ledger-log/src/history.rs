@@ -8,9 +8,12 @@
 use crate::archive::{Archive, Heads};
 use crate::layout::{Duplicate, Quarantined};
 use crate::log::{LogError, LogReader};
+use crate::lookups::LookupStore;
+use crate::runs::RunName;
 use ledger_core::intake::IntakeRefusal;
 use ledger_core::Replay;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// Which part of the history to rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,16 @@ struct Checkpoint {
     replay: Replay,
     /// Where the history archive stood at `seq`, when the fold's history went there.
     archive: Option<Heads>,
+    /// The lookup store's runs below the state's recent lookups, when it has a store.
+    lookups: Option<Vec<RunName>>,
+}
+
+/// The stores a fold state relies on beside itself: where its drained history went,
+/// and where its lookups older than its recent tier are. A checkpoint names both.
+#[derive(Clone, Default)]
+pub struct Stores {
+    pub archive: Option<Archive>,
+    pub lookups: Option<Arc<LookupStore>>,
 }
 
 /// Names the layout of the encoded state: bump it whenever the fold state's fields
@@ -52,8 +65,9 @@ struct Checkpoint {
 /// the log (sale records, used ids, identities) in one recent tier, and the counts of
 /// drained payouts and refusals (issue 15). 09: journals drained to the history
 /// archive (each entry's count of lines taken, the entries with lines to take) and
-/// refusals counted per code. 10: the history archive's heads after the state.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT10";
+/// refusals counted per code. 10: the history archive's heads after the state. 11: the
+/// lookup store's runs after those.
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT11";
 
 /// Bytes of the last checkpoint encoded in this process: the next one reserves about
 /// that much at once, instead of growing its buffer by doubling (each step a copy of
@@ -69,6 +83,7 @@ fn frame_checkpoint_body(
     hash: &[u8; 32],
     replay: &Replay,
     archive: Option<&Heads>,
+    lookups: Option<&[RunName]>,
 ) -> Result<Vec<u8>, postcard::Error> {
     let hint = LAST_CHECKPOINT_BYTES.load(std::sync::atomic::Ordering::Relaxed);
     let mut out = Vec::with_capacity(hint + hint / 8 + 4096);
@@ -78,6 +93,7 @@ fn frame_checkpoint_body(
     out.extend_from_slice(hash);
     let out = postcard::to_extend(replay, out)?;
     let out = postcard::to_extend(&archive, out)?;
+    let out = postcard::to_extend(&lookups, out)?;
     LAST_CHECKPOINT_BYTES.store(out.len(), std::sync::atomic::Ordering::Relaxed);
     Ok(out)
 }
@@ -107,8 +123,10 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
     hash.copy_from_slice(&body[24..56]);
     let (mut replay, rest): (Replay, _) = postcard::take_from_bytes(&body[56..])
         .map_err(|e| format!("the checkpoint state does not decode: {e}"))?;
-    let archive: Option<Heads> = postcard::from_bytes(rest)
+    let (archive, rest): (Option<Heads>, _) = postcard::take_from_bytes(rest)
         .map_err(|e| format!("the checkpoint's archive heads do not decode: {e}"))?;
+    let lookups: Option<Vec<RunName>> = postcard::from_bytes(rest)
+        .map_err(|e| format!("the checkpoint's lookup runs do not decode: {e}"))?;
     replay.restore_derived();
     Ok(Checkpoint {
         seq: n(8),
@@ -116,6 +134,7 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
         hash,
         replay,
         archive,
+        lookups,
     })
 }
 
@@ -143,9 +162,9 @@ pub fn save_checkpoint(
     replay: &Replay,
     seq: u64,
     arrival: u64,
-    archive: Option<&Archive>,
+    stores: &Stores,
 ) -> Result<(), LogError> {
-    match prepare_checkpoint(log, replay, seq, arrival, archive)? {
+    match prepare_checkpoint(log, replay, seq, arrival, stores)? {
         Some(pending) => pending.write(log),
         None => Ok(()),
     }
@@ -157,8 +176,10 @@ pub struct PendingCheckpoint {
     pub seq: u64,
     /// The stored form without its checksum.
     body: Vec<u8>,
-    /// The archive the checkpoint's heads describe, synced before it is written.
-    archive: Option<Archive>,
+    /// The stores the checkpoint names: the archive is synced before it is written,
+    /// and the lookup runs it does not name are deleted after.
+    stores: Stores,
+    runs: Option<Vec<RunName>>,
 }
 
 /// Encodes `replay` as covering `seq` / `arrival`; `None` if the log has no record
@@ -168,7 +189,7 @@ pub fn prepare_checkpoint(
     replay: &Replay,
     seq: u64,
     arrival: u64,
-    archive: Option<&Archive>,
+    stores: &Stores,
 ) -> Result<Option<PendingCheckpoint>, LogError> {
     let hash = match seq {
         0 => [0u8; 32],
@@ -177,16 +198,24 @@ pub fn prepare_checkpoint(
             None => return Ok(None),
         },
     };
-    let heads = archive.map(Archive::state);
+    let heads = stores.archive.as_ref().map(Archive::state);
+    let runs = stores.lookups.as_ref().map(|l| l.manifest());
+    assert_eq!(
+        replay.has_backing(),
+        runs.is_some(),
+        "a checkpoint names the lookup store its state reads below its recent lookups"
+    );
     assert!(
         heads.as_ref().map_or(replay.holds_all_history(), |h| {
             (h.payouts, h.refusals) == (replay.payouts_issued(), replay.rejections_recorded())
         }),
         "a checkpoint's history is in it, or all in its archive"
     );
-    let mut pending = PendingCheckpoint::encode(seq, arrival, hash, replay, heads.as_ref())
-        .map_err(|e| LogError::Checkpoint(e.to_string()))?;
-    pending.archive = archive.cloned();
+    let mut pending =
+        PendingCheckpoint::encode(seq, arrival, hash, replay, heads.as_ref(), runs.as_deref())
+            .map_err(|e| LogError::Checkpoint(e.to_string()))?;
+    pending.stores = stores.clone();
+    pending.runs = runs;
     Ok(Some(pending))
 }
 
@@ -197,11 +226,13 @@ impl PendingCheckpoint {
         hash: [u8; 32],
         replay: &Replay,
         archive: Option<&Heads>,
+        runs: Option<&[RunName]>,
     ) -> Result<PendingCheckpoint, postcard::Error> {
         Ok(PendingCheckpoint {
             seq,
-            body: frame_checkpoint_body(seq, arrival, &hash, replay, archive)?,
-            archive: None,
+            body: frame_checkpoint_body(seq, arrival, &hash, replay, archive, runs)?,
+            stores: Stores::default(),
+            runs: None,
         })
     }
 
@@ -214,10 +245,15 @@ impl PendingCheckpoint {
     /// archive is synced first: it must reach the checkpoint on disk before a restart
     /// can resume from it.
     pub fn write(self, log: &LogReader) -> Result<(), LogError> {
-        if let Some(archive) = &self.archive {
+        if let Some(archive) = &self.stores.archive {
             archive.sync()?;
         }
-        log.save_checkpoint(&self.framed())
+        let (lookups, runs) = (self.stores.lookups.clone(), self.runs.clone());
+        log.save_checkpoint(&self.framed())?;
+        if let (Some(lookups), Some(runs)) = (lookups, runs) {
+            lookups.collect(&runs);
+        }
+        Ok(())
     }
 }
 
@@ -429,13 +465,20 @@ fn usable_checkpoint(
     Ok(Some(cp))
 }
 
-/// `cp` holding all its history: as it is, or with the payouts and refusals of the
-/// archive it names read back; `None` if it cannot (no archive, or journals wanted).
+/// `cp` holding all its history, its lookup store attached: as it is, or with the
+/// payouts and refusals of the archive it names read back; `None` if it cannot (no
+/// archive, journals wanted, or its lookup runs unreadable).
 fn with_history(
     log: &LogReader,
     mut cp: Checkpoint,
     journal: bool,
 ) -> Result<Option<Checkpoint>, LogError> {
+    if let Some(runs) = &cp.lookups {
+        match LookupStore::open_dir(log.path(), runs) {
+            Ok(store) => cp.replay.attach_backing(Arc::new(store)),
+            Err(_) => return Ok(None),
+        }
+    }
     if cp.replay.holds_all_history() {
         return Ok(Some(cp));
     }
@@ -460,53 +503,81 @@ fn with_history(
 /// rebuild: bounds the history held in memory.
 const ARCHIVE_EVERY: u64 = 4096;
 
-/// Rebuilds the live fold of the whole directory (with journals) into its working set,
-/// the history going to the directory's archive, which is returned: from the checkpoint
-/// when the archive reaches at least as far as the checkpoint says (the files are cut
-/// back to the checkpoint's lengths; folding on from there appends the same history),
-/// else from the start of the log into an emptied archive.
-pub fn rebuild_archived(
-    log: &LogReader,
-    progress: &mut dyn FnMut(u64),
-) -> Result<(Rebuilt, Archive), LogError> {
-    let mut warnings = Vec::new();
-    let mut start = None;
-    let mut archive = None;
-    if let Some(cp) = usable_checkpoint(log, true, &mut warnings)? {
-        match &cp.archive {
-            Some(heads) => match Archive::open_at(log.path(), heads)? {
-                Some(a) => {
-                    archive = Some(a);
-                    start = Some(cp);
-                }
-                None => warnings.push(format!(
-                    "the history archive is behind the checkpoint (position {}) or missing; rebuilding it from the log",
-                    cp.seq
-                )),
-            },
-            // A checkpoint that holds all its history (one `replay --data-dir` wrote)
-            // fills an empty archive at the first drain.
-            None if cp.replay.holds_all_history() => {
-                archive = Some(Archive::create(log.path())?);
-                start = Some(cp);
-            }
-            None => warnings.push(
-                "the checkpoint names no history archive; rebuilding it from the log".into(),
-            ),
+/// Lookups the live fold holds in memory before it writes them to its store as a run,
+/// unless configured otherwise.
+pub const LOOKUPS_IN_MEMORY: usize = 200_000;
+
+/// Moves the fold's recent lookups to `store` as one run; on a write error they stay
+/// in memory (for the next try) and the error is returned.
+pub fn flush_lookups(replay: &mut Replay, store: &LookupStore) -> Result<(), LogError> {
+    let flush = replay.take_recent();
+    match store.write(&flush) {
+        Ok(()) => {
+            replay.flushed();
+            Ok(())
+        }
+        Err(e) => {
+            replay.unflush();
+            Err(LogError::Lookups(ledger_core::store::StoreError::new(
+                "writing the lookup store failed",
+                e,
+            )))
         }
     }
-    let archive = match archive {
-        Some(a) => a,
-        None => Archive::create(log.path())?,
-    };
+}
+
+/// Rebuilds the live fold of the whole directory (with journals) into its working set:
+/// its history goes to the directory's archive and its lookups, beyond
+/// `lookups_in_memory`, to the directory's lookup store — both returned. From the
+/// checkpoint when the archive reaches at least as far as it says (the files are cut
+/// back to its lengths; folding on appends the same history) and the lookup runs it
+/// names are there and sound; else from the start of the log, into an emptied archive
+/// and store, checkpointed at the end.
+pub fn rebuild_archived(
+    log: &LogReader,
+    lookups_in_memory: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Rebuilt, Stores), LogError> {
+    let mut warnings = Vec::new();
+    let mut start = None;
+    let mut stores = Stores::default();
+    if let Some(cp) = usable_checkpoint(log, true, &mut warnings)? {
+        match resume_stores(log, &cp) {
+            Ok(Some(found)) => {
+                stores = found;
+                start = Some(cp);
+            }
+            Ok(None) => warnings.push(format!(
+                "the history archive is behind the checkpoint (position {}) or missing; rebuilding it from the log",
+                cp.seq
+            )),
+            Err(e) => warnings.push(format!(
+                "the stores the checkpoint (position {}) names cannot be used ({}); rebuilding them from the log",
+                cp.seq,
+                error_chain(&e)
+            )),
+        }
+    }
     let (mut replay, from_seq, from_arrival, resumed_from) = match start {
         Some(cp) => (cp.replay, cp.seq, cp.arrival, Some(cp.seq)),
         None => {
+            stores = Stores {
+                archive: Some(Archive::create(log.path())?),
+                lookups: Some(Arc::new(
+                    LookupStore::open_dir(log.path(), &[]).map_err(|e| lookups_error(log, e))?,
+                )),
+            };
             let mut fresh = Replay::new();
             fresh.enable_journal();
             (fresh, 0, 0, None)
         }
     };
+    let (Some(archive), Some(lookups)) = (stores.archive.clone(), stores.lookups.clone()) else {
+        unreachable!("a rebuild has both stores");
+    };
+    if !replay.has_backing() {
+        replay.attach_backing(lookups.clone());
+    }
     let limits = Limits::of(log, Bound::All)?;
     let (seq, arrival) = fold_range(
         log,
@@ -519,14 +590,17 @@ pub fn rebuild_archived(
             if seq % ARCHIVE_EVERY == 0 {
                 archive.write(&replay.drain_history())?;
             }
+            if seq % 256 == 0 && replay.lookups_in_memory() >= lookups_in_memory {
+                flush_lookups(replay, &lookups)?;
+            }
             Ok(())
         },
     )?;
     archive.write(&replay.drain_history())?;
-    // A new archive: the checkpoint (if any) describes another generation of it, and
-    // must not be resumed from with this one. Checkpoint the rebuilt state with it.
+    // New stores: the checkpoint (if any) describes others, and must not be resumed
+    // from with these. Checkpoint the rebuilt state with them.
     if resumed_from.is_none() {
-        save_checkpoint(log, &replay, seq, arrival, Some(&archive))?;
+        save_checkpoint(log, &replay, seq, arrival, &stores)?;
     }
     let rebuilt = Rebuilt {
         replay,
@@ -535,7 +609,50 @@ pub fn rebuild_archived(
         resumed_from,
         warnings,
     };
-    Ok((rebuilt, archive))
+    Ok((rebuilt, stores))
+}
+
+/// An error and its sources, joined by ": ".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn lookups_error(log: &LogReader, e: crate::runs::RunError) -> LogError {
+    LogError::Lookups(ledger_core::store::StoreError::new(
+        format!(
+            "the lookup store of {} cannot be opened",
+            log.path().display()
+        ),
+        e,
+    ))
+}
+
+/// The stores a checkpoint names, opened as it describes them: `None` if its archive
+/// is behind it or gone; an error if its lookup runs cannot be read.
+fn resume_stores(log: &LogReader, cp: &Checkpoint) -> Result<Option<Stores>, LogError> {
+    let archive = match &cp.archive {
+        Some(heads) => match Archive::open_at(log.path(), heads)? {
+            Some(a) => a,
+            None => return Ok(None),
+        },
+        // A checkpoint that holds all its history (one `replay --data-dir` wrote)
+        // fills an empty archive at the first drain.
+        None if cp.replay.holds_all_history() => Archive::create(log.path())?,
+        None => return Ok(None),
+    };
+    let runs = cp.lookups.as_deref().unwrap_or_default();
+    let lookups = LookupStore::open_dir(log.path(), runs).map_err(|e| lookups_error(log, e))?;
+    Ok(Some(Stores {
+        archive: Some(archive),
+        lookups: Some(Arc::new(lookups)),
+    }))
 }
 
 /// Folds everything appended after position `from_seq` / arrival `from_arrival` into
@@ -678,7 +795,9 @@ pub(crate) fn fold_range(
                         parsed.seq, r.code, r.message
                     ),
                 })?;
-                replay.apply_logged(event, parsed.line);
+                replay
+                    .try_apply_logged(event, parsed.line)
+                    .map_err(LogError::Lookups)?;
                 last_seq = parsed.seq;
                 last_arrival = parsed.arrival;
                 each(replay, parsed.seq)?;
@@ -790,7 +909,7 @@ mod tests {
     fn checkpoints_round_trip_and_detect_damage() {
         let mut replay = Replay::new();
         replay.push(br#"{"not":"an event"}"#, 1);
-        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &replay, None)
+        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &replay, None, None)
             .unwrap()
             .framed();
         let cp = decode_checkpoint(&bytes).unwrap();
@@ -812,8 +931,8 @@ mod layout_tests {
     /// folded with journals). A change of the encoded layout changes the digest; it must
     /// come with a new magic, so that older checkpoints are refused rather than misread.
     const PINNED: (&[u8; 8], &str) = (
-        b"ILCKPT10",
-        "42be02500904559e844c84d0baeb5c632f8ac953ef0e93065530f5caa980a831",
+        b"ILCKPT11",
+        "39db10eb6b942749ce16eaacc2e34f95be66bb330f67401a7b02724fd28749eb",
     );
 
     fn fixed_state() -> Replay {
@@ -829,7 +948,7 @@ mod layout_tests {
     }
 
     fn checkpoint_digest() -> String {
-        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &fixed_state(), None)
+        let bytes = PendingCheckpoint::encode(7, 9, [3; 32], &fixed_state(), None, None)
             .unwrap()
             .framed();
         ledger_core::hex(&Sha256::digest(&bytes))
@@ -896,7 +1015,7 @@ mod state_tests {
         {
             replay.push(line.as_bytes(), i as u64 + 1);
         }
-        let bytes = PendingCheckpoint::encode(1, 1, [0; 32], &replay, None)
+        let bytes = PendingCheckpoint::encode(1, 1, [0; 32], &replay, None, None)
             .unwrap()
             .framed();
         let back = decode_checkpoint(&bytes).unwrap_or_else(|e| panic!("{e}"));

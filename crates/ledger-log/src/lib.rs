@@ -31,4 +31,5 @@ pub use history::{rebuild, rebuild_with_journal, save_checkpoint, Bound, Rebuilt
 pub use log::{Input, Log, LogError, LogReader, Outcome, Segment, StorageError, FORMAT_VERSION};
 pub use lookups::LookupStore;
 pub use outbox::{OutboxStore, Range};
+pub use runs::RunName;
 pub use verify::{verify, CheckpointStatus, Report};

@@ -61,6 +61,10 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// The lookup store could not be read or written (its files are derived data: a
+    /// restart rebuilds them from the log).
+    #[error("the lookup store failed")]
+    Lookups(#[source] ledger_core::store::StoreError),
     /// The fold state could not be encoded (not expected: it holds plain data); no
     /// checkpoint is written, the log stays the truth.
     #[error("the checkpoint cannot be encoded: {0}")]

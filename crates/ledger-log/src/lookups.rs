@@ -3,12 +3,15 @@
 //!
 //! [`LookupStore::temporary`] keeps them as [`crate::runs`] in a fresh temporary
 //! directory, removed when the store is dropped: what `replay --events` folds with, so
-//! that a file larger than memory can be replayed. The store is derived data — rebuilt
-//! by any replay — so nothing here is fsynced.
+//! that a file larger than memory can be replayed. [`LookupStore::open_dir`] keeps them
+//! in the data directory's `lookups/`, the runs a checkpoint names (the service's).
 
-use crate::runs::{RunError, RunStats, RunStore};
+use crate::runs::{RunError, RunName, RunStats, RunStore};
 use ledger_core::store::{Backing, Flush, StoreError};
 use std::path::Path;
+
+/// The store's directory inside a data directory.
+pub const DIR: &str = "lookups";
 
 /// The lookups moved out of the fold's memory, on disk.
 pub struct LookupStore {
@@ -30,6 +33,24 @@ impl LookupStore {
         Ok(LookupStore {
             runs: RunStore::temporary(parent)?,
         })
+    }
+
+    /// The store of a data directory's `lookups/` with the runs a checkpoint named (none
+    /// for a new one); other run files there are deleted.
+    pub fn open_dir(data_dir: &Path, named: &[RunName]) -> Result<LookupStore, RunError> {
+        Ok(LookupStore {
+            runs: RunStore::open_dir(&data_dir.join(DIR), named)?,
+        })
+    }
+
+    /// The runs as a checkpoint names them.
+    pub fn manifest(&self) -> Vec<RunName> {
+        self.runs.manifest()
+    }
+
+    /// Deletes replaced runs the durable checkpoint (named by `kept`) no longer needs.
+    pub fn collect(&self, kept: &[RunName]) {
+        self.runs.collect(kept)
     }
 
     /// Writes what a replay moved out of memory, as one run.

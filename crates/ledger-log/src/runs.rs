@@ -18,6 +18,13 @@
 //! replay and took ~3× the fold's time; fjall (an LSM) brings ~60 crates into a build
 //! on 2 cores and took ~5 µs per random insert. A run is a few hundred lines: sorting,
 //! sequential writes, `pread` of one block.
+//!
+//! A store is temporary (its directory goes with it: `replay --events`) or lives in a
+//! directory of its own ([`RunStore::open_dir`]: the service's, under a data directory),
+//! where a checkpoint names the runs it relies on ([`RunName`]). There run files are
+//! fsynced when written, a run a merge replaced is deleted only once a later checkpoint
+//! no longer names it ([`RunStore::collect`]), and opening deletes every run file the
+//! checkpoint does not name (written after it, by a process that then stopped).
 
 use std::fs::File;
 use std::hash::BuildHasher;
@@ -107,6 +114,8 @@ impl Filter {
 struct Run {
     path: PathBuf,
     file: File,
+    /// Whether dropping the run deletes its file (a temporary store's runs).
+    temporary: bool,
     level: u32,
     records: u64,
     /// (first key, offset) of each block, in key order; the last entry's block ends at
@@ -118,8 +127,11 @@ struct Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        // A run is replaced only by a merge that wrote its records elsewhere.
-        let _ = std::fs::remove_file(&self.path);
+        // A run is replaced only by a merge that wrote its records elsewhere; a
+        // directory's run files go when no checkpoint names them (`collect`).
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -129,6 +141,21 @@ fn write_varint(out: &mut Vec<u8>, mut n: u64) {
         n >>= 7;
     }
     out.push(n as u8);
+}
+
+/// Reads a varint from `reader`, appending its bytes to `out`.
+fn read_varint_from(reader: &mut impl Read, out: &mut Vec<u8>) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let mut b = [0u8; 1];
+        reader.read_exact(&mut b).ok()?;
+        out.push(b[0]);
+        n |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
 }
 
 fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
@@ -252,7 +279,9 @@ impl RunWriter {
         Ok(())
     }
 
-    fn finish(mut self, level: u32) -> Result<Run, RunError> {
+    /// Ends the file; `durable`: fsynced (a directory's runs, which a checkpoint may
+    /// name; a temporary store's are derived data, rebuilt by a replay).
+    fn finish(mut self, level: u32, durable: bool) -> Result<Run, RunError> {
         self.close_block()?;
         let io = |path: &Path, source| RunError::Io {
             doing: "cannot finish run file",
@@ -263,7 +292,9 @@ impl RunWriter {
             .out
             .into_inner()
             .map_err(|e| io(&self.path, e.into_error()))?;
-        // Not fsynced: runs are derived data, rebuilt by a replay after a crash.
+        if durable {
+            file.sync_all().map_err(|e| io(&self.path, e))?;
+        }
         let mut filter = Filter::with_keys(self.keys.len());
         for &h in &self.keys {
             filter.insert(h);
@@ -271,6 +302,7 @@ impl RunWriter {
         Ok(Run {
             path: self.path,
             file,
+            temporary: !durable,
             level,
             records: self.keys.len() as u64,
             index: self.index,
@@ -281,6 +313,77 @@ impl RunWriter {
 }
 
 impl Run {
+    /// Reads a run file back, a block at a time: its block index and filter, every
+    /// block checked.
+    fn load(path: PathBuf, level: u32) -> Result<Run, RunError> {
+        let io = |source| RunError::Io {
+            doing: "cannot read run file",
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io)?;
+        let end = file.metadata().map_err(io)?.len();
+        let mut reader = BufReader::with_capacity(1 << 16, file);
+        let damaged = |offset: u64| RunError::Damaged {
+            path: path.clone(),
+            offset,
+        };
+        let (mut index, mut keys) = (Vec::new(), Vec::new());
+        let mut block = Vec::with_capacity(BLOCK_BYTES * 2);
+        let mut start = 0u64;
+        while start < end {
+            // A block holds records until it reaches BLOCK_BYTES, then its hash; the
+            // last one ends with its hash at the end of the file.
+            block.clear();
+            let mut first: Option<Box<[u8]>> = None;
+            loop {
+                let klen =
+                    read_varint_from(&mut reader, &mut block).ok_or_else(|| damaged(start))?;
+                let vlen =
+                    read_varint_from(&mut reader, &mut block).ok_or_else(|| damaged(start))?;
+                let at = block.len();
+                let len = usize::try_from(klen.checked_add(vlen).ok_or_else(|| damaged(start))?)
+                    .map_err(|_| damaged(start))?;
+                if start + (at + len) as u64 > end {
+                    return Err(damaged(start));
+                }
+                block.resize(at + len, 0);
+                reader.read_exact(&mut block[at..]).map_err(io)?;
+                let key = &block[at..at + klen as usize];
+                if first.is_none() {
+                    first = Some(key.into());
+                }
+                keys.push(hash(key));
+                let consumed = start + block.len() as u64;
+                if block.len() >= BLOCK_BYTES || end - consumed == 8 {
+                    break;
+                }
+            }
+            let mut sum = [0u8; 8];
+            reader.read_exact(&mut sum).map_err(|_| damaged(start))?;
+            if hash(&block) != u64::from_le_bytes(sum) {
+                return Err(damaged(start));
+            }
+            index.push((first.ok_or_else(|| damaged(start))?, start));
+            start += block.len() as u64 + 8;
+        }
+        let mut filter = Filter::with_keys(keys.len());
+        for &h in &keys {
+            filter.insert(h);
+        }
+        let file = File::open(&path).map_err(io)?;
+        Ok(Run {
+            file,
+            temporary: false,
+            level,
+            records: keys.len() as u64,
+            index,
+            end,
+            filter,
+            path,
+        })
+    }
+
     /// The file offsets where block `i` starts and ends (its hash included).
     fn block_bounds(&self, i: usize) -> (u64, u64) {
         let end = self.index.get(i + 1).map_or(self.end, |b| b.1);
@@ -425,14 +528,27 @@ impl RunScan<'_> {
 /// Where a store keeps its run files.
 enum Place {
     Temporary(tempfile::TempDir),
+    Dir(PathBuf),
 }
 
 impl Place {
     fn path(&self) -> &Path {
         match self {
             Place::Temporary(dir) => dir.path(),
+            Place::Dir(dir) => dir,
         }
     }
+
+    fn durable(&self) -> bool {
+        matches!(self, Place::Dir(_))
+    }
+}
+
+/// A run as a checkpoint names it: its file (in the store's directory) and level.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunName {
+    pub file: String,
+    pub level: u32,
 }
 
 /// Runs of sorted records: see the module docs.
@@ -440,6 +556,9 @@ pub struct RunStore {
     /// Oldest first; a lookup reads newest first.
     runs: RwLock<Vec<Arc<Run>>>,
     next_file: std::sync::atomic::AtomicU64,
+    /// Files of a directory's runs that merges replaced, kept while a checkpoint may
+    /// name them.
+    retired: std::sync::Mutex<Vec<PathBuf>>,
     // Last: the directory goes after the runs (whose drops remove their files).
     place: Place,
 }
@@ -472,8 +591,89 @@ impl RunStore {
         Ok(RunStore {
             runs: RwLock::new(Vec::new()),
             next_file: std::sync::atomic::AtomicU64::new(1),
+            retired: Default::default(),
             place: Place::Temporary(dir),
         })
+    }
+
+    /// The store in directory `dir` (created if missing) holding the runs `named`, in
+    /// that order (a checkpoint's [`RunStore::manifest`]); every other run file there
+    /// is deleted. Each named run is read whole and checked.
+    pub fn open_dir(dir: &Path, named: &[RunName]) -> Result<RunStore, RunError> {
+        let io = |doing, source| RunError::Io {
+            doing,
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot create", e))?;
+        let mut next = 1u64;
+        for entry in std::fs::read_dir(dir).map_err(|e| io("cannot list", e))? {
+            let entry = entry.map_err(|e| io("cannot list", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(n) = name
+                .strip_prefix("run-")
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            next = next.max(n + 1);
+            if !named.iter().any(|r| r.file == name) {
+                std::fs::remove_file(entry.path()).map_err(|e| io("cannot delete a run in", e))?;
+            }
+        }
+        let runs = named
+            .iter()
+            .map(|r| Run::load(dir.join(&r.file), r.level).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RunStore {
+            runs: RwLock::new(runs),
+            next_file: std::sync::atomic::AtomicU64::new(next),
+            retired: Default::default(),
+            place: Place::Dir(dir.to_path_buf()),
+        })
+    }
+
+    /// The runs as a checkpoint names them, oldest first.
+    pub fn manifest(&self) -> Vec<RunName> {
+        self.runs()
+            .iter()
+            .map(|r| RunName {
+                file: r
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                level: r.level,
+            })
+            .collect()
+    }
+
+    /// Deletes the files of replaced runs that `kept` (the durable checkpoint's
+    /// manifest) does not name.
+    pub fn collect(&self, kept: &[RunName]) {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.retain(|path| {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let named = kept.iter().any(|r| Some(&r.file) == name.as_ref());
+            if !named {
+                let _ = std::fs::remove_file(path);
+            }
+            named
+        });
+    }
+
+    /// fsyncs the directory (after files were added), for a directory's store.
+    fn sync_dir(&self) -> Result<(), RunError> {
+        if let Place::Dir(dir) = &self.place {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| RunError::Io {
+                    doing: "cannot sync",
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     fn new_file(&self) -> PathBuf {
@@ -509,12 +709,13 @@ impl RunStore {
             }
             writer.push(k, v)?;
         }
-        let run = Arc::new(writer.finish(0)?);
+        let run = Arc::new(writer.finish(0, self.place.durable())?);
         self.runs
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(run);
-        self.merge()
+        self.merge()?;
+        self.sync_dir()
     }
 
     /// While the two newest runs are of one level, merges them into one of the next.
@@ -527,7 +728,12 @@ impl RunStore {
             if older.level != newer.level {
                 return Ok(());
             }
-            let merged = Arc::new(merge_two(older, newer, self.new_file())?);
+            let merged = Arc::new(merge_two(
+                older,
+                newer,
+                self.new_file(),
+                self.place.durable(),
+            )?);
             debug_assert!(merged.records <= older.records + newer.records);
             let mut guard = self
                 .runs
@@ -541,6 +747,11 @@ impl RunStore {
             );
             guard.truncate(n - 2);
             guard.push(merged);
+            if self.place.durable() {
+                let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+                retired.push(older.path.clone());
+                retired.push(newer.path.clone());
+            }
         }
     }
 
@@ -580,7 +791,7 @@ impl RunStore {
 }
 
 /// Merges two runs into a new one at the next level; on equal keys `newer` wins.
-fn merge_two(older: &Run, newer: &Run, path: PathBuf) -> Result<Run, RunError> {
+fn merge_two(older: &Run, newer: &Run, path: PathBuf, durable: bool) -> Result<Run, RunError> {
     let mut writer = RunWriter::create(path)?;
     let (mut a, mut b) = (older.scan()?, newer.scan()?);
     loop {
@@ -611,7 +822,7 @@ fn merge_two(older: &Run, newer: &Run, path: PathBuf) -> Result<Run, RunError> {
             },
         }
     }
-    writer.finish(older.level + 1)
+    writer.finish(older.level + 1, durable)
 }
 
 #[cfg(test)]
@@ -675,6 +886,56 @@ mod tests {
             // Runs of different levels may both hold a key; a merge keeps one of each.
             assert!(stats.records >= model.len() as u64, "{stats:?}");
         }
+    }
+
+    /// A directory's store reopened from a manifest answers as before; the files a
+    /// merge replaced stay until a manifest no longer names them, files no manifest
+    /// names are deleted on open, and a damaged named run is refused on open.
+    #[test]
+    fn a_directory_store_reopens_from_its_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("lookups");
+        let store = RunStore::open_dir(&at, &[]).unwrap();
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut manifests = Vec::new();
+        for batch in 0..9u32 {
+            let records: Vec<Record> = (0..700u32)
+                .map(|i| {
+                    let k = format!("K-{:05}", (i * 7 + batch * 131) % 4000).into_bytes();
+                    (k, vec![batch as u8; (i % 50) as usize])
+                })
+                .collect();
+            for (k, v) in &records {
+                model.insert(k.clone(), v.clone());
+            }
+            store.write(records).unwrap();
+            manifests.push(store.manifest());
+        }
+        let files = |p: &Path| std::fs::read_dir(p).unwrap().count();
+        // Nothing was collected: every file a merge replaced is still there.
+        assert!(files(&at) > store.manifest().len());
+        let kept = store.manifest();
+        store.collect(&kept);
+        assert_eq!(files(&at), kept.len());
+        drop(store);
+        // A stray file from after the checkpoint goes on open.
+        std::fs::write(at.join("run-99999999"), b"after the checkpoint").unwrap();
+        let store = RunStore::open_dir(&at, &kept).unwrap();
+        assert_eq!(files(&at), kept.len());
+        for (k, v) in &model {
+            assert_eq!(store.get(k).unwrap().as_ref(), Some(v));
+        }
+        assert_eq!(store.get(b"K-99999").unwrap(), None);
+        drop(store);
+        let victim = at.join(&kept[0].file);
+        let mut bytes = std::fs::read(&victim).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::fs::write(&victim, bytes).unwrap();
+        assert!(matches!(
+            RunStore::open_dir(&at, &kept),
+            Err(RunError::Damaged { .. })
+        ));
     }
 
     #[test]

@@ -232,7 +232,7 @@ impl Handle {
         arrival: u64,
         log: Option<LogReader>,
     ) -> Result<Handle, LogError> {
-        let projection = Projection::new(replay, seq, arrival, 0, Archive::temporary()?)?;
+        let projection = Projection::new(replay, seq, arrival, 0, Archive::temporary()?, None)?;
         Ok(Handle::new(projection, log, NO_STALL_ALARM))
     }
 

@@ -58,6 +58,9 @@ pub struct ServiceConfig {
     pub publish_timeout: Duration,
     /// A payout backlog that has not moved for this long is a fault.
     pub outbox_stall_after: Duration,
+    /// Lookups (sale records, used ids, identities) the fold keeps in memory before it
+    /// writes them to the data directory's lookup store as one run.
+    pub lookups_in_memory: usize,
 }
 
 impl Default for ServiceConfig {
@@ -69,6 +72,7 @@ impl Default for ServiceConfig {
             publish_window: 512,
             publish_timeout: Duration::from_secs(10),
             outbox_stall_after: Duration::from_secs(60),
+            lookups_in_memory: history::LOOKUPS_IN_MEMORY,
         }
     }
 }
@@ -139,7 +143,11 @@ impl Service {
         let log = Log::open(&config.data_dir)?;
         let outbox = Outbox::new(log.outbox()?, &config.payout_subject_prefix)
             .map_err(ServiceError::Outbox)?;
-        let (rebuilt, archive) = history::rebuild_archived(&log, &mut |_| {})?;
+        let (rebuilt, stores) =
+            history::rebuild_archived(&log, config.lookups_in_memory.max(1), &mut |_| {})?;
+        let archive = stores
+            .archive
+            .ok_or_else(|| LogError::Checkpoint("a rebuild without its archive".into()))?;
         for w in &rebuilt.warnings {
             warn!("{w}");
         }
@@ -158,6 +166,7 @@ impl Service {
             rebuilt.arrival,
             rebuilt.resumed_from.unwrap_or(0),
             archive,
+            stores.lookups,
         )?;
         let handle = Handle::new(projection, Some(log.reader()), config.outbox_stall_after);
         handle
@@ -179,7 +188,7 @@ impl Service {
     pub fn settle_for_measurement(&mut self) -> Result<(), ServiceError> {
         let p = self.handle.read();
         let (seq, arrival) = (p.seq, p.arrival);
-        history::save_checkpoint(&self.log, &p.replay, seq, arrival, Some(&p.archive))?;
+        history::save_checkpoint(&self.log, &p.replay, seq, arrival, &p.stores())?;
         drop(p);
         self.log.ensure_index()?;
         Ok(())
@@ -224,6 +233,7 @@ impl Service {
                 wake,
                 notices,
                 checkpoint_every: self.config.checkpoint_every.max(1),
+                lookups_in_memory: self.config.lookups_in_memory.max(1),
                 last_checkpoint: self.handle.read().checkpoint_seq,
                 checkpoints: projector::Checkpoints::default(),
                 fold_time: Duration::ZERO,

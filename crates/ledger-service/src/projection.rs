@@ -8,7 +8,9 @@
 
 use ledger_core::replay::{Drained, Rejection};
 use ledger_core::Replay;
-use ledger_log::{Archive, LogError};
+use ledger_log::history::Stores;
+use ledger_log::{Archive, LogError, LookupStore};
+use std::sync::Arc;
 
 pub(crate) struct Projection {
     pub(crate) replay: Replay,
@@ -19,6 +21,8 @@ pub(crate) struct Projection {
     /// Log position of the last checkpoint written.
     pub(crate) checkpoint_seq: u64,
     pub(crate) archive: Archive,
+    /// Where the fold's lookups beyond its recent ones are (`None`: all in memory).
+    pub(crate) lookups: Option<Arc<LookupStore>>,
     /// History drained from the fold whose write to the archive failed: written before
     /// anything newer, at the next step.
     unwritten: Drained,
@@ -33,6 +37,7 @@ impl Projection {
         arrival: u64,
         checkpoint_seq: u64,
         archive: Archive,
+        lookups: Option<Arc<LookupStore>>,
     ) -> Result<Projection, LogError> {
         let mut p = Projection {
             replay,
@@ -40,6 +45,7 @@ impl Projection {
             arrival,
             checkpoint_seq,
             archive,
+            lookups,
             unwritten: Drained::default(),
         };
         p.archive_new(&mut Vec::new())?;
@@ -68,5 +74,13 @@ impl Projection {
     /// Whether every payout the fold issued is in the archive.
     pub(crate) fn archived(&self) -> bool {
         self.unwritten.is_empty()
+    }
+
+    /// The stores a checkpoint of this projection names.
+    pub(crate) fn stores(&self) -> Stores {
+        Stores {
+            archive: Some(self.archive.clone()),
+            lookups: self.lookups.clone(),
+        }
     }
 }

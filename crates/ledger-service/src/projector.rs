@@ -8,7 +8,8 @@ use crate::health::FaultSource;
 use crate::outbox::Outbox;
 use crate::{Notices, ServiceError};
 use ledger_core::replay::Rejection;
-use ledger_log::{history, LogReader, Outcome};
+use ledger_core::store::StoreError;
+use ledger_log::{history, LogError, LogReader, Outcome};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -41,6 +42,7 @@ pub(crate) struct Projector<N> {
     pub(crate) wake: Arc<tokio::sync::Notify>,
     pub(crate) notices: N,
     pub(crate) checkpoint_every: u64,
+    pub(crate) lookups_in_memory: usize,
     pub(crate) last_checkpoint: u64,
     pub(crate) checkpoints: Checkpoints,
     pub(crate) fold_time: Duration,
@@ -83,6 +85,7 @@ impl<N: Notices> Projector<N> {
             if !refused.is_empty() {
                 self.notices.announce(refused).await;
             }
+            self.flush_lookups();
             // Checkpoint every N positions — stored on another thread, and at most ~5%
             // of the time: a checkpoint's cost grows with the state.
             if self.handle.read().seq >= self.last_checkpoint + self.checkpoint_every {
@@ -93,6 +96,41 @@ impl<N: Notices> Projector<N> {
         }
         self.checkpoints.finish(&self.handle).await;
         Ok(self.fold_time)
+    }
+
+    /// Moves the fold's recent lookups to its lookup store once there are
+    /// `lookups_in_memory` of them: taken under the write lock, written
+    /// without it (queries read them where they are meanwhile). A write that fails
+    /// leaves them in memory for the next try, and reports the fault.
+    fn flush_lookups(&self) {
+        let (flush, store) = {
+            let mut p = self.handle.write();
+            let Some(store) = p.lookups.clone() else {
+                return;
+            };
+            if p.replay.lookups_in_memory() < self.lookups_in_memory {
+                return;
+            }
+            (p.replay.take_recent(), store)
+        };
+        let written = tokio::task::block_in_place(|| store.write(&flush));
+        drop(flush);
+        let mut p = self.handle.write();
+        match written {
+            Ok(()) => p.replay.flushed(),
+            Err(e) => {
+                p.replay.unflush();
+                drop(p);
+                let message = format!(
+                    "the lookup store cannot be written (held in memory, retried after the next batch): {}",
+                    crate::error_chain(&e)
+                );
+                warn!("{message}");
+                self.handle
+                    .health()
+                    .set_fault(FaultSource::History, message);
+            }
+        }
     }
 
     /// Folds a batch (`None`: what the log holds beyond the projection), in arrival
@@ -119,7 +157,7 @@ impl<N: Notices> Projector<N> {
                 while outcomes.peek().is_some() {
                     let mut p = self.handle.write();
                     for o in outcomes.by_ref().take(FOLD_SLICE) {
-                        apply(&mut p, o);
+                        apply(&mut p, o).map_err(|e| ServiceError::Log(LogError::Lookups(e)))?;
                     }
                     archive(&mut p, &mut refused);
                     self.handle.advanced(&p);
@@ -163,8 +201,9 @@ impl<N: Notices> Projector<N> {
     }
 }
 
-/// Folds one outcome of a committed batch.
-fn apply(p: &mut crate::projection::Projection, o: Outcome) {
+/// Folds one outcome of a committed batch; a lookup store that cannot be read fails it
+/// before it changes anything.
+fn apply(p: &mut crate::projection::Projection, o: Outcome) -> Result<(), StoreError> {
     match o {
         Outcome::Appended {
             seq,
@@ -176,7 +215,7 @@ fn apply(p: &mut crate::projection::Projection, o: Outcome) {
                 "log positions fold in order: {seq} after {}",
                 p.seq
             );
-            p.replay.apply_logged(&event, arrival);
+            p.replay.try_apply_logged(&event, arrival)?;
             p.seq = seq;
             p.arrival = arrival;
         }
@@ -207,6 +246,7 @@ fn apply(p: &mut crate::projection::Projection, o: Outcome) {
             p.arrival = arrival;
         }
     }
+    Ok(())
 }
 
 /// What storing a checkpoint came to: the position, the time it took, the outcome.
@@ -255,7 +295,7 @@ impl Checkpoints {
                 return None;
             }
             tokio::task::block_in_place(|| {
-                history::prepare_checkpoint(log, &p.replay, p.seq, p.arrival, Some(&p.archive))
+                history::prepare_checkpoint(log, &p.replay, p.seq, p.arrival, &p.stores())
             })
         };
         let pending = match pending {
@@ -318,7 +358,7 @@ pub(crate) fn checkpoint_now(log: &LogReader, handle: &Handle) -> Result<(), Ser
         }
         let (seq, arrival) = (p.seq, p.arrival);
         tokio::task::block_in_place(|| {
-            history::save_checkpoint(log, &p.replay, seq, arrival, Some(&p.archive))
+            history::save_checkpoint(log, &p.replay, seq, arrival, &p.stores())
         })?;
         seq
     };

@@ -380,9 +380,15 @@ async fn the_history_archive_answers_as_a_replay_and_is_rebuilt_when_missing_beh
     let config = || ServiceConfig {
         data_dir: data.clone(),
         checkpoint_every: 500,
+        // Runs written and merged many times over.
+        lookups_in_memory: 400,
         ..ServiceConfig::default()
     };
     run_to_the_end(config(), &lines, |_| {}).await;
+    let runs = std::fs::read_dir(data.join(ledger_log::lookups::DIR))
+        .unwrap()
+        .count();
+    assert!(runs > 0, "lookups went to runs");
 
     // Opens the directory as the service does; what its queries answer.
     let reopen = || {
@@ -441,6 +447,20 @@ async fn the_history_archive_answers_as_a_replay_and_is_rebuilt_when_missing_beh
     std::fs::remove_dir_all(&history).unwrap();
     let (answers, _) = reopen();
     assert!(answers == truth, "a missing archive is rebuilt");
+    // A lookup run the checkpoint names, gone: everything is rebuilt from the log.
+    let lookups = data.join(ledger_log::lookups::DIR);
+    let run = std::fs::read_dir(&lookups)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::remove_file(run.path()).unwrap();
+    let (answers, status) = reopen();
+    assert!(
+        answers == truth,
+        "a missing lookup run costs a rebuild, not an answer"
+    );
+    assert_eq!(status.digest.as_deref(), Some(expected_digest.as_str()));
 
     // A damaged payout: `verify` names it, and a query of it fails rather than
     // answering something else.

@@ -19,6 +19,7 @@
 
 pub mod archive;
 pub mod history;
+mod identities;
 pub mod layout;
 pub mod log;
 pub mod lookups;

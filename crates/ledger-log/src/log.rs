@@ -139,6 +139,11 @@ pub struct Log {
     /// identity key → (seq, content digest) of every logged event; read from the log
     /// at the first append (readers never need it).
     index: Option<IdentityIndex>,
+    /// The `IDENTITIES` file: positions it holds, its length, and the prefixes of the
+    /// positions after them, to be appended as the next chunk.
+    identities_saved: u64,
+    identities_bytes: u64,
+    identities_unsaved: Vec<u64>,
 }
 
 /// The open sled database. Every handle on a directory (the log, its readers, the
@@ -179,7 +184,47 @@ impl TreeHandle {
     }
 }
 
-type IdentityIndex = HashMap<[u8; 16], (u64, [u8; 32]), foldhash::fast::RandomState>;
+/// The identity index of the logged events: which position holds each `(source, id)`.
+/// Kept compact — the first 8 bytes of an identity key and its position, ~17 bytes a
+/// logged event instead of ~57 with the whole key and content digest — because it is
+/// held for every event ever logged. A hit reads the record there for the whole key
+/// and the content digest (re-sends are rare); identities whose first 8 bytes another
+/// logged identity already has (~1 in 10^12 at 5M events) are kept whole, aside.
+#[derive(Default)]
+struct IdentityIndex {
+    by_prefix: HashMap<u64, u64, foldhash::fast::RandomState>,
+    overflow: HashMap<[u8; 16], u64, foldhash::fast::RandomState>,
+}
+
+fn identity_prefix(identity: &[u8; 16]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&identity[..8]);
+    u64::from_le_bytes(b)
+}
+
+impl IdentityIndex {
+    /// Records a new identity (one no logged event has) at `seq`: in its prefix slot,
+    /// or aside if another identity holds the slot.
+    fn insert(&mut self, identity: [u8; 16], seq: u64) {
+        match self.by_prefix.entry(identity_prefix(&identity)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(seq);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.overflow.insert(identity, seq);
+            }
+        }
+    }
+
+    /// The positions that may hold `identity`: the prefix slot's, and one kept aside.
+    fn candidates(&self, identity: &[u8; 16]) -> impl Iterator<Item = u64> + '_ {
+        self.by_prefix
+            .get(&identity_prefix(identity))
+            .copied()
+            .into_iter()
+            .chain(self.overflow.get(identity).copied())
+    }
+}
 
 pub(crate) fn storage(path: &Path) -> impl Fn(sled::Error) -> LogError + '_ {
     move |source| LogError::Storage {
@@ -236,6 +281,9 @@ impl Log {
             },
             head: Head::default(),
             index: None,
+            identities_saved: 0,
+            identities_bytes: 0,
+            identities_unsaved: Vec::new(),
         };
         log.load()?;
         Ok(log)
@@ -251,9 +299,23 @@ impl Log {
             .store
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // sled holds a lock on its files until the last handle is gone.
+        // sled holds a lock on its files until the last handle is gone — and its own
+        // write threads may still hold one for a moment after ours are dropped: a
+        // lock not yet released is waited for, a bounded while.
         drop(slot.take());
-        *slot = Some(open_store(&self.path)?);
+        let mut tries = 0;
+        let store = loop {
+            match open_store(&self.path) {
+                Err(LogError::Storage { source, .. })
+                    if tries < 100 && source.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
+        *slot = Some(store);
         drop(slot);
         self.index = None;
         self.load()
@@ -267,17 +329,66 @@ impl Log {
             return Ok(());
         }
         let mut index = IdentityIndex::default();
-        let mut expected_seq = 1u64;
-        for segment in self.segments_from(1) {
+        // What the IDENTITIES file holds soundly, if its last chunk's chain hash is the
+        // log's at that position; else nothing (the log is scanned, the file rewritten).
+        let file = self.path.join(crate::identities::FILE);
+        let mut loaded = crate::identities::load(&file).map_err(|source| LogError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let through = loaded.prefixes.len() as u64;
+        let anchored = through <= self.head.last_seq
+            && match loaded.last_hash {
+                None => true,
+                Some(hash) => self
+                    .records_from(through)
+                    .next()
+                    .transpose()?
+                    .is_some_and(|r| r.seq == through && r.hash == hash),
+            };
+        if !anchored {
+            loaded = crate::identities::Loaded {
+                prefixes: Vec::new(),
+                last_hash: None,
+                bytes: 0,
+            };
+        }
+        let through = loaded.prefixes.len() as u64;
+        for (i, prefix) in loaded.prefixes.iter().enumerate() {
+            let seq = i as u64 + 1;
+            if let std::collections::hash_map::Entry::Vacant(slot) = index.by_prefix.entry(*prefix)
+            {
+                slot.insert(seq);
+                continue;
+            }
+            // Two identities share the prefix (rare): the later one's whole key, from
+            // its record, goes aside; the slot keeps the earlier.
+            let record = self
+                .records_from(seq)
+                .next()
+                .transpose()?
+                .filter(|r| r.seq == seq)
+                .ok_or_else(|| self.corrupt(format!("position {seq} is missing")))?;
+            index.overflow.insert(record.identity, seq);
+        }
+        self.identities_saved = through;
+        self.identities_bytes = loaded.bytes;
+        let mut unsaved = Vec::new();
+        let mut expected_seq = through + 1;
+        for segment in self.segments_from(expected_seq) {
             let segment = segment?;
             for r in segment.records(self) {
                 let r = r?;
+                if r.seq < expected_seq {
+                    continue;
+                }
                 if r.seq != expected_seq {
                     return Err(
                         self.corrupt(format!("sequence {expected_seq} expected, found {}", r.seq))
                     );
                 }
-                index.insert(r.identity, (r.seq, r.content));
+                index.insert(r.identity, r.seq);
+                unsaved.push(identity_prefix(&r.identity));
                 expected_seq += 1;
             }
         }
@@ -289,7 +400,38 @@ impl Log {
             )));
         }
         self.index = Some(index);
+        self.identities_unsaved = unsaved;
+        self.save_identities(0);
         Ok(())
+    }
+
+    /// Appends the prefixes of positions the `IDENTITIES` file lacks as one chunk, once
+    /// there are at least `at_least`. Best effort: a failure leaves them for the next
+    /// try (the file is derived data; opening scans the log past what it holds).
+    fn save_identities(&mut self, at_least: usize) {
+        if self.identities_unsaved.is_empty() || self.identities_unsaved.len() < at_least {
+            return;
+        }
+        let first = self.identities_saved + 1;
+        debug_assert_eq!(
+            first + self.identities_unsaved.len() as u64 - 1,
+            self.head.last_seq
+        );
+        let file = self.path.join(crate::identities::FILE);
+        match crate::identities::append(
+            &file,
+            self.identities_bytes,
+            first,
+            &self.identities_unsaved,
+            &self.head.last_hash,
+        ) {
+            Ok(end) => {
+                self.identities_bytes = end;
+                self.identities_saved += self.identities_unsaved.len() as u64;
+                self.identities_unsaved.clear();
+            }
+            Err(e) => tracing::warn!("{}: cannot be appended to: {e}", file.display()),
+        }
     }
 
     fn load(&mut self) -> Result<(), LogError> {
@@ -403,10 +545,10 @@ impl Log {
                     content_digest,
                 }) => {
                     let identity = identity_key(&event.source, &event.id);
-                    let known = new_index
-                        .get(&identity)
-                        .or_else(|| self.index.as_ref().and_then(|ix| ix.get(&identity)))
-                        .copied();
+                    let known = match new_index.get(&identity) {
+                        Some(found) => Some(*found),
+                        None => self.logged(&identity)?,
+                    };
                     match known {
                         Some((seq, content)) if content == content_digest => {
                             let dup = Duplicate {
@@ -488,10 +630,45 @@ impl Log {
         }
         self.head = head;
         if let Some(index) = &mut self.index {
-            index.extend(new_index);
+            // In position order, so that of two identities sharing a prefix the older
+            // one holds the slot (either way is correct; this one is deterministic).
+            let mut added: Vec<([u8; 16], u64)> = new_index
+                .into_iter()
+                .map(|(k, (seq, _))| (k, seq))
+                .collect();
+            added.sort_unstable_by_key(|&(_, seq)| seq);
+            for (identity, seq) in added {
+                index.insert(identity, seq);
+                self.identities_unsaved.push(identity_prefix(&identity));
+            }
+            self.save_identities(crate::identities::CHUNK);
         }
         debug_assert_eq!(outcomes.len(), inputs.len());
         Ok(outcomes)
+    }
+
+    /// The position and content digest of the logged event with `identity`, if any:
+    /// each candidate position of the index is read back and its whole key compared.
+    fn logged(&self, identity: &[u8; 16]) -> Result<Option<(u64, [u8; 32])>, LogError> {
+        let Some(index) = &self.index else {
+            return Ok(None);
+        };
+        for seq in index.candidates(identity) {
+            let record = self
+                .records_from(seq)
+                .next()
+                .transpose()?
+                .filter(|r| r.seq == seq)
+                .ok_or_else(|| {
+                    self.corrupt(format!(
+                        "the identity index names position {seq}, which the log does not hold"
+                    ))
+                })?;
+            if record.identity == *identity {
+                return Ok(Some((seq, record.content)));
+            }
+        }
+        Ok(None)
     }
 
     fn write_highwater(&self, head: &Head) -> Result<(), LogError> {
@@ -870,6 +1047,61 @@ fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The identity index read back from the IDENTITIES file (and the log after it)
+    /// finds every logged event's re-send, whether the file is whole, damaged, gone or
+    /// of another log.
+    #[test]
+    fn the_identity_index_comes_back_from_its_file_or_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> =
+            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(12, 900)).collect();
+        let mut log = Log::open(dir.path()).unwrap();
+        log.append_batch(&inputs(&lines[..600])).unwrap();
+        log.reopen().unwrap();
+        // The re-open wrote the file; appends after it are in the log only.
+        log.ensure_index().unwrap();
+        let saved = log.head().last_seq;
+        log.append_batch(&inputs(&lines[600..])).unwrap();
+        let file = dir.path().join(crate::identities::FILE);
+        let whole = std::fs::read(&file).unwrap();
+        assert!(saved > 400 && whole.len() as u64 > saved * 8);
+        let resend_all = |log: &mut Log| {
+            log.reopen().unwrap();
+            let head = log.head();
+            let again = log.append_batch(&inputs(&lines)).unwrap();
+            assert!(again.iter().all(|o| !matches!(o, Outcome::Appended { .. })));
+            assert_eq!(log.head().last_seq, head.last_seq);
+        };
+        resend_all(&mut log);
+        let mut damaged = whole.clone();
+        damaged[20] ^= 0xff;
+        std::fs::write(&file, &damaged).unwrap();
+        resend_all(&mut log);
+        std::fs::remove_file(&file).unwrap();
+        resend_all(&mut log);
+        // A file whose chain hash is not this log's is not used.
+        let mut foreign = whole;
+        let n = foreign.len();
+        foreign[n - 10] ^= 1;
+        std::fs::write(&file, &foreign).unwrap();
+        resend_all(&mut log);
+    }
+
+    /// Identities sharing their first 8 bytes are both found: the second is kept
+    /// aside, and each lookup yields the positions to read back.
+    #[test]
+    fn identities_sharing_a_prefix_are_both_kept() {
+        let mut index = IdentityIndex::default();
+        let a = [[1u8; 8], [2u8; 8]].concat().try_into().unwrap();
+        let b: [u8; 16] = [[1u8; 8], [3u8; 8]].concat().try_into().unwrap();
+        let c: [u8; 16] = [[4u8; 8], [3u8; 8]].concat().try_into().unwrap();
+        index.insert(a, 5);
+        index.insert(b, 9);
+        assert_eq!(index.candidates(&a).collect::<Vec<_>>(), vec![5]);
+        assert_eq!(index.candidates(&b).collect::<Vec<_>>(), vec![5, 9]);
+        assert_eq!(index.candidates(&c).count(), 0);
+    }
 
     /// The lines as inputs, numbered from 1 (shared with the history tests).
     pub(crate) fn inputs(lines: &[String]) -> Vec<Input<'_>> {

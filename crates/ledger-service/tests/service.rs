@@ -333,6 +333,29 @@ fn replay_with_journal(lines: &[String]) -> (Replay, Vec<(String, String, String
     (r, entries)
 }
 
+/// A generated stream, its entries, its digest and the history answers of a replay of
+/// it that kept its history (what the service's answers must equal).
+struct Expected {
+    lines: Vec<String>,
+    entries: Vec<(String, String, String)>,
+    digest: String,
+    truth: Vec<String>,
+}
+
+fn expected_history(seed: u64, n: usize) -> Expected {
+    let lines = lines(seed, n);
+    let (expected, entries) = replay_with_journal(&lines);
+    let digest = expected.document().digest;
+    let handle = Handle::from_replay(expected, 0, 0, None).unwrap();
+    let truth = history_answers(&handle, &entries);
+    Expected {
+        lines,
+        entries,
+        digest,
+        truth,
+    }
+}
+
 /// Runs the service over `lines` until every payout is out, then stops it.
 async fn run_to_the_end(config: ServiceConfig, lines: &[String], before: impl FnOnce(&Handle)) {
     let (service, handle) = tokio::task::block_in_place(|| Service::open(config)).unwrap();
@@ -367,13 +390,12 @@ async fn run_to_the_end(config: ServiceConfig, lines: &[String], before: impl Fn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_history_archive_answers_as_a_replay_and_is_rebuilt_when_missing_behind_or_foreign() {
-    let lines = lines(13, 3000);
-    let (expected, entries) = replay_with_journal(&lines);
-    let expected_digest = expected.document().digest;
-    let truth = history_answers(
-        &Handle::from_replay(expected, 0, 0, None).unwrap(),
-        &entries,
-    );
+    let Expected {
+        lines,
+        entries,
+        digest: expected_digest,
+        truth,
+    } = expected_history(13, 3000);
     assert!(truth.len() > entries.len() + 10, "payout and refusal pages");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -503,13 +525,12 @@ async fn the_history_archive_answers_as_a_replay_and_is_rebuilt_when_missing_beh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_that_cannot_be_written_holds_history_in_memory_until_it_can() {
-    let lines = lines(14, 2400);
-    let (expected, entries) = replay_with_journal(&lines);
-    let expected_digest = expected.document().digest;
-    let truth = history_answers(
-        &Handle::from_replay(expected, 0, 0, None).unwrap(),
-        &entries,
-    );
+    let Expected {
+        lines,
+        entries,
+        digest: expected_digest,
+        truth,
+    } = expected_history(14, 2400);
     let dir = tempfile::tempdir().unwrap();
     let config = ServiceConfig {
         data_dir: dir.path().join("data"),

@@ -66,8 +66,9 @@ pub struct Stores {
 /// drained payouts and refusals (issue 15). 09: journals drained to the history
 /// archive (each entry's count of lines taken, the entries with lines to take) and
 /// refusals counted per code. 10: the history archive's heads after the state. 11: the
-/// lookup store's runs after those.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT11";
+/// lookup store's runs after those. 12: the journal's pending entries, one per line in
+/// the order written.
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT12";
 
 /// Bytes of the last checkpoint encoded in this process: the next one reserves about
 /// that much at once, instead of growing its buffer by doubling (each step a copy of
@@ -931,8 +932,8 @@ mod layout_tests {
     /// folded with journals). A change of the encoded layout changes the digest; it must
     /// come with a new magic, so that older checkpoints are refused rather than misread.
     const PINNED: (&[u8; 8], &str) = (
-        b"ILCKPT11",
-        "39db10eb6b942749ce16eaacc2e34f95be66bb330f67401a7b02724fd28749eb",
+        b"ILCKPT12",
+        "2344afb04b9fb14b0e6d64206b3943e319ddea0ee2738251910fd3d042e51a52",
     );
 
     fn fixed_state() -> Replay {

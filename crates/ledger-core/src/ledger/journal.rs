@@ -36,38 +36,50 @@ impl Ledger {
         let Some(journal) = self.journal.as_mut() else {
             return Vec::new();
         };
-        let mut out = Vec::new();
+        // Each entry's lines, taken once, then handed out in the order written.
+        let mut taken: HashMap<EntryKey, (std::vec::IntoIter<JournalLine>, [Text; 3])> =
+            HashMap::default();
+        let mut out = Vec::with_capacity(self.journal_pending.len());
         for key in self.journal_pending.drain(..) {
             let Some(j) = journal.get_mut(&key) else {
-                continue;
+                unreachable!("a pending journal line's entry has a journal");
             };
-            let Some(program) = self.programs.get(&key.program) else {
-                unreachable!("a journal's entry is of a known program");
+            let (lines, ids) = match taken.entry(key) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let Some(program) = self.programs.get(&key.program) else {
+                        unreachable!("a journal's entry is of a known program");
+                    };
+                    let ids = [
+                        Text::from(self.syms.name(key.partner)),
+                        Text::from(self.syms.name(key.program)),
+                        program.period_kind().label(key.period),
+                    ];
+                    let lines: Vec<JournalLine> = std::mem::take(&mut j.chunks)
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    v.insert((lines.into_iter(), ids))
+                }
             };
-            let partner_id = Text::from(self.syms.name(key.partner));
-            let program_id = Text::from(self.syms.name(key.program));
-            let period = program.period_kind().label(key.period);
-            for line in std::mem::take(&mut j.chunks).into_iter().flatten() {
-                out.push(DrainedLine {
-                    partner_id: partner_id.clone(),
-                    program_id: program_id.clone(),
-                    period: period.clone(),
-                    number: j.drained,
-                    line,
-                });
-                j.drained += 1;
-            }
+            let Some(line) = lines.next() else {
+                unreachable!("an entry holds a line for each time it is pending");
+            };
+            out.push(DrainedLine {
+                partner_id: ids[0].clone(),
+                program_id: ids[1].clone(),
+                period: ids[2].clone(),
+                number: j.drained,
+                line,
+            });
+            j.drained += 1;
         }
+        debug_assert!(taken.values_mut().all(|(lines, _)| lines.next().is_none()));
         out
     }
 }
 
 impl EntryJournal {
-    /// Whether no line is held (every line written was drained, or none was).
-    pub(super) fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
     pub(super) fn push(&mut self, line: JournalLine) {
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < JOURNAL_CHUNK => chunk.push(line),

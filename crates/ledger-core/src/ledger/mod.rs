@@ -88,8 +88,9 @@ pub struct Ledger {
     /// only when enabled, as it grows with the log.
     #[serde(with = "journal_causes")]
     journal: Option<HashMap<EntryKey, EntryJournal>>,
-    /// The entries whose journal holds lines not yet drained, in the order they got
-    /// their first: what [`Ledger::drain_journal`] visits.
+    /// The entry of each journal line not yet drained, in the order the lines were
+    /// written: [`Ledger::drain_journal`] hands them out in that order, so that where
+    /// drains fall never changes the order of the history.
     journal_pending: Vec<EntryKey>,
     /// Derived: the claims of each (partner, program), by claim id — what a fund
     /// statement lists without visiting every claim. Not stored: rebuilt by

@@ -46,11 +46,8 @@ impl Ledger {
                         payout: payout.as_ref().map(|p| (p.payout_id, p.amount, p.reason)),
                     };
                     if let Some(journal) = self.journal.as_mut() {
-                        let j = journal.entry(key).or_default();
-                        if j.is_empty() {
-                            self.journal_pending.push(key);
-                        }
-                        j.push(line);
+                        journal.entry(key).or_default().push(line);
+                        self.journal_pending.push(key);
                     }
                 }
             }

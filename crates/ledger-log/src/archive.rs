@@ -221,6 +221,15 @@ const FRAME_HEADER: usize = 8;
 /// bytes): reading it would allocate what a damaged length says.
 const MAX_FRAME: u32 = 1 << 24;
 
+/// The payload of the frame at `at` of `bytes`, if it is whole and its checksum holds.
+fn frame_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let header = bytes.get(at..at + FRAME_HEADER)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    let payload = bytes.get(at + FRAME_HEADER..at.checked_add(FRAME_HEADER)?.checked_add(len)?)?;
+    (crc32fast::hash(payload) == crc).then_some(payload)
+}
+
 fn frame(out: &mut Vec<u8>, payload: &[u8]) {
     let len = u32::try_from(payload.len()).expect("a history record below 4 GiB");
     out.extend_from_slice(&len.to_le_bytes());
@@ -563,11 +572,55 @@ impl Archive {
     }
 
     /// Payouts `from .. to` in issue order (fewer if the archive holds fewer).
+    /// A range's frames lie one after the other: two reads in all, its offsets and
+    /// its bytes (the publisher and the digest read payouts in ranges).
     pub fn payouts(&self, from: u64, to: u64) -> Result<Vec<Payout>, LogError> {
-        let to = to.min(self.heads().payouts);
-        (from..to)
-            .map(|n| self.payout_frame(n).map(|f| f.payout))
-            .collect()
+        let (to, end_of_file) = {
+            let h = self.heads();
+            (to.min(h.payouts), h.payouts_bytes)
+        };
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let f = &self.files;
+        let mut offsets = vec![0u8; ((to - from) * 8) as usize];
+        f.payout_offsets
+            .read_exact_at(&mut offsets, from * 8)
+            .map_err(|e| {
+                f.corrupt(format!(
+                    "the offsets of payouts {from}..{to} cannot be read: {e}"
+                ))
+            })?;
+        let offset =
+            |i: usize| u64::from_le_bytes(offsets[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let start = offset(0);
+        let end = if to < self.heads().payouts {
+            self.offset(&f.payout_offsets, to, "payout")?
+        } else {
+            end_of_file
+        };
+        if end < start || end - start > u64::from(MAX_FRAME) * (to - from) {
+            return Err(f.corrupt(format!(
+                "the offsets of payouts {from}..{to} are out of order"
+            )));
+        }
+        let mut bytes = vec![0u8; (end - start) as usize];
+        f.payouts
+            .read_exact_at(&mut bytes, start)
+            .map_err(|e| f.corrupt(format!("payouts {from}..{to} cannot be read: {e}")))?;
+        let mut out = Vec::with_capacity((to - from) as usize);
+        for i in 0..(to - from) as usize {
+            let n = from + i as u64;
+            let at = offset(i)
+                .checked_sub(start)
+                .ok_or_else(|| f.corrupt(format!("the offset of payout {n} is out of order")))?;
+            let payload = frame_at(&bytes, at as usize)
+                .ok_or_else(|| f.corrupt(format!("payout {n} is damaged (checksum)")))?;
+            let frame: PayoutFrame<Payout> = postcard::from_bytes(payload)
+                .map_err(|e| f.corrupt(format!("payout {n} does not decode: {e}")))?;
+            out.push(frame.payout);
+        }
+        Ok(out)
     }
 
     /// One payout by its issue index.

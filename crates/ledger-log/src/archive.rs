@@ -303,21 +303,7 @@ impl Archive {
         if !dir.join("payouts").exists() {
             return Ok(None);
         }
-        let open = |name: &str| {
-            File::open(dir.join(name)).map_err(|source| LogError::Io {
-                path: dir.join(name),
-                source,
-            })
-        };
-        let files = Files {
-            payouts: open("payouts")?,
-            payout_offsets: open("payouts.offsets")?,
-            refusals: open("refusals")?,
-            refusal_offsets: open("refusals.offsets")?,
-            journal: open("journal")?,
-            dir,
-            _temporary: None,
-        };
+        let files = Files::with(&dir, std::fs::OpenOptions::new().read(true), None)?;
         if files.generation()? != Some(heads.generation) {
             return Ok(None);
         }
@@ -525,32 +511,29 @@ impl Archive {
         Ok(())
     }
 
-    /// Reads the frame at `at` of `file`.
+    /// Reads the frame at `at` of `file`: its payload, checked as [`frame_at`] does.
     fn read_frame(&self, file: &File, at: u64, what: &str) -> Result<Vec<u8>, LogError> {
-        let mut header = [0u8; FRAME_HEADER];
-        file.read_exact_at(&mut header, at).map_err(|e| {
+        let unreadable = |e: std::io::Error| {
             self.files
                 .corrupt(format!("{what} at byte {at} cannot be read: {e}"))
-        })?;
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        };
+        let mut frame = vec![0u8; FRAME_HEADER];
+        file.read_exact_at(&mut frame, at).map_err(unreadable)?;
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
         if len > MAX_FRAME {
             return Err(self
                 .files
                 .corrupt(format!("{what} at byte {at} claims {len} bytes")));
         }
-        let mut payload = vec![0u8; len as usize];
-        file.read_exact_at(&mut payload, at + FRAME_HEADER as u64)
-            .map_err(|e| {
-                self.files
-                    .corrupt(format!("{what} at byte {at} cannot be read: {e}"))
-            })?;
-        if crc32fast::hash(&payload) != crc {
+        frame.resize(FRAME_HEADER + len as usize, 0);
+        file.read_exact_at(&mut frame[FRAME_HEADER..], at + FRAME_HEADER as u64)
+            .map_err(unreadable)?;
+        if frame_at(&frame, 0).is_none() {
             return Err(self
                 .files
                 .corrupt(format!("{what} at byte {at} is damaged (checksum)")));
         }
-        Ok(payload)
+        Ok(frame.split_off(FRAME_HEADER))
     }
 
     fn offset(&self, file: &File, n: u64, what: &str) -> Result<u64, LogError> {
@@ -575,10 +558,11 @@ impl Archive {
     /// A range's frames lie one after the other: two reads in all, its offsets and
     /// its bytes (the publisher and the digest read payouts in ranges).
     pub fn payouts(&self, from: u64, to: u64) -> Result<Vec<Payout>, LogError> {
-        let (to, end_of_file) = {
+        let (issued, end_of_file) = {
             let h = self.heads();
-            (to.min(h.payouts), h.payouts_bytes)
+            (h.payouts, h.payouts_bytes)
         };
+        let to = to.min(issued);
         if from >= to {
             return Ok(Vec::new());
         }
@@ -594,7 +578,7 @@ impl Archive {
         let offset =
             |i: usize| u64::from_le_bytes(offsets[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         let start = offset(0);
-        let end = if to < self.heads().payouts {
+        let end = if to < issued {
             self.offset(&f.payout_offsets, to, "payout")?
         } else {
             end_of_file
@@ -704,6 +688,11 @@ impl Archive {
                 .files
                 .corrupt(format!("byte {at} of the journal is not a line")));
         };
+        self.line_of(r, at)
+    }
+
+    /// The line record `r`, read at `at`, with its cause read from where it refers.
+    fn line_of(&self, r: LineRecord, at: u64) -> Result<StoredLine, LogError> {
         if r.cause >= at || r.prev.is_some_and(|p| p >= at) {
             return Err(self
                 .files
@@ -802,42 +791,52 @@ impl JournalReader<'_> {
                 JournalRecord::Entry(id) => self.entries.push(id),
                 JournalRecord::Cause(_) => {}
                 JournalRecord::Line(r) => {
-                    let line = self.archive.stored_line(at)?;
-                    let entry = self.entries.get(r.entry as usize).cloned().ok_or_else(|| {
-                        self.archive
-                            .files
-                            .corrupt(format!("the line at byte {at} names no known entry"))
-                    })?;
+                    let line = self.archive.line_of(r, at)?;
+                    let entry =
+                        self.entries
+                            .get(line.entry as usize)
+                            .cloned()
+                            .ok_or_else(|| {
+                                self.archive
+                                    .files
+                                    .corrupt(format!("the line at byte {at} names no known entry"))
+                            })?;
                     return Ok(Some((entry, line.number, line.line)));
                 }
             }
         }
         Ok(None)
     }
-
-    /// Whether every record was read.
-    pub fn at_end(&self) -> bool {
-        self.at >= self.end
-    }
 }
 
 impl Files {
+    /// The files of the archive in `dir` (created, with the directory, if missing),
+    /// for reading and writing.
     fn open(dir: &Path, temporary: Option<tempfile::TempDir>) -> Result<Files, LogError> {
         std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
+        let options = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .clone();
+        Files::with(dir, &options, temporary)
+    }
+
+    /// The files of the archive in `dir`, each opened with `options`.
+    fn with(
+        dir: &Path,
+        options: &std::fs::OpenOptions,
+        temporary: Option<tempfile::TempDir>,
+    ) -> Result<Files, LogError> {
         let open = |name: &str| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join(name))
-                .map_err(|source| LogError::Io {
-                    path: dir.join(name),
-                    source,
-                })
+            options.open(dir.join(name)).map_err(|source| LogError::Io {
+                path: dir.join(name),
+                source,
+            })
         };
         Ok(Files {
             payouts: open("payouts")?,

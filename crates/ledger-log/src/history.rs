@@ -194,8 +194,8 @@ pub fn prepare_checkpoint(
 ) -> Result<Option<PendingCheckpoint>, LogError> {
     let hash = match seq {
         0 => [0u8; 32],
-        _ => match log.records_from(seq).next() {
-            Some(r) => r?.hash,
+        _ => match log.record_at(seq)? {
+            Some(r) => r.hash,
             None => return Ok(None),
         },
     };
@@ -281,17 +281,8 @@ impl Limits {
                 before_ns: u64::MAX,
             },
             Bound::Seq(n) => {
-                let arrival = match log.records_from(n).next() {
-                    Some(r) => {
-                        let r = r?;
-                        if r.seq == n {
-                            r.arrival
-                        } else {
-                            u64::MAX
-                        }
-                    }
-                    None => u64::MAX, // beyond the end: everything
-                };
+                // Beyond the end: everything.
+                let arrival = log.record_at(n)?.map_or(u64::MAX, |r| r.arrival);
                 Limits {
                     max_seq: n,
                     max_arrival: arrival,
@@ -390,32 +381,62 @@ fn rebuild_inner(
             start = with_history(log, cp, journal)?;
         }
     }
-    let (mut replay, from_seq, from_arrival, resumed_from) = match start {
-        Some(cp) => (cp.replay, cp.seq, cp.arrival, Some(cp.seq)),
-        None => {
-            let mut fresh = Replay::new();
-            if journal {
-                fresh.enable_journal();
-            }
-            (fresh, 0, 0, None)
-        }
+    let mut each = |_: &mut Replay, seq| {
+        progress(seq);
+        Ok(())
     };
-    let (seq, arrival) = fold_range(
-        log,
-        &mut replay,
-        from_seq,
-        from_arrival,
-        limits,
-        &mut |_, seq| {
-            progress(seq);
-            Ok(())
-        },
-    )?;
+    fold_from(log, Start::of(start, journal), limits, warnings, &mut each)
+}
+
+/// Where a rebuild starts: a checkpoint's state and position, or an empty state (with
+/// journals if asked) at the start of the log.
+struct Start {
+    replay: Replay,
+    seq: u64,
+    arrival: u64,
+    resumed_from: Option<u64>,
+}
+
+impl Start {
+    fn of(checkpoint: Option<Checkpoint>, journal: bool) -> Start {
+        match checkpoint {
+            Some(cp) => Start {
+                replay: cp.replay,
+                seq: cp.seq,
+                arrival: cp.arrival,
+                resumed_from: Some(cp.seq),
+            },
+            None => {
+                let mut replay = Replay::new();
+                if journal {
+                    replay.enable_journal();
+                }
+                Start {
+                    replay,
+                    seq: 0,
+                    arrival: 0,
+                    resumed_from: None,
+                }
+            }
+        }
+    }
+}
+
+/// Folds the log on from `start` within `limits` (`each` after every record).
+fn fold_from(
+    log: &LogReader,
+    start: Start,
+    limits: Limits,
+    warnings: Vec<String>,
+    each: &mut dyn FnMut(&mut Replay, u64) -> Result<(), LogError>,
+) -> Result<Rebuilt, LogError> {
+    let mut replay = start.replay;
+    let (seq, arrival) = fold_range(log, &mut replay, start.seq, start.arrival, limits, each)?;
     Ok(Rebuilt {
         replay,
         seq,
         arrival,
-        resumed_from,
+        resumed_from: start.resumed_from,
         warnings,
     })
 }
@@ -443,12 +464,7 @@ fn usable_checkpoint(
     };
     let record_hash = match cp.seq {
         0 => Some([0u8; 32]),
-        s => log
-            .records_from(s)
-            .next()
-            .transpose()?
-            .filter(|r| r.seq == s)
-            .map(|r| r.hash),
+        s => log.record_at(s)?.map(|r| r.hash),
     };
     if record_hash != Some(cp.hash) {
         warnings.push(format!(
@@ -501,8 +517,8 @@ fn with_history(
 }
 
 /// Records folded between two writes of drained history to the archive during a
-/// rebuild: bounds the history held in memory.
-const ARCHIVE_EVERY: u64 = 4096;
+/// rebuild (and between two comparisons in `verify`): bounds the history held in memory.
+pub(crate) const ARCHIVE_EVERY: u64 = 4096;
 
 /// Lookups the live fold holds in memory before it writes them to its store as a run,
 /// unless configured otherwise.
@@ -555,74 +571,45 @@ pub fn rebuild_archived(
             Err(e) => warnings.push(format!(
                 "the stores the checkpoint (position {}) names cannot be used ({}); rebuilding them from the log",
                 cp.seq,
-                error_chain(&e)
+                crate::error_chain(&e)
             )),
         }
     }
-    let (mut replay, from_seq, from_arrival, resumed_from) = match start {
-        Some(cp) => (cp.replay, cp.seq, cp.arrival, Some(cp.seq)),
-        None => {
-            stores = Stores {
-                archive: Some(Archive::create(log.path())?),
-                lookups: Some(Arc::new(
-                    LookupStore::open_dir(log.path(), &[]).map_err(|e| lookups_error(log, e))?,
-                )),
-            };
-            let mut fresh = Replay::new();
-            fresh.enable_journal();
-            (fresh, 0, 0, None)
-        }
-    };
+    if start.is_none() {
+        stores = Stores {
+            archive: Some(Archive::create(log.path())?),
+            lookups: Some(Arc::new(
+                LookupStore::open_dir(log.path(), &[]).map_err(|e| lookups_error(log, e))?,
+            )),
+        };
+    }
     let (Some(archive), Some(lookups)) = (stores.archive.clone(), stores.lookups.clone()) else {
         unreachable!("a rebuild has both stores");
     };
-    if !replay.has_backing() {
-        replay.attach_backing(lookups.clone());
+    let mut start = Start::of(start, true);
+    if !start.replay.has_backing() {
+        start.replay.attach_backing(lookups.clone());
     }
     let limits = Limits::of(log, Bound::All)?;
-    let (seq, arrival) = fold_range(
-        log,
-        &mut replay,
-        from_seq,
-        from_arrival,
-        limits,
-        &mut |replay, seq| {
-            progress(seq);
-            if seq % ARCHIVE_EVERY == 0 {
-                archive.write(&replay.drain_history())?;
-            }
-            if seq % 256 == 0 && replay.lookups_in_memory() >= lookups_in_memory {
-                flush_lookups(replay, &lookups)?;
-            }
-            Ok(())
-        },
-    )?;
-    archive.write(&replay.drain_history())?;
+    let mut each = |replay: &mut Replay, seq| {
+        progress(seq);
+        if seq % ARCHIVE_EVERY == 0 {
+            archive.write(&replay.drain_history())?;
+        }
+        if seq % 256 == 0 && replay.lookups_in_memory() >= lookups_in_memory {
+            flush_lookups(replay, &lookups)?;
+        }
+        Ok(())
+    };
+    let mut rebuilt = fold_from(log, start, limits, warnings, &mut each)?;
+    archive.write(&rebuilt.replay.drain_history())?;
     // New stores: the checkpoint (if any) describes others, and must not be resumed
     // from with these. Checkpoint the rebuilt state with them.
-    if resumed_from.is_none() {
-        save_checkpoint(log, &replay, seq, arrival, &stores)?;
+    if rebuilt.resumed_from.is_none() {
+        let (seq, arrival) = (rebuilt.seq, rebuilt.arrival);
+        save_checkpoint(log, &rebuilt.replay, seq, arrival, &stores)?;
     }
-    let rebuilt = Rebuilt {
-        replay,
-        seq,
-        arrival,
-        resumed_from,
-        warnings,
-    };
     Ok((rebuilt, stores))
-}
-
-/// An error and its sources, joined by ": ".
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn lookups_error(log: &LogReader, e: crate::runs::RunError) -> LogError {

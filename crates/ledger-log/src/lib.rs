@@ -34,3 +34,20 @@ pub use lookups::LookupStore;
 pub use outbox::{OutboxStore, Range};
 pub use runs::RunName;
 pub use verify::{verify, CheckpointStatus, Report};
+
+/// An error and its sources, joined by ": " — for logs and reported faults, where only
+/// one line is shown. (Each error's own `Display` leaves its source out; a source whose
+/// text the chain already ends with is not repeated.)
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

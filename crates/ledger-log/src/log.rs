@@ -206,13 +206,20 @@ impl IdentityIndex {
     /// Records a new identity (one no logged event has) at `seq`: in its prefix slot,
     /// or aside if another identity holds the slot.
     fn insert(&mut self, identity: [u8; 16], seq: u64) {
-        match self.by_prefix.entry(identity_prefix(&identity)) {
+        if !self.insert_prefix(identity_prefix(&identity), seq) {
+            self.overflow.insert(identity, seq);
+        }
+    }
+
+    /// Takes the prefix slot for `seq` if it is free; `false` if another identity holds
+    /// it (the caller then keeps this one's whole key aside).
+    fn insert_prefix(&mut self, prefix: u64, seq: u64) -> bool {
+        match self.by_prefix.entry(prefix) {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(seq);
+                true
             }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.overflow.insert(identity, seq);
-            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
         }
     }
 
@@ -348,11 +355,7 @@ impl Log {
         let anchored = through <= self.head.last_seq
             && match loaded.last_hash {
                 None => true,
-                Some(hash) => self
-                    .records_from(through)
-                    .next()
-                    .transpose()?
-                    .is_some_and(|r| r.seq == through && r.hash == hash),
+                Some(hash) => self.record_at(through)?.is_some_and(|r| r.hash == hash),
             };
         if !anchored {
             loaded = crate::identities::Loaded {
@@ -364,18 +367,13 @@ impl Log {
         let through = loaded.prefixes.len() as u64;
         for (i, prefix) in loaded.prefixes.iter().enumerate() {
             let seq = i as u64 + 1;
-            if let std::collections::hash_map::Entry::Vacant(slot) = index.by_prefix.entry(*prefix)
-            {
-                slot.insert(seq);
+            if index.insert_prefix(*prefix, seq) {
                 continue;
             }
             // Two identities share the prefix (rare): the later one's whole key, from
             // its record, goes aside; the slot keeps the earlier.
             let record = self
-                .records_from(seq)
-                .next()
-                .transpose()?
-                .filter(|r| r.seq == seq)
+                .record_at(seq)?
                 .ok_or_else(|| self.corrupt(format!("position {seq} is missing")))?;
             index.overflow.insert(record.identity, seq);
         }
@@ -662,16 +660,11 @@ impl Log {
             return Ok(None);
         };
         for seq in index.candidates(identity) {
-            let record = self
-                .records_from(seq)
-                .next()
-                .transpose()?
-                .filter(|r| r.seq == seq)
-                .ok_or_else(|| {
-                    self.corrupt(format!(
-                        "the identity index names position {seq}, which the log does not hold"
-                    ))
-                })?;
+            let record = self.record_at(seq)?.ok_or_else(|| {
+                self.corrupt(format!(
+                    "the identity index names position {seq}, which the log does not hold"
+                ))
+            })?;
             if record.identity == *identity {
                 return Ok(Some((seq, record.content)));
             }
@@ -793,6 +786,24 @@ impl LogReader {
             };
             records
         })
+    }
+
+    /// The record at position `seq`, if the log holds it: one segment read, only that
+    /// record copied out.
+    pub fn record_at(&self, seq: u64) -> Result<Option<Record>, LogError> {
+        let Some(segment) = self.segments_from(seq).next().transpose()? else {
+            return Ok(None);
+        };
+        for r in segment.records(self) {
+            let r = r?;
+            if r.seq == seq {
+                return Ok(Some(r.to_record()));
+            }
+            if r.seq > seq {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// The stored segments from the one holding position `from` on, in order (read

@@ -282,7 +282,7 @@ fn check_checkpoint(log: &LogReader) -> Result<CheckpointStatus, LogError> {
         },
         &mut |replay, seq| {
             if let (Some(a), Some(c)) = (&archive, compared.as_mut()) {
-                if seq % 4096 == 0 {
+                if seq % crate::history::ARCHIVE_EVERY == 0 {
                     c.compare(a, replay.drain_history());
                 }
             }

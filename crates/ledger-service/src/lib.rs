@@ -28,7 +28,7 @@ pub use handle::{
     EntryStatement, Handle, HistoricError, LeaderboardRow, Metrics, Page, PayoutFilter, Status,
 };
 pub use ingest::{Delivery, Inbound};
-pub use ledger_log::LogError;
+pub use ledger_log::{error_chain, LogError};
 pub use outbox::{Outbox, OutboxEntry};
 pub use publisher::{InStream, PayoutSink, PublishError};
 
@@ -109,22 +109,6 @@ pub enum ServiceError {
 /// refusals are in the log either way.
 pub trait Notices: Send + Sync + 'static {
     fn announce(&self, refused: Vec<Rejection>) -> impl Future<Output = ()> + Send;
-}
-
-/// An error and its sources, joined by ": " — for logs and reported faults, where only
-/// one line is shown. (Each error's own `Display` leaves its source out.)
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// The service over an open data directory.

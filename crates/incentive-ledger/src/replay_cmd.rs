@@ -104,11 +104,8 @@ fn replay_files(args: &ReplayArgs) -> Result<()> {
             }
             spool.take(&drained)?;
             if replay.lookups_in_memory() >= args.lookups_in_memory {
-                let flush = replay.take_recent();
-                store
-                    .write(&flush)
+                ledger_log::history::flush_lookups(&mut replay, &store)
                     .context("cannot write the replay's temporary lookup store")?;
-                replay.flushed();
             }
             Ok(())
         })

@@ -27,22 +27,24 @@ pub(crate) struct DigestInput {
     issued: u64,
 }
 
-impl PayoutCanon {
-    pub(crate) fn new() -> std::io::Result<PayoutCanon> {
-        Ok(PayoutCanon {
-            file: tempfile::tempfile()?,
-            count: 0,
-        })
-    }
-
+impl DigestInput {
     /// Copies what the digest of `replay` needs: O(entries + claims), never a payout.
-    pub(crate) fn input(&self, replay: &Replay) -> DigestInput {
+    pub(crate) fn of(replay: &Replay) -> DigestInput {
         let ledger = replay.ledger();
         DigestInput {
             balances: ledger.balances().iter().map(BalanceRow::from).collect(),
             claims: ledger.claims().iter().map(ClaimRow::from).collect(),
             issued: replay.payouts_issued(),
         }
+    }
+}
+
+impl PayoutCanon {
+    pub(crate) fn new() -> std::io::Result<PayoutCanon> {
+        Ok(PayoutCanon {
+            file: tempfile::tempfile()?,
+            count: 0,
+        })
     }
 
     /// Appends the payouts issued since the file's last one (read from `archive`) to
@@ -120,7 +122,7 @@ mod tests {
             whole.push(line.as_bytes(), i as u64 + 1);
             if i % 397 == 0 || i == 2499 {
                 archive.write(&drained.drain_history()).unwrap();
-                let input = canon.input(&drained);
+                let input = DigestInput::of(&drained);
                 assert_eq!(
                     canon.digest(input, &archive).unwrap(),
                     whole.document().digest,

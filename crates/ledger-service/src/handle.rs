@@ -5,7 +5,7 @@
 //! indexed, or (the status digest) computed at most once per position, off the request
 //! path.
 
-use crate::digest::PayoutCanon;
+use crate::digest::{DigestInput, PayoutCanon};
 use crate::health::Health;
 use crate::histogram::Histogram;
 use crate::projection::Projection;
@@ -114,7 +114,7 @@ fn compute_digest(inner: &Inner) {
     };
     let (position, input) = {
         let p = inner.projection.read().unwrap_or_else(|p| p.into_inner());
-        (p.seq, c.input(&p.replay))
+        (p.seq, DigestInput::of(&p.replay))
     };
     let digest = match c.digest(input, &inner.archive) {
         Ok(d) => d,

@@ -121,16 +121,22 @@ impl<N: Notices> Projector<N> {
             Err(e) => {
                 p.replay.unflush();
                 drop(p);
-                let message = format!(
-                    "the lookup store cannot be written (held in memory, retried after the next batch): {}",
-                    crate::error_chain(&e)
+                self.store_fault(
+                    "the lookup store cannot be written (held in memory, retried after the next batch)",
+                    &e,
                 );
-                warn!("{message}");
-                self.handle
-                    .health()
-                    .set_fault(FaultSource::History, message);
             }
         }
+    }
+
+    /// Reports that a store of derived data (the archive, the lookups) cannot be
+    /// written: in the log, and as the `history` fault until a write succeeds.
+    fn store_fault(&self, what: &str, e: &(dyn std::error::Error + 'static)) {
+        let message = format!("{what}: {}", crate::error_chain(e));
+        warn!("{message}");
+        self.handle
+            .health()
+            .set_fault(FaultSource::History, message);
     }
 
     /// Folds a batch (`None`: what the log holds beyond the projection), in arrival
@@ -164,32 +170,20 @@ impl<N: Notices> Projector<N> {
                 }
             }
         }
-        let (issued, position, archive_failed) = {
+        let (issued, position, written) = {
             let mut p = self.handle.write();
-            let written = match p.archived() {
-                true => Ok(()),
-                false => p.archive_new(&mut refused),
-            };
-            (
-                p.replay.payouts_issued() - payouts_before,
-                p.seq,
-                written.err(),
-            )
+            // Writes what a failed slice held (nothing, if every slice's write went).
+            let written = p.archive_new(&mut refused);
+            (p.replay.payouts_issued() - payouts_before, p.seq, written)
         };
         // The history is held in memory and written at the next step; the fault shows
         // on /health/ready until then.
-        match archive_failed {
-            Some(e) => {
-                let message = format!(
-                    "the history archive cannot be written (held in memory, retried at the next step): {}",
-                    crate::error_chain(&e)
-                );
-                warn!("{message}");
-                self.handle
-                    .health()
-                    .set_fault(FaultSource::History, message);
-            }
-            None => self.handle.health().clear_fault(FaultSource::History),
+        match written {
+            Err(e) => self.store_fault(
+                "the history archive cannot be written (held in memory, retried at the next step)",
+                &e,
+            ),
+            Ok(()) => self.handle.health().clear_fault(FaultSource::History),
         }
         self.outbox
             .record(payouts_before, issued, position)

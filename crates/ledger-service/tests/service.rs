@@ -163,6 +163,27 @@ fn source(lines: &[String], batch: usize) -> (Source, Arc<AtomicUsize>) {
     )
 }
 
+/// Runs `service` over `inbound` on a task, publishing to `stream`: the sender stops
+/// it, the task ends with its final status.
+fn spawn(
+    service: Service,
+    inbound: Source,
+    stream: &Arc<Stream>,
+    notices: &Announced,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<ledger_service::Status, ledger_service::ServiceError>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running =
+        tokio::spawn(
+            service.run(inbound, Sink(stream.clone()), notices.clone(), async {
+                let _ = stopped.await;
+            }),
+        );
+    (stop, running)
+}
+
 /// Waits (bounded) until `done` holds of the handle.
 async fn until(handle: &Handle, limit: Duration, done: impl Fn(&Handle) -> bool) -> bool {
     let start = Instant::now();
@@ -191,13 +212,7 @@ async fn the_service_folds_publishes_once_and_reports_a_drained_source_as_such()
     let (inbound, acked) = source(&lines, 400);
     let stream = Arc::new(Stream::default());
     let notices = Announced::default();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running =
-        tokio::spawn(
-            service.run(inbound, Sink(stream.clone()), notices.clone(), async {
-                let _ = stopped.await;
-            }),
-        );
+    let (stop, running) = spawn(service, inbound, &stream, &notices);
     let payouts = expected.payouts().len();
     let all_out = until(&handle, Duration::from_secs(120), |h| {
         h.metrics().outbox_backlog == 0 && stream.stored.lock().unwrap().len() == payouts
@@ -261,12 +276,7 @@ async fn payouts_that_stop_moving_raise_the_stalled_outbox_alarm() {
         hang: true,
         ..Stream::default()
     });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(
-        service.run(inbound, Sink(stream), Announced::default(), async {
-            let _ = stopped.await;
-        }),
-    );
+    let (stop, running) = spawn(service, inbound, &stream, &Announced::default());
     let alarmed = until(&handle, Duration::from_secs(60), |h| {
         h.fault().is_some_and(|f| f.starts_with("outbox:"))
     })
@@ -362,13 +372,7 @@ async fn run_to_the_end(config: ServiceConfig, lines: &[String], before: impl Fn
     before(&handle);
     let (inbound, _) = source(lines, 300);
     let stream = Arc::new(Stream::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running =
-        tokio::spawn(
-            service.run(inbound, Sink(stream.clone()), Announced::default(), async {
-                let _ = stopped.await;
-            }),
-        );
+    let (stop, running) = spawn(service, inbound, &stream, &Announced::default());
     let (expected, _) = replay_with_journal(lines);
     let payouts = expected.payouts().len();
     let done = until(&handle, Duration::from_secs(120), |h| {
@@ -541,13 +545,7 @@ async fn an_archive_that_cannot_be_written_holds_history_in_memory_until_it_can(
     handle.fail_next_archive_writes(u64::MAX);
     let (inbound, _) = source(&lines, 300);
     let stream = Arc::new(Stream::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running =
-        tokio::spawn(
-            service.run(inbound, Sink(stream.clone()), Announced::default(), async {
-                let _ = stopped.await;
-            }),
-        );
+    let (stop, running) = spawn(service, inbound, &stream, &Announced::default());
     let faulted = until(&handle, Duration::from_secs(60), |h| {
         h.fault().is_some_and(|f| f.starts_with("history:"))
     })

@@ -222,6 +222,8 @@ pub struct Drained {
     pub payouts: Vec<Payout>,
     pub first_rejection: u64,
     pub rejections: Vec<Rejection>,
+    /// The entries the journal lines are of, each once.
+    pub entries: Vec<crate::ledger::EntryIds>,
     pub journal: Vec<DrainedLine>,
 }
 
@@ -246,7 +248,29 @@ impl Drained {
         );
         self.payouts.extend(later.payouts);
         self.rejections.extend(later.rejections);
-        self.journal.extend(later.journal);
+        // `later`'s entries, numbered on from this one's (each entry still once).
+        let mut numbered: std::collections::HashMap<crate::ledger::EntryIds, u32> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.clone(), i as u32))
+            .collect();
+        let renumber: Vec<u32> = later
+            .entries
+            .into_iter()
+            .map(|e| {
+                let next = self.entries.len() as u32;
+                *numbered.entry(e.clone()).or_insert_with(|| {
+                    self.entries.push(e);
+                    next
+                })
+            })
+            .collect();
+        self.journal
+            .extend(later.journal.into_iter().map(|mut l| {
+                l.entry = renumber[l.entry as usize];
+                l
+            }));
     }
 }
 
@@ -353,12 +377,14 @@ impl Replay {
     /// Takes the payouts, refusals and journal lines recorded since the last call, for
     /// a caller that keeps history outside this replay.
     pub fn drain_history(&mut self) -> Drained {
+        let (entries, journal) = self.ledger.drain_journal();
         let drained = Drained {
             first_payout: self.payouts_drained,
             payouts: std::mem::take(&mut self.payouts),
             first_rejection: self.rejected_drained,
             rejections: std::mem::take(&mut self.rejected),
-            journal: self.ledger.drain_journal(),
+            entries,
+            journal,
         };
         self.payouts_drained += drained.payouts.len() as u64;
         self.rejected_drained += drained.rejections.len() as u64;

@@ -435,11 +435,23 @@ impl Archive {
             );
         }
         let mut causes: std::collections::HashMap<*const Cause, u64> = Default::default();
+        // Each drained entry's head, looked up once and put back once after its lines.
+        let mut entry_heads: Vec<Option<EntryHead>> = d
+            .entries
+            .iter()
+            .map(|e| heads.journal.get(e).copied())
+            .collect();
+        let mut moved = vec![false; d.entries.len()];
         for l in &d.journal {
-            let entry = (l.partner_id.clone(), l.program_id.clone(), l.period.clone());
+            let i = l.entry as usize;
+            let (Some(entry), Some(head)) = (d.entries.get(i), entry_heads.get_mut(i)) else {
+                return Err(self.files.corrupt(format!(
+                    "a drained journal line names entry {i} of {}",
+                    d.entries.len()
+                )));
+            };
             let at = |frames: &Frames| heads.journal_bytes + frames.journal.len() as u64;
-            let before = heads.journal.get(&entry).copied();
-            let (number, count, prev) = match before {
+            let (number, count, prev) = match *head {
                 Some(h) => (h.number, h.lines, Some(h.last)),
                 None => {
                     let record = JournalRecord::Entry(entry.clone());
@@ -490,15 +502,18 @@ impl Archive {
                 &mut frames.journal,
                 &encode("a journal line", postcard::to_stdvec(&record))?,
             );
-            heads.journal.insert(
-                entry.clone(),
-                EntryHead {
-                    number,
-                    lines: count + 1,
-                    last: line_at,
-                },
-            );
-            undo.journal.push((entry, before));
+            *head = Some(EntryHead {
+                number,
+                lines: count + 1,
+                last: line_at,
+            });
+            moved[i] = true;
+        }
+        for ((entry, head), moved) in d.entries.iter().zip(entry_heads).zip(moved) {
+            if let (Some(head), true) = (head, moved) {
+                let before = heads.journal.insert(entry.clone(), head);
+                undo.journal.push((entry.clone(), before));
+            }
         }
         Ok(frames)
     }

@@ -67,8 +67,9 @@ pub struct Stores {
 /// archive (each entry's count of lines taken, the entries with lines to take) and
 /// refusals counted per code. 10: the history archive's heads after the state. 11: the
 /// lookup store's runs after those. 12: the journal's pending entries, one per line in
-/// the order written.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT12";
+/// the order written. 13: the journal as one list of lines in the order written, with
+/// each entry's count of lines.
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT13";
 
 /// Bytes of the last checkpoint encoded in this process: the next one reserves about
 /// that much at once, instead of growing its buffer by doubling (each step a copy of
@@ -919,8 +920,8 @@ mod layout_tests {
     /// folded with journals). A change of the encoded layout changes the digest; it must
     /// come with a new magic, so that older checkpoints are refused rather than misread.
     const PINNED: (&[u8; 8], &str) = (
-        b"ILCKPT12",
-        "2344afb04b9fb14b0e6d64206b3943e319ddea0ee2738251910fd3d042e51a52",
+        b"ILCKPT13",
+        "2f65fc64e04f894c32bf70d71212f4e108edf3a7a6e33be16adc985723e71b86",
     );
 
     fn fixed_state() -> Replay {

@@ -7,6 +7,7 @@
 //! index `(source, id) → (seq, content digest)` is kept in memory and rebuilt from the
 //! record headers when the directory is opened (no JSON is parsed for that).
 
+use crate::identities::IdentityIndex;
 use crate::layout::{
     chain_hash, identity_key, key, key_number, segment_records, Duplicate, Head, Quarantined,
     Record, RecordRef, DUPLICATE, HEAD, QUARANTINE, RECORD_HEADER, SEGMENT,
@@ -136,14 +137,10 @@ pub struct LogReader {
 pub struct Log {
     reader: LogReader,
     head: Head,
-    /// identity key → (seq, content digest) of every logged event; read from the log
+    /// identity key → position of every logged event ([`crate::identities`]); read
+    /// from its runs and the log's record headers after them by the first append.
     /// at the first append (readers never need it).
     index: Option<IdentityIndex>,
-    /// The `IDENTITIES` file: positions it holds, its length, and the prefixes of the
-    /// positions after them, to be appended as the next chunk.
-    identities_saved: u64,
-    identities_bytes: u64,
-    identities_unsaved: Vec<u64>,
 }
 
 /// The open sled database. Every handle on a directory (the log, its readers, the
@@ -181,55 +178,6 @@ pub(crate) struct TreeHandle {
 impl TreeHandle {
     pub(crate) fn get(&self) -> Result<sled::Tree, sled::Error> {
         current(&self.store)?.db.open_tree(&self.name)
-    }
-}
-
-/// The identity index of the logged events: which position holds each `(source, id)`.
-/// Kept compact — the first 8 bytes of an identity key and its position, ~17 bytes a
-/// logged event instead of ~57 with the whole key and content digest — because it is
-/// held for every event ever logged. A hit reads the record there for the whole key
-/// and the content digest (re-sends are rare); identities whose first 8 bytes another
-/// logged identity already has (~1 in 10^12 at 5M events) are kept whole, aside.
-#[derive(Default)]
-struct IdentityIndex {
-    by_prefix: HashMap<u64, u64, foldhash::fast::RandomState>,
-    overflow: HashMap<[u8; 16], u64, foldhash::fast::RandomState>,
-}
-
-fn identity_prefix(identity: &[u8; 16]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&identity[..8]);
-    u64::from_le_bytes(b)
-}
-
-impl IdentityIndex {
-    /// Records a new identity (one no logged event has) at `seq`: in its prefix slot,
-    /// or aside if another identity holds the slot.
-    fn insert(&mut self, identity: [u8; 16], seq: u64) {
-        if !self.insert_prefix(identity_prefix(&identity), seq) {
-            self.overflow.insert(identity, seq);
-        }
-    }
-
-    /// Takes the prefix slot for `seq` if it is free; `false` if another identity holds
-    /// it (the caller then keeps this one's whole key aside).
-    fn insert_prefix(&mut self, prefix: u64, seq: u64) -> bool {
-        match self.by_prefix.entry(prefix) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(seq);
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-        }
-    }
-
-    /// The positions that may hold `identity`: the prefix slot's, and one kept aside.
-    fn candidates(&self, identity: &[u8; 16]) -> impl Iterator<Item = u64> + '_ {
-        self.by_prefix
-            .get(&identity_prefix(identity))
-            .copied()
-            .into_iter()
-            .chain(self.overflow.get(identity).copied())
     }
 }
 
@@ -288,9 +236,6 @@ impl Log {
             },
             head: Head::default(),
             index: None,
-            identities_saved: 0,
-            identities_bytes: 0,
-            identities_unsaved: Vec::new(),
         };
         log.load()?;
         Ok(log)
@@ -328,59 +273,36 @@ impl Log {
         self.load()
     }
 
-    /// Reads the identity index from the log (once), checking that the sequence has no
-    /// gap on the way. The first append does it; a caller that wants the cost paid
-    /// before (a benchmark of the service's memory) calls it.
+    /// Reads the identity index (once): its runs if their manifest's chain hash is the
+    /// log's at that position, then the record headers after it — checking on the way
+    /// that the sequence has no gap. The first append does it; a caller that wants the
+    /// cost paid before (a benchmark of the service's memory) calls it.
     pub fn ensure_index(&mut self) -> Result<(), LogError> {
         if self.index.is_some() {
             return Ok(());
         }
-        // Sized for the log at once: growing by doubling would hold the old table
-        // beside the new one at every step (~70% more at the peak).
-        let mut index = IdentityIndex {
-            by_prefix: HashMap::with_capacity_and_hasher(
-                usize::try_from(self.head.last_seq).unwrap_or(0),
-                Default::default(),
-            ),
-            overflow: HashMap::default(),
-        };
-        // What the IDENTITIES file holds soundly, if its last chunk's chain hash is the
-        // log's at that position; else nothing (the log is scanned, the file rewritten).
-        let file = self.path.join(crate::identities::FILE);
-        let mut loaded = crate::identities::load(&file).map_err(|source| LogError::Io {
-            path: file.clone(),
-            source,
-        })?;
-        let through = loaded.prefixes.len() as u64;
-        let anchored = through <= self.head.last_seq
-            && match loaded.last_hash {
-                None => true,
-                Some(hash) => self.record_at(through)?.is_some_and(|r| r.hash == hash),
-            };
-        if !anchored {
-            loaded = crate::identities::Loaded {
-                prefixes: Vec::new(),
-                last_hash: None,
-                bytes: 0,
-            };
-        }
-        let through = loaded.prefixes.len() as u64;
-        for (i, prefix) in loaded.prefixes.iter().enumerate() {
-            let seq = i as u64 + 1;
-            if index.insert_prefix(*prefix, seq) {
-                continue;
+        let manifest = crate::identities::Manifest::load(&self.path.join(crate::identities::DIR));
+        let anchored = match &manifest {
+            Some(m) if m.through == 0 => true,
+            Some(m) => {
+                m.through <= self.head.last_seq
+                    && self.record_at(m.through)?.is_some_and(|r| r.hash == m.hash)
             }
-            // Two identities share the prefix (rare): the later one's whole key, from
-            // its record, goes aside; the slot keeps the earlier.
-            let record = self
-                .record_at(seq)?
-                .ok_or_else(|| self.corrupt(format!("position {seq} is missing")))?;
-            index.overflow.insert(record.identity, seq);
-        }
-        self.identities_saved = through;
-        self.identities_bytes = loaded.bytes;
-        let mut unsaved = Vec::new();
-        let mut expected_seq = through + 1;
+            None => false,
+        };
+        let opened = IdentityIndex::open(&self.path, manifest.as_ref().filter(|_| anchored));
+        let mut index = match opened {
+            Ok(index) => index,
+            Err(e) => {
+                tracing::warn!(
+                    "the identity index of {} is rebuilt from the log: {}",
+                    self.path.display(),
+                    crate::error_chain(&e)
+                );
+                IdentityIndex::open(&self.path, None).map_err(|e| self.runs_error(e))?
+            }
+        };
+        let mut expected_seq = index.through() + 1;
         for segment in self.segments_from(expected_seq) {
             let segment = segment?;
             for r in segment.records(self) {
@@ -394,8 +316,13 @@ impl Log {
                     );
                 }
                 index.insert(r.identity, r.seq);
-                unsaved.push(identity_prefix(&r.identity));
                 expected_seq += 1;
+                if index.recent() >= crate::identities::FLUSH {
+                    // A rebuild holds one batch at a time, whatever the log's length.
+                    index.save(0, r.seq, r.hash).map_err(|e| {
+                        self.corrupt(format!("the identity index cannot be written: {e}"))
+                    })?;
+                }
             }
         }
         if expected_seq - 1 != self.head.last_seq {
@@ -406,38 +333,14 @@ impl Log {
             )));
         }
         self.index = Some(index);
-        self.identities_unsaved = unsaved;
-        self.save_identities(0);
         Ok(())
     }
 
-    /// Appends the prefixes of positions the `IDENTITIES` file lacks as one chunk, once
-    /// there are at least `at_least`. Best effort: a failure leaves them for the next
-    /// try (the file is derived data; opening scans the log past what it holds).
-    fn save_identities(&mut self, at_least: usize) {
-        if self.identities_unsaved.is_empty() || self.identities_unsaved.len() < at_least {
-            return;
-        }
-        let first = self.identities_saved + 1;
-        debug_assert_eq!(
-            first + self.identities_unsaved.len() as u64 - 1,
-            self.head.last_seq
-        );
-        let file = self.path.join(crate::identities::FILE);
-        match crate::identities::append(
-            &file,
-            self.identities_bytes,
-            first,
-            &self.identities_unsaved,
-            &self.head.last_hash,
-        ) {
-            Ok(end) => {
-                self.identities_bytes = end;
-                self.identities_saved += self.identities_unsaved.len() as u64;
-                self.identities_unsaved.clear();
-            }
-            Err(e) => tracing::warn!("{}: cannot be appended to: {e}", file.display()),
-        }
+    fn runs_error(&self, e: crate::runs::RunError) -> LogError {
+        self.corrupt(format!(
+            "the identity index cannot be opened: {}",
+            crate::error_chain(&e)
+        ))
     }
 
     fn load(&mut self) -> Result<(), LogError> {
@@ -636,40 +539,42 @@ impl Log {
         }
         self.head = head;
         if let Some(index) = &mut self.index {
-            // In position order, so that of two identities sharing a prefix the older
-            // one holds the slot (either way is correct; this one is deterministic).
-            let mut added: Vec<([u8; 16], u64)> = new_index
-                .into_iter()
-                .map(|(k, (seq, _))| (k, seq))
-                .collect();
-            added.sort_unstable_by_key(|&(_, seq)| seq);
-            for (identity, seq) in added {
+            for (identity, (seq, _)) in new_index {
                 index.insert(identity, seq);
-                self.identities_unsaved.push(identity_prefix(&identity));
             }
-            self.save_identities(crate::identities::CHUNK);
+            // Best effort: the identities stay in memory until a write succeeds, and
+            // opening reads the positions the runs lack from the log.
+            if let Err(e) = index.save(crate::identities::FLUSH, head.last_seq, head.last_hash) {
+                tracing::warn!(
+                    "the identity index of {} cannot be written: {e}",
+                    self.path.display()
+                );
+            }
         }
         debug_assert_eq!(outcomes.len(), inputs.len());
         Ok(outcomes)
     }
 
     /// The position and content digest of the logged event with `identity`, if any:
-    /// each candidate position of the index is read back and its whole key compared.
+    /// the position the index names is read back for the content digest.
     fn logged(&self, identity: &[u8; 16]) -> Result<Option<(u64, [u8; 32])>, LogError> {
         let Some(index) = &self.index else {
             return Ok(None);
         };
-        for seq in index.candidates(identity) {
-            let record = self.record_at(seq)?.ok_or_else(|| {
-                self.corrupt(format!(
-                    "the identity index names position {seq}, which the log does not hold"
-                ))
-            })?;
-            if record.identity == *identity {
-                return Ok(Some((seq, record.content)));
-            }
+        let Some(seq) = index.get(identity).map_err(|e| self.runs_error(e))? else {
+            return Ok(None);
+        };
+        let record = self.record_at(seq)?.ok_or_else(|| {
+            self.corrupt(format!(
+                "the identity index names position {seq}, which the log does not hold"
+            ))
+        })?;
+        if record.identity != *identity {
+            return Err(self.corrupt(format!(
+                "the identity index names position {seq} for an identity the record there does not have"
+            )));
         }
-        Ok(None)
+        Ok(Some((seq, record.content)))
     }
 
     fn write_highwater(&self, head: &Head) -> Result<(), LogError> {
@@ -1067,24 +972,24 @@ fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
 pub(crate) mod tests {
     use super::*;
 
-    /// The identity index read back from the IDENTITIES file (and the log after it)
-    /// finds every logged event's re-send, whether the file is whole, damaged, gone or
-    /// of another log.
+    /// The identity index read back from its runs (and the log after them) finds every
+    /// logged event's re-send, whether the runs are whole, damaged, gone or of another
+    /// log; a rebuild of a long log holds one batch of identities in memory at a time.
     #[test]
-    fn the_identity_index_comes_back_from_its_file_or_the_log() {
+    fn the_identity_index_comes_back_from_its_runs_or_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let lines: Vec<String> =
             ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(12, 900)).collect();
         let mut log = Log::open(dir.path()).unwrap();
         log.append_batch(&inputs(&lines[..600])).unwrap();
-        log.reopen().unwrap();
-        // The re-open wrote the file; appends after it are in the log only.
-        log.ensure_index().unwrap();
-        let saved = log.head().last_seq;
+        // The runs hold what was saved; appends after it are in the log only.
+        let saved = log.head();
+        let index = log.index.as_mut().unwrap();
+        index.save(0, saved.last_seq, saved.last_hash).unwrap();
         log.append_batch(&inputs(&lines[600..])).unwrap();
-        let file = dir.path().join(crate::identities::FILE);
-        let whole = std::fs::read(&file).unwrap();
-        assert!(saved > 400 && whole.len() as u64 > saved * 8);
+        let idx = dir.path().join(crate::identities::DIR);
+        let manifest = crate::identities::Manifest::load(&idx).unwrap();
+        assert!(manifest.through == saved.last_seq && manifest.through > 400);
         let resend_all = |log: &mut Log| {
             log.reopen().unwrap();
             let head = log.head();
@@ -1093,33 +998,47 @@ pub(crate) mod tests {
             assert_eq!(log.head().last_seq, head.last_seq);
         };
         resend_all(&mut log);
+        assert_eq!(log.index.as_ref().unwrap().through(), saved.last_seq);
+        // A damaged run: rebuilt from the log.
+        let run = idx.join(&manifest.runs[0].file);
+        let whole = std::fs::read(&run).unwrap();
         let mut damaged = whole.clone();
         damaged[20] ^= 0xff;
-        std::fs::write(&file, &damaged).unwrap();
+        std::fs::write(&run, &damaged).unwrap();
         resend_all(&mut log);
-        std::fs::remove_file(&file).unwrap();
+        assert_eq!(log.index.as_ref().unwrap().through(), 0);
+        // Saved again, then the manifest gone or naming another log's position.
+        let head = log.head();
+        log.index
+            .as_mut()
+            .unwrap()
+            .save(0, head.last_seq, head.last_hash)
+            .unwrap();
+        let manifest = crate::identities::Manifest::load(&idx).unwrap();
+        std::fs::remove_file(idx.join("MANIFEST")).unwrap();
         resend_all(&mut log);
-        // A file whose chain hash is not this log's is not used.
-        let mut foreign = whole;
-        let n = foreign.len();
-        foreign[n - 10] ^= 1;
-        std::fs::write(&file, &foreign).unwrap();
+        assert_eq!(log.index.as_ref().unwrap().through(), 0);
+        let head = log.head();
+        log.index
+            .as_mut()
+            .unwrap()
+            .save(0, head.last_seq, head.last_hash)
+            .unwrap();
+        let mut foreign = crate::identities::Manifest::load(&idx).unwrap();
+        assert_ne!(foreign.runs, manifest.runs);
+        foreign.hash[0] ^= 1;
+        let mut bytes = postcard::to_stdvec(&foreign).unwrap();
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(idx.join("MANIFEST"), &bytes).unwrap();
         resend_all(&mut log);
-    }
-
-    /// Identities sharing their first 8 bytes are both found: the second is kept
-    /// aside, and each lookup yields the positions to read back.
-    #[test]
-    fn identities_sharing_a_prefix_are_both_kept() {
-        let mut index = IdentityIndex::default();
-        let a = [[1u8; 8], [2u8; 8]].concat().try_into().unwrap();
-        let b: [u8; 16] = [[1u8; 8], [3u8; 8]].concat().try_into().unwrap();
-        let c: [u8; 16] = [[4u8; 8], [3u8; 8]].concat().try_into().unwrap();
-        index.insert(a, 5);
-        index.insert(b, 9);
-        assert_eq!(index.candidates(&a).collect::<Vec<_>>(), vec![5]);
-        assert_eq!(index.candidates(&b).collect::<Vec<_>>(), vec![5, 9]);
-        assert_eq!(index.candidates(&c).count(), 0);
+        assert_eq!(log.index.as_ref().unwrap().through(), 0);
+        // Only the runs a manifest names stay.
+        let files = std::fs::read_dir(&idx).unwrap().count();
+        assert_eq!(
+            files, 0,
+            "no manifest, no runs: a rebuild that saved nothing yet"
+        );
     }
 
     /// The lines as inputs, numbered from 1 (shared with the history tests).

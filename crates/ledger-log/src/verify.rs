@@ -356,23 +356,14 @@ impl ArchiveCheck<'_> {
                 }
             };
             let (entry, n, line) = &stored;
-            let same = (
-                entry.0.as_str(),
-                entry.1.as_str(),
-                entry.2.as_str(),
-                *n,
-                line,
-            ) == (
-                l.partner_id.as_str(),
-                l.program_id.as_str(),
-                l.period.as_str(),
-                l.number,
-                &l.line,
-            );
-            if !same {
+            let Some(expected) = d.entries.get(l.entry as usize) else {
+                self.problem = Some(format!("a drained journal line names entry {}", l.entry));
+                return;
+            };
+            if (entry, *n, line) != (expected, l.number, &l.line) {
                 self.problem = Some(format!(
                     "journal line {} of {}/{}/{} differs from the log's",
-                    l.number, l.partner_id, l.program_id, l.period
+                    l.number, expected.0, expected.1, expected.2
                 ));
                 return;
             }

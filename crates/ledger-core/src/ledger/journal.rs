@@ -3,103 +3,102 @@
 
 use super::*;
 
-/// Journal lines held per chunk: a busy entry's journal grows without re-allocating and
-/// copying every line it already holds.
-pub(super) const JOURNAL_CHUNK: usize = 128;
-
-/// One entry's journal lines, in log order, in chunks of at most [`JOURNAL_CHUNK`]: the
-/// lines since the last [`Ledger::drain_journal`] (all of them, if it is never called).
+/// The statement journal: every line written, numbered per entry, waiting in write
+/// order until [`Ledger::drain_journal`] takes it (all of them, if it is never called).
+/// One flat list rather than a list per entry: a caller that drains every few events
+/// (the service, its rebuild) hands the lines on in the order they came without
+/// gathering them, and a statement of the lines still held filters a short list.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub(super) struct EntryJournal {
-    pub(super) chunks: Vec<Vec<JournalLine>>,
-    /// Lines taken by [`Ledger::drain_journal`]: the number of the first line held.
-    pub(super) drained: u64,
+pub(super) struct Journal {
+    /// Per entry, the lines ever written to it: the next line's number.
+    pub(super) written: HashMap<EntryKey, u64>,
+    pub(super) pending: Vec<PendingLine>,
 }
 
-/// One journal line taken out of the ledger, with its entry and its number in that
-/// entry's journal (from 0, in log order).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct PendingLine {
+    pub(super) key: EntryKey,
+    pub(super) number: u64,
+    pub(super) line: JournalLine,
+}
+
+/// One journal line taken out of the ledger: its entry (an index into
+/// [`crate::replay::Drained::entries`]) and its number in that entry's journal (from 0,
+/// in log order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DrainedLine {
-    pub partner_id: Text,
-    pub program_id: Text,
-    /// The period's label.
-    pub period: Text,
+    pub entry: u32,
     pub number: u64,
     pub line: JournalLine,
 }
 
-impl Ledger {
-    /// Takes the journal lines written since the last call (none without a journal),
-    /// for a caller that keeps them elsewhere; statements then hold only the lines
-    /// written since. O(lines taken): only the entries written to are visited.
-    pub fn drain_journal(&mut self) -> Vec<DrainedLine> {
-        let Some(journal) = self.journal.as_mut() else {
-            return Vec::new();
-        };
-        // Each entry's lines, taken once, then handed out in the order written.
-        let mut taken: HashMap<EntryKey, (std::vec::IntoIter<JournalLine>, [Text; 3])> =
-            HashMap::default();
-        let mut out = Vec::with_capacity(self.journal_pending.len());
-        for key in self.journal_pending.drain(..) {
-            let Some(j) = journal.get_mut(&key) else {
-                unreachable!("a pending journal line's entry has a journal");
-            };
-            let (lines, ids) = match taken.entry(key) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let Some(program) = self.programs.get(&key.program) else {
-                        unreachable!("a journal's entry is of a known program");
-                    };
-                    let ids = [
-                        Text::from(self.syms.name(key.partner)),
-                        Text::from(self.syms.name(key.program)),
-                        program.period_kind().label(key.period),
-                    ];
-                    let lines: Vec<JournalLine> = std::mem::take(&mut j.chunks)
-                        .into_iter()
-                        .flatten()
-                        .collect();
-                    v.insert((lines.into_iter(), ids))
-                }
-            };
-            let Some(line) = lines.next() else {
-                unreachable!("an entry holds a line for each time it is pending");
-            };
-            out.push(DrainedLine {
-                partner_id: ids[0].clone(),
-                program_id: ids[1].clone(),
-                period: ids[2].clone(),
-                number: j.drained,
-                line,
-            });
-            j.drained += 1;
-        }
-        debug_assert!(taken.values_mut().all(|(lines, _)| lines.next().is_none()));
-        out
+/// An entry as drained journal lines name it: (partner id, program id, period label).
+pub type EntryIds = (Text, Text, Text);
+
+impl Journal {
+    pub(super) fn push(&mut self, key: EntryKey, line: JournalLine) {
+        let written = self.written.entry(key).or_default();
+        self.pending.push(PendingLine {
+            key,
+            number: *written,
+            line,
+        });
+        *written += 1;
+    }
+
+    /// The lines of `key` still held, and the number of the first of them (the number
+    /// of lines written so far when none is held).
+    pub(super) fn lines_of(&self, key: EntryKey) -> (Vec<JournalLine>, u64) {
+        let mut first = None;
+        let lines = self
+            .pending
+            .iter()
+            .filter(|p| p.key == key)
+            .inspect(|p| {
+                first.get_or_insert(p.number);
+            })
+            .map(|p| p.line.clone())
+            .collect();
+        let written = self.written.get(&key).copied().unwrap_or(0);
+        (lines, first.unwrap_or(written))
     }
 }
 
-impl EntryJournal {
-    pub(super) fn push(&mut self, line: JournalLine) {
-        match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < JOURNAL_CHUNK => chunk.push(line),
-            _ => {
-                // Most entries see few events: the first chunk starts small (and grows
-                // up to a chunk as a plain vector would).
-                let capacity = if self.chunks.is_empty() {
-                    4
-                } else {
-                    JOURNAL_CHUNK
-                };
-                let mut chunk = Vec::with_capacity(capacity);
-                chunk.push(line);
-                self.chunks.push(chunk);
-            }
+impl Ledger {
+    /// Takes the journal lines written since the last call (none without a journal),
+    /// in the order written, with the entries they are of (each once); statements then
+    /// hold only the lines written since. O(lines taken).
+    pub fn drain_journal(&mut self) -> (Vec<EntryIds>, Vec<DrainedLine>) {
+        let Some(journal) = self.journal.as_mut() else {
+            return (Vec::new(), Vec::new());
+        };
+        let pending = std::mem::take(&mut journal.pending);
+        let mut numbered: HashMap<EntryKey, u32> = HashMap::default();
+        let mut entries = Vec::new();
+        let mut lines = Vec::with_capacity(pending.len());
+        for p in pending {
+            let entry = match numbered.entry(p.key) {
+                std::collections::hash_map::Entry::Occupied(o) => *o.get(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let Some(program) = self.programs.get(&p.key.program) else {
+                        unreachable!("a journal's entry is of a known program");
+                    };
+                    entries.push((
+                        Text::from(self.syms.name(p.key.partner)),
+                        Text::from(self.syms.name(p.key.program)),
+                        program.period_kind().label(p.key.period),
+                    ));
+                    let n = u32::try_from(entries.len() - 1);
+                    *v.insert(n.expect("a drain's entries are numbered in u32"))
+                }
+            };
+            lines.push(DrainedLine {
+                entry,
+                number: p.number,
+                line: p.line,
+            });
         }
-    }
-
-    pub(super) fn lines(&self) -> impl Iterator<Item = &JournalLine> {
-        self.chunks.iter().flatten()
+        (entries, lines)
     }
 }
 
@@ -141,7 +140,7 @@ pub struct JournalLine {
 /// journal held a copy of its cause per line.) The numbering lives for one journal's
 /// encoding or decoding, on this thread.
 pub(super) mod journal_causes {
-    use super::{Cause, EntryJournal, EntryKey, HashMap};
+    use super::{Cause, Journal as Lines};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::cell::RefCell;
     use std::sync::Arc;
@@ -171,7 +170,7 @@ pub(super) mod journal_causes {
         }
     }
 
-    type Journal = Option<HashMap<EntryKey, EntryJournal>>;
+    type Journal = Option<Lines>;
 
     pub fn serialize<S: Serializer>(value: &Journal, serializer: S) -> Result<S::Ok, S::Error> {
         let _scope = Scope::enter(Table::Writing(Default::default()));
@@ -295,39 +294,13 @@ mod journal_tests {
         }
     }
 
-    #[test]
-    fn a_journal_keeps_every_line_in_order_across_chunks() {
-        let cause = Arc::new(Cause {
-            source: "erp".into(),
-            id: "e1".into(),
-            event_type: crate::event::EventType::SaleRecorded,
-            time: "2026-01-01T00:00:00Z".into(),
-        });
-        let mut journal = EntryJournal::default();
-        let n = 3 * JOURNAL_CHUNK as u64 + 5;
-        for i in 0..n {
-            journal.push(line(i, &cause));
-        }
-        let bases: Vec<Decimal> = journal.lines().map(|l| l.basis).collect();
-        assert_eq!(bases, (0..n).map(Decimal::from).collect::<Vec<_>>());
-        assert_eq!(journal.chunks.len(), 4, "three full chunks, then the rest");
-        assert!(journal.chunks.iter().all(|c| c.len() <= JOURNAL_CHUNK));
-        assert!(
-            journal.chunks[1].capacity() == JOURNAL_CHUNK,
-            "later chunks never grow"
-        );
-        // Lines of one event share its cause.
-        assert_eq!(Arc::strong_count(&cause), n as usize + 1);
-    }
-
     /// Every (line, cause) of every journal, by entry, in order.
     fn journal_lines(ledger: &Ledger) -> Vec<(EntryKey, Vec<JournalLine>)> {
-        let mut all: Vec<_> = ledger
-            .journal
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|(k, j)| (*k, j.lines().cloned().collect::<Vec<_>>()))
+        let journal = ledger.journal.as_ref().unwrap();
+        let mut all: Vec<_> = journal
+            .written
+            .keys()
+            .map(|k| (*k, journal.lines_of(*k).0))
             .collect();
         all.sort_by_key(|(k, _)| (k.partner.0, k.program.0, k.period));
         all

@@ -51,7 +51,7 @@ use state::*;
 pub(crate) use lookups::Recent;
 
 pub use audit::Fingerprint;
-pub use journal::{Cause, DrainedLine, JournalLine};
+pub use journal::{Cause, DrainedLine, EntryIds, JournalLine};
 pub use payouts::{payout_id, Applied, Payout, PayoutReason};
 pub use state::ClaimStatus;
 pub use statement::{Explanation, Statement};
@@ -87,11 +87,7 @@ pub struct Ledger {
     /// Per entry, what every event that touched it left behind (for statements); kept
     /// only when enabled, as it grows with the log.
     #[serde(with = "journal_causes")]
-    journal: Option<HashMap<EntryKey, EntryJournal>>,
-    /// The entry of each journal line not yet drained, in the order the lines were
-    /// written: [`Ledger::drain_journal`] hands them out in that order, so that where
-    /// drains fall never changes the order of the history.
-    journal_pending: Vec<EntryKey>,
+    journal: Option<Journal>,
     /// Derived: the claims of each (partner, program), by claim id — what a fund
     /// statement lists without visiting every claim. Not stored: rebuilt by
     /// [`Ledger::restore_derived`] after a checkpoint load.
@@ -134,14 +130,13 @@ impl Ledger {
     /// Keeps a journal per entry from now on (what statements explain).
     pub fn enable_journal(&mut self) {
         if self.journal.is_none() {
-            self.journal = Some(HashMap::default());
+            self.journal = Some(Journal::default());
         }
     }
 
     /// Keeps no journal from now on, and drops the one kept.
     pub fn disable_journal(&mut self) {
         self.journal = None;
-        self.journal_pending.clear();
     }
 
     pub fn journal_enabled(&self) -> bool {

@@ -46,8 +46,7 @@ impl Ledger {
                         payout: payout.as_ref().map(|p| (p.payout_id, p.amount, p.reason)),
                     };
                     if let Some(journal) = self.journal.as_mut() {
-                        journal.entry(key).or_default().push(line);
-                        self.journal_pending.push(key);
+                        journal.push(key, line);
                     }
                 }
             }

@@ -97,14 +97,14 @@ impl Ledger {
             }
             rules => explain(rules, entry, target),
         };
-        let journal = self.journal.as_ref().and_then(|j| j.get(&key));
-        let lines = journal
-            .map(|j| j.lines().cloned().collect())
-            .unwrap_or_default();
+        let (lines, first_line) = self
+            .journal
+            .as_ref()
+            .map_or((Vec::new(), 0), |j| j.lines_of(key));
         Some(Statement {
             balance,
             lines,
-            first_line: journal.map_or(0, |j| j.drained),
+            first_line,
             explanation,
         })
     }

@@ -2,11 +2,13 @@
 //! `--data-dir` side of `replay`.
 
 use crate::progress;
+use crate::spool::{History, Replayed, Spool};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ledger_log::{history, Bound, Input, Log, Outcome};
+use ledger_log::{history, Bound, Input, Log, LogError, LookupStore, Outcome};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn now_ns() -> u64 {
@@ -152,12 +154,20 @@ pub fn parse_time(s: &str) -> Result<u64> {
 }
 
 /// Rebuilds the document of a data directory (for `replay --data-dir`).
+/// Replays a data directory up to `as_of_seq` / `as_of_time` (the whole log without
+/// either), holding the working set only: the history is read back from disk.
+///
+/// A whole replay that may use the checkpoint resumes from the service's checkpoint
+/// and history archive, or — where there are none, or they do not match the log —
+/// builds them as the service's first open does (and checkpoints them), so that the
+/// next replay resumes. Any other replay folds from the start with a temporary lookup
+/// store and spools its history, writing nothing into the directory.
 pub fn replay_dir(
     dir: &Path,
     as_of_seq: Option<u64>,
     as_of_time: Option<&str>,
     checkpoint: bool,
-) -> Result<ledger_core::Replay> {
+) -> Result<Replayed> {
     let log = open(dir)?;
     let bound = match (as_of_seq, as_of_time) {
         (Some(n), None) => Bound::Seq(n),
@@ -166,25 +176,54 @@ pub fn replay_dir(
         (Some(_), Some(_)) => bail!("give --as-of-seq or --as-of-time, not both"),
     };
     let bar = progress::bar(log.head().last_seq, "replay");
-    let rebuilt = history::rebuild(&log, bound, checkpoint, &mut |seq| bar.set_position(seq))
-        .with_context(|| format!("cannot replay {}", dir.display()))?;
+    let mut progress = |seq| bar.set_position(seq);
+    let cannot = || format!("cannot replay {}", dir.display());
+    if checkpoint && bound == Bound::All {
+        let (rebuilt, stores) =
+            history::rebuild_archived(&log, history::LOOKUPS_IN_MEMORY, &mut progress)
+                .with_context(cannot)?;
+        bar.finish_and_clear();
+        for w in &rebuilt.warnings {
+            eprintln!("warning: {w}");
+        }
+        // Folded on from the checkpoint: checkpoint again, so the next replay resumes
+        // from here (a rebuild from the start was checkpointed already).
+        if rebuilt.resumed_from.is_some_and(|from| from < rebuilt.seq) {
+            history::save_checkpoint(&log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival, &stores)
+                .with_context(|| format!("cannot write a checkpoint into {}", dir.display()))?;
+        }
+        let archive = stores
+            .archive
+            .context("a rebuild of the directory gave no history archive")?;
+        return Ok(Replayed {
+            replay: rebuilt.replay,
+            history: History::Archive(archive),
+        });
+    }
+    let store = Arc::new(
+        LookupStore::temporary(None)
+            .context("cannot create the replay's temporary lookup store")?,
+    );
+    let mut spool = Spool::new()?;
+    let rebuilt = history::fold_streaming(
+        &log,
+        bound,
+        store,
+        history::LOOKUPS_IN_MEMORY,
+        &mut |drained| {
+            spool.take(&drained).map_err(|e| LogError::Io {
+                path: std::env::temp_dir(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })
+        },
+        &mut progress,
+    )
+    .with_context(cannot)?;
     bar.finish_and_clear();
-    for w in &rebuilt.warnings {
-        eprintln!("warning: {w}");
-    }
-    // A full replay leaves a checkpoint behind, so that the next open resumes from it.
-    let folded_since = rebuilt.seq - rebuilt.resumed_from.unwrap_or(0);
-    if checkpoint
-        && bound == Bound::All
-        && folded_since > 0
-        && !rebuilt.replay.has_backing()
-        && !history::checkpoint_names_archive(&log)?
-    {
-        let stores = history::Stores::default();
-        history::save_checkpoint(&log, &rebuilt.replay, rebuilt.seq, rebuilt.arrival, &stores)
-            .with_context(|| format!("cannot write a checkpoint into {}", dir.display()))?;
-    }
-    Ok(rebuilt.replay)
+    Ok(Replayed {
+        replay: rebuilt.replay,
+        history: History::Spool(spool),
+    })
 }
 
 #[derive(Args)]
@@ -279,25 +318,29 @@ pub struct RejectedArgs {
 }
 
 pub fn rejected(args: RejectedArgs) -> Result<()> {
-    let replay = replay_dir(&args.data_dir, None, None, true)?;
+    let mut replayed = replay_dir(&args.data_dir, None, None, true)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for r in replay.rejections() {
-        let stage = r.stage();
-        if args.json {
-            writeln!(out, "{}", r.to_json())?;
+    let mut written = Ok(());
+    replayed.for_each_rejection(&mut |r| {
+        if written.is_err() {
+            return;
+        }
+        written = if args.json {
+            writeln!(out, "{}", r.to_json())
         } else {
             writeln!(
                 out,
                 "{:>8}  {:<10}  {:<24}  {:<40}  {}",
                 r.line,
-                stage,
+                r.stage(),
                 r.code.as_str(),
                 r.who(),
                 r.message
-            )?;
-        }
-    }
+            )
+        };
+    })?;
+    written?;
     out.flush()?;
     Ok(())
 }

@@ -44,18 +44,23 @@ pub struct ReplayArgs {
 pub fn run(args: ReplayArgs) -> Result<()> {
     match &args.data_dir {
         Some(dir) => {
-            let replay = crate::log_cmd::replay_dir(
+            let mut replayed = crate::log_cmd::replay_dir(
                 dir,
                 args.as_of_seq,
                 args.as_of_time.as_deref(),
                 !args.no_checkpoint,
             )?;
             if args.messages {
-                for r in replay.rejections() {
+                replayed.for_each_rejection(&mut |r| {
                     eprintln!("{}: {}: {}: {}", r.line, r.who(), r.code, r.message);
-                }
+                })?;
             }
-            print_document(&replay, args.compact)
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            replayed.write_document(args.compact, &mut out)?;
+            writeln!(out)?;
+            out.flush()?;
+            Ok(())
         }
         None => replay_files(&args),
     }
@@ -115,20 +120,6 @@ fn replay_files(args: &ReplayArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     spool.finish(&mut replay, args.compact, &mut out)?;
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
-}
-
-fn print_document(replay: &Replay, compact: bool) -> Result<()> {
-    let doc = replay.document();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    if compact {
-        serde_json::to_writer(&mut out, &doc)?;
-    } else {
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-    }
     writeln!(out)?;
     out.flush()?;
     Ok(())

@@ -69,35 +69,167 @@ impl Spool {
     ) -> Result<String> {
         let rest = replay.drain_history();
         self.take(&rest)?;
-        let ledger = replay.ledger();
-        let balances: Vec<BalanceRow> = ledger.balances().iter().map(BalanceRow::from).collect();
-        let claims: Vec<ClaimRow> = ledger.claims().iter().map(ClaimRow::from).collect();
-        let mut digest = PayoutDigest::begin(&balances, &claims);
-        let mut w = Writer {
-            out,
-            compact,
-            members: 0,
-        };
-        w.begin()?;
-        w.member("events", &replay.counts())?;
-        w.array("balances", balances.iter().map(Ok))?;
-        w.array("claims", claims.iter().map(Ok))?;
         let payouts = read_back::<Payout>(self.payouts)?;
-        w.array(
-            "payouts",
-            payouts.map(|p| {
-                let row = PayoutRow::from(&p?);
-                digest.payout(&row);
-                Ok(row)
-            }),
-        )?;
         let rejected = read_back::<Rejection>(self.rejected)?;
-        w.array("rejected", rejected.map(|r| r.map(|r| r.row())))?;
-        let digest = digest.finish();
-        w.member("digest", &digest)?;
-        w.end()?;
-        Ok(digest)
+        write_document(replay, payouts, rejected, compact, out)
     }
+
+    /// Calls `f` with every refusal spooled so far, in order.
+    pub fn for_each_rejection(&mut self, f: &mut dyn FnMut(&Rejection)) -> Result<()> {
+        self.rejected.flush().context("cannot write a spool file")?;
+        let mut file = self
+            .rejected
+            .get_ref()
+            .try_clone()
+            .context("cannot read a spool file back")?;
+        file.rewind().context("cannot read a spool file back")?;
+        for r in read_from::<Rejection>(file)? {
+            f(&r?);
+        }
+        // The clone shares the file's offset: appends go on at the end.
+        self.rejected
+            .get_mut()
+            .seek(std::io::SeekFrom::End(0))
+            .context("cannot write a spool file")?;
+        Ok(())
+    }
+}
+
+/// Where a replayed data directory's history is read back from: the directory's
+/// history archive (a full replay, resumed from or making the service's checkpoint),
+/// or a spool of this replay's own (a bounded replay, or one without the checkpoint).
+pub enum History {
+    Archive(ledger_log::Archive),
+    Spool(Spool),
+}
+
+/// A replayed data directory: the fold's working set, and its history on disk.
+pub struct Replayed {
+    pub replay: Replay,
+    pub history: History,
+}
+
+/// Payouts or refusals read from the archive this many at a time.
+const ARCHIVE_CHUNK: u64 = 4096;
+
+impl Replayed {
+    /// Calls `f` with every refusal, in order.
+    pub fn for_each_rejection(&mut self, f: &mut dyn FnMut(&Rejection)) -> Result<()> {
+        match &mut self.history {
+            History::Spool(spool) => spool.for_each_rejection(f),
+            History::Archive(archive) => {
+                for r in archived(archive.state().refusals, |from, n| {
+                    archive.rejections(from, n as usize)
+                }) {
+                    f(&r?);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the document to `out`, payouts and refusals streamed from disk; returns
+    /// its digest.
+    pub fn write_document(mut self, compact: bool, out: &mut impl Write) -> Result<String> {
+        match self.history {
+            History::Spool(spool) => spool.finish(&mut self.replay, compact, out),
+            History::Archive(archive) => {
+                let heads = archive.state();
+                anyhow::ensure!(
+                    (heads.payouts, heads.refusals)
+                        == (
+                            self.replay.payouts_issued(),
+                            self.replay.rejections_recorded()
+                        ),
+                    "the history archive holds {} payouts and {} refusals, the fold {} and {}",
+                    heads.payouts,
+                    heads.refusals,
+                    self.replay.payouts_issued(),
+                    self.replay.rejections_recorded()
+                );
+                let payouts = archived(heads.payouts, |from, n| archive.payouts(from, from + n));
+                let rejected = archived(heads.refusals, |from, n| {
+                    archive.rejections(from, n as usize)
+                });
+                write_document(&self.replay, payouts, rejected, compact, out)
+            }
+        }
+    }
+}
+
+/// Records `0..total` of the archive, read `ARCHIVE_CHUNK` at a time by `read(from, n)`.
+fn archived<'a, T: 'a>(
+    total: u64,
+    mut read: impl FnMut(u64, u64) -> Result<Vec<T>, ledger_log::LogError> + 'a,
+) -> impl Iterator<Item = Result<T>> + 'a {
+    let mut from = 0u64;
+    let mut chunk = Vec::new().into_iter();
+    std::iter::from_fn(move || loop {
+        if let Some(item) = chunk.next() {
+            return Some(Ok(item));
+        }
+        if from >= total {
+            return None;
+        }
+        let n = ARCHIVE_CHUNK.min(total - from);
+        match read(from, n) {
+            Ok(items) if items.len() as u64 == n => {
+                from += n;
+                chunk = items.into_iter();
+            }
+            Ok(items) => {
+                from = total;
+                return Some(Err(anyhow::anyhow!(
+                    "the history archive gave {} records from {from} where {n} were asked for",
+                    items.len()
+                )));
+            }
+            Err(e) => {
+                from = total;
+                return Some(Err(
+                    anyhow::Error::new(e).context("cannot read the history archive")
+                ));
+            }
+        }
+    })
+}
+
+/// The document of `replay` (its working set) with `payouts` and `rejected` (its whole
+/// history, in order), written to `out` member by member; returns its digest, hashed as
+/// the payouts go by.
+fn write_document(
+    replay: &Replay,
+    payouts: impl Iterator<Item = Result<Payout>>,
+    rejected: impl Iterator<Item = Result<Rejection>>,
+    compact: bool,
+    out: &mut impl Write,
+) -> Result<String> {
+    let ledger = replay.ledger();
+    let balances: Vec<BalanceRow> = ledger.balances().iter().map(BalanceRow::from).collect();
+    let claims: Vec<ClaimRow> = ledger.claims().iter().map(ClaimRow::from).collect();
+    let mut digest = PayoutDigest::begin(&balances, &claims);
+    let mut w = Writer {
+        out,
+        compact,
+        members: 0,
+    };
+    w.begin()?;
+    w.member("events", &replay.counts())?;
+    w.array("balances", balances.iter().map(Ok))?;
+    w.array("claims", claims.iter().map(Ok))?;
+    w.array(
+        "payouts",
+        payouts.map(|p| {
+            let row = PayoutRow::from(&p?);
+            digest.payout(&row);
+            Ok(row)
+        }),
+    )?;
+    w.array("rejected", rejected.map(|r| r.map(|r| r.row())))?;
+    let digest = digest.finish();
+    w.member("digest", &digest)?;
+    w.end()?;
+    Ok(digest)
 }
 
 /// `record` as a spool frame: its postcard length (u32, little-endian), then its bytes.
@@ -118,6 +250,13 @@ fn read_back<T: serde::de::DeserializeOwned>(
 ) -> Result<impl Iterator<Item = Result<T>>> {
     let mut file = file.into_inner().context("cannot finish a spool file")?;
     file.rewind().context("cannot read a spool file back")?;
+    read_from(file)
+}
+
+/// The records of a spool file from where `file` stands.
+fn read_from<T: serde::de::DeserializeOwned>(
+    file: File,
+) -> Result<impl Iterator<Item = Result<T>>> {
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut body = Vec::with_capacity(512);
     Ok(std::iter::from_fn(move || {

@@ -266,11 +266,10 @@ impl Drained {
                 })
             })
             .collect();
-        self.journal
-            .extend(later.journal.into_iter().map(|mut l| {
-                l.entry = renumber[l.entry as usize];
-                l
-            }));
+        self.journal.extend(later.journal.into_iter().map(|mut l| {
+            l.entry = renumber[l.entry as usize];
+            l
+        }));
     }
 }
 

@@ -11,6 +11,7 @@ use crate::log::{LogError, LogReader};
 use crate::lookups::LookupStore;
 use crate::runs::RunName;
 use ledger_core::intake::IntakeRefusal;
+use ledger_core::replay::Drained;
 use ledger_core::Replay;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -542,6 +543,37 @@ pub fn flush_lookups(replay: &mut Replay, store: &LookupStore) -> Result<(), Log
             )))
         }
     }
+}
+
+/// Folds the log from its start up to `bound`, without a checkpoint and without
+/// journals, holding the working set only: lookups beyond `lookups_in_memory` go to
+/// `store` (a temporary one: nothing is written into the directory), and the history
+/// is handed to `sink` in order as it is drained (every [`ARCHIVE_EVERY`] records, and
+/// the rest at the end) — what `replay --data-dir` streams its document from.
+pub fn fold_streaming(
+    log: &LogReader,
+    bound: Bound,
+    store: Arc<LookupStore>,
+    lookups_in_memory: usize,
+    sink: &mut dyn FnMut(Drained) -> Result<(), LogError>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Rebuilt, LogError> {
+    let limits = Limits::of(log, bound)?;
+    let mut start = Start::of(None, false);
+    start.replay.attach_backing(store.clone());
+    let mut each = |replay: &mut Replay, seq| {
+        progress(seq);
+        if seq % ARCHIVE_EVERY == 0 {
+            sink(replay.drain_history())?;
+        }
+        if seq % 256 == 0 && replay.lookups_in_memory() >= lookups_in_memory {
+            flush_lookups(replay, &store)?;
+        }
+        Ok(())
+    };
+    let mut rebuilt = fold_from(log, start, limits, Vec::new(), &mut each)?;
+    sink(rebuilt.replay.drain_history())?;
+    Ok(rebuilt)
 }
 
 /// Rebuilds the live fold of the whole directory (with journals) into its working set:

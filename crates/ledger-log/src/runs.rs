@@ -109,6 +109,9 @@ impl Filter {
     }
 }
 
+/// (first key, offset) of each block of a run, in key order.
+type BlockIndex = Vec<(Box<[u8]>, u64)>;
+
 /// One immutable run: its file, and in memory the first key of each block and the
 /// filter.
 struct Run {
@@ -120,7 +123,7 @@ struct Run {
     records: u64,
     /// (first key, offset) of each block, in key order; the last entry's block ends at
     /// `end`.
-    index: Vec<(Box<[u8]>, u64)>,
+    index: BlockIndex,
     end: u64,
     filter: Filter,
 }
@@ -316,19 +319,48 @@ impl Run {
     /// Reads a run file back, a block at a time: its block index and filter, every
     /// block checked.
     fn load(path: PathBuf, level: u32) -> Result<Run, RunError> {
+        // Two passes over the file: the first checks every block and counts the keys,
+        // the second fills a filter sized for them — rather than holding every key's
+        // hash meanwhile (8 bytes a record, doubled by growth: ~100 MB for a run of
+        // 5M identities, held on after as freed memory).
+        let mut records = 0u64;
+        let (index, end) = Run::scan_file(&path, &mut |_| records += 1)?;
+        let mut filter = Filter::with_keys(usize::try_from(records).unwrap_or(usize::MAX));
+        Run::scan_file(&path, &mut |key| filter.insert(hash(key)))?;
         let io = |source| RunError::Io {
             doing: "cannot read run file",
             path: path.clone(),
             source,
         };
         let file = File::open(&path).map_err(io)?;
+        Ok(Run {
+            file,
+            temporary: false,
+            level,
+            records,
+            index,
+            end,
+            filter,
+            path,
+        })
+    }
+
+    /// Reads the run file at `path` whole, checking each block's hash and calling
+    /// `key` with every key; returns the block index and the file's length.
+    fn scan_file(path: &Path, key: &mut dyn FnMut(&[u8])) -> Result<(BlockIndex, u64), RunError> {
+        let io = |source| RunError::Io {
+            doing: "cannot read run file",
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
         let end = file.metadata().map_err(io)?.len();
         let mut reader = BufReader::with_capacity(1 << 16, file);
         let damaged = |offset: u64| RunError::Damaged {
-            path: path.clone(),
+            path: path.to_path_buf(),
             offset,
         };
-        let (mut index, mut keys) = (Vec::new(), Vec::new());
+        let mut index = Vec::new();
         let mut block = Vec::with_capacity(BLOCK_BYTES * 2);
         let mut start = 0u64;
         while start < end {
@@ -349,11 +381,11 @@ impl Run {
                 }
                 block.resize(at + len, 0);
                 reader.read_exact(&mut block[at..]).map_err(io)?;
-                let key = &block[at..at + klen as usize];
+                let k = &block[at..at + klen as usize];
                 if first.is_none() {
-                    first = Some(key.into());
+                    first = Some(k.into());
                 }
-                keys.push(hash(key));
+                key(k);
                 let consumed = start + block.len() as u64;
                 if block.len() >= BLOCK_BYTES || end - consumed == 8 {
                     break;
@@ -367,21 +399,7 @@ impl Run {
             index.push((first.ok_or_else(|| damaged(start))?, start));
             start += block.len() as u64 + 8;
         }
-        let mut filter = Filter::with_keys(keys.len());
-        for &h in &keys {
-            filter.insert(h);
-        }
-        let file = File::open(&path).map_err(io)?;
-        Ok(Run {
-            file,
-            temporary: false,
-            level,
-            records: keys.len() as u64,
-            index,
-            end,
-            filter,
-            path,
-        })
+        Ok((index, end))
     }
 
     /// The file offsets where block `i` starts and ends (its hash included).

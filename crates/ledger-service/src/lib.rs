@@ -169,12 +169,18 @@ impl Service {
     /// index, as a running service has both: for measuring what an opened service
     /// holds (`bench-memory --service`) without a transport.
     #[doc(hidden)]
-    pub fn settle_for_measurement(&mut self) -> Result<(), ServiceError> {
+    /// `stage` is called after each step.
+    pub fn settle_for_measurement(
+        &mut self,
+        stage: &mut dyn FnMut(&'static str),
+    ) -> Result<(), ServiceError> {
         let p = self.handle.read();
         let (seq, arrival) = (p.seq, p.arrival);
         history::save_checkpoint(&self.log, &p.replay, seq, arrival, &p.stores())?;
         drop(p);
+        stage("checkpoint");
         self.log.ensure_index()?;
+        stage("identity_index");
         Ok(())
     }
 

@@ -205,9 +205,8 @@ fn write_document(
     out: &mut impl Write,
 ) -> Result<String> {
     let ledger = replay.ledger();
-    let balances: Vec<BalanceRow> = ledger.balances().iter().map(BalanceRow::from).collect();
-    let claims: Vec<ClaimRow> = ledger.claims().iter().map(ClaimRow::from).collect();
-    let mut digest = PayoutDigest::begin(&balances, &claims);
+    // Rows are written and hashed one at a time: none of them is held.
+    let mut digest = PayoutDigest::new();
     let mut w = Writer {
         out,
         compact,
@@ -215,8 +214,22 @@ fn write_document(
     };
     w.begin()?;
     w.member("events", &replay.counts())?;
-    w.array("balances", balances.iter().map(Ok))?;
-    w.array("claims", claims.iter().map(Ok))?;
+    w.array(
+        "balances",
+        ledger.balances_iter().map(|b| {
+            let row = BalanceRow::from(&b);
+            digest.balance(&row);
+            Ok(row)
+        }),
+    )?;
+    w.array(
+        "claims",
+        ledger.claims_iter().map(|c| {
+            let row = ClaimRow::from(&c);
+            digest.claim(&row);
+            Ok(row)
+        }),
+    )?;
     w.array(
         "payouts",
         payouts.map(|p| {

@@ -247,17 +247,39 @@ where
 }
 
 /// The digest of SPEC §7 taken in the order its canonical text runs: balances and
-/// claims (the state, known in full) first, then the payouts one at a time — from a
-/// history store or a file of their canonical rows, without holding them.
+/// claims (the state) first, then the payouts one at a time — each row hashed as it
+/// comes, from a history store or a file of their canonical rows, without holding them.
 pub struct PayoutDigest {
     hasher: Sha256,
     buf: Vec<u8>,
-    payouts: u64,
+    section: Section,
+    /// Rows hashed in the current section.
+    rows: u64,
+}
+
+/// The array of the canonical text being hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Section {
+    Balances,
+    Claims,
+    Payouts,
 }
 
 impl PayoutDigest {
-    /// Hashes `{"balances":[…],"claims":[…],"payouts":[` (top-level keys in RFC 8785
-    /// order: balances < claims < payouts).
+    /// A digest at the start of the balances: `{"balances":[` is hashed (top-level keys
+    /// in RFC 8785 order: balances < claims < payouts). Rows follow in document order.
+    pub fn new() -> PayoutDigest {
+        let mut hasher = Sha256::new();
+        hasher.update(b"{\"balances\":[");
+        PayoutDigest {
+            hasher,
+            buf: Vec::with_capacity(1024),
+            section: Section::Balances,
+            rows: 0,
+        }
+    }
+
+    /// Hashes `{"balances":[…],"claims":[…],"payouts":[`.
     pub fn begin<B, C>(
         balances: impl IntoIterator<Item = B>,
         claims: impl IntoIterator<Item = C>,
@@ -266,25 +288,62 @@ impl PayoutDigest {
         B: Borrow<BalanceRow>,
         C: Borrow<ClaimRow>,
     {
-        let mut hasher = Sha256::new();
-        let mut buf = Vec::with_capacity(1024);
-        hasher.update(b"{\"balances\":[");
-        hash_rows(&mut hasher, &mut buf, balances, |r, out| {
-            r.borrow().write_jcs(out)
-        });
-        hasher.update(b"],\"claims\":[");
-        hash_rows(&mut hasher, &mut buf, claims, |r, out| {
-            r.borrow().write_jcs(out)
-        });
-        hasher.update(b"],\"payouts\":[");
-        PayoutDigest {
-            hasher,
-            buf,
-            payouts: 0,
+        let mut digest = PayoutDigest::new();
+        for b in balances {
+            digest.balance(b.borrow());
+        }
+        for c in claims {
+            digest.claim(c.borrow());
+        }
+        digest.enter(Section::Payouts);
+        digest
+    }
+
+    /// Moves on to `section` (closing the arrays before it), which must not be behind.
+    fn enter(&mut self, section: Section) {
+        assert!(section >= self.section, "rows are hashed in document order");
+        while self.section < section {
+            let (next, text): (Section, &[u8]) = match self.section {
+                Section::Balances => (Section::Claims, b"],\"claims\":["),
+                Section::Claims => (Section::Payouts, b"],\"payouts\":["),
+                Section::Payouts => unreachable!("payouts are the last array"),
+            };
+            self.hasher.update(text);
+            self.section = next;
+            self.rows = 0;
         }
     }
 
-    /// The next payout.
+    /// Hashes the canonical bytes of the next row of `section`.
+    fn row(&mut self, section: Section, canonical: &[u8]) {
+        debug_assert!(canonical.first() == Some(&b'{') && canonical.last() == Some(&b'}'));
+        self.enter(section);
+        if self.rows > 0 {
+            self.hasher.update(b",");
+        }
+        self.hasher.update(canonical);
+        self.rows += 1;
+    }
+
+    /// The next balance.
+    pub fn balance(&mut self, row: &BalanceRow) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        row.write_jcs(&mut buf);
+        self.row(Section::Balances, &buf);
+        self.buf = buf;
+    }
+
+    /// The next claim (after every balance).
+    pub fn claim(&mut self, row: &ClaimRow) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        row.write_jcs(&mut buf);
+        self.row(Section::Claims, &buf);
+        self.buf = buf;
+    }
+
+    /// The next payout (after every balance and claim).
     pub fn payout(&mut self, row: &PayoutRow) {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -295,36 +354,20 @@ impl PayoutDigest {
 
     /// The next payout, as the canonical bytes [`PayoutRow::write_jcs`] wrote.
     pub fn payout_jcs(&mut self, canonical: &[u8]) {
-        debug_assert!(canonical.first() == Some(&b'{') && canonical.last() == Some(&b'}'));
-        if self.payouts > 0 {
-            self.hasher.update(b",");
-        }
-        self.hasher.update(canonical);
-        self.payouts += 1;
+        self.row(Section::Payouts, canonical);
     }
 
     /// Hex SHA-256 of the whole text.
     pub fn finish(mut self) -> String {
+        self.enter(Section::Payouts);
         self.hasher.update(b"]}");
         crate::ids::hex(&self.hasher.finalize())
     }
 }
 
-/// Hashes `rows` as the members of a JSON array (without its brackets), each written by
-/// `write` in canonical form.
-fn hash_rows<R>(
-    hasher: &mut Sha256,
-    buf: &mut Vec<u8>,
-    rows: impl IntoIterator<Item = R>,
-    write: impl Fn(&R, &mut Vec<u8>),
-) {
-    for (i, row) in rows.into_iter().enumerate() {
-        buf.clear();
-        if i > 0 {
-            buf.push(b',');
-        }
-        write(&row, buf);
-        hasher.update(&buf[..]);
+impl Default for PayoutDigest {
+    fn default() -> PayoutDigest {
+        PayoutDigest::new()
     }
 }
 

@@ -42,9 +42,16 @@ pub struct ClaimView {
 impl Ledger {
     /// Every entry, sorted by partner_id, program_id and period index (SPEC §7).
     pub fn balances(&self) -> Vec<Balance> {
+        self.balances_iter().collect()
+    }
+
+    /// [`Ledger::balances`] one at a time: only the entries' keys are held (sorted),
+    /// not every balance — for a caller that writes or hashes them as they come.
+    pub fn balances_iter(&self) -> impl Iterator<Item = Balance> + '_ {
         let mut keys: Vec<EntryKey> = self.entries.keys().copied().collect();
         keys.sort_by(|a, b| self.entry_order(a, b));
-        self.balances_of(&keys)
+        keys.into_iter()
+            .filter_map(move |key| self.balances_of(&[key]).pop())
     }
 
     /// One partner's entries, in the order of `balances()` — without visiting the others.
@@ -134,9 +141,14 @@ impl Ledger {
 
     /// Every claim, sorted by claim_id.
     pub fn claims(&self) -> Vec<ClaimView> {
+        self.claims_iter().collect()
+    }
+
+    /// [`Ledger::claims`] one at a time (only their ids are held, sorted).
+    pub fn claims_iter(&self) -> impl Iterator<Item = ClaimView> + '_ {
         let mut ids: Vec<&Text> = self.claims.keys().collect();
         ids.sort();
-        ids.into_iter().filter_map(|id| self.claim(id)).collect()
+        ids.into_iter().filter_map(|id| self.claim(id))
     }
 }
 

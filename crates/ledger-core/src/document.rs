@@ -325,31 +325,28 @@ impl PayoutDigest {
         self.rows += 1;
     }
 
-    /// The next balance.
-    pub fn balance(&mut self, row: &BalanceRow) {
+    /// Hashes the next row of `section`, its canonical bytes written by `write`.
+    fn row_written(&mut self, section: Section, write: impl FnOnce(&mut Vec<u8>)) {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        row.write_jcs(&mut buf);
-        self.row(Section::Balances, &buf);
+        write(&mut buf);
+        self.row(section, &buf);
         self.buf = buf;
+    }
+
+    /// The next balance.
+    pub fn balance(&mut self, row: &BalanceRow) {
+        self.row_written(Section::Balances, |out| row.write_jcs(out));
     }
 
     /// The next claim (after every balance).
     pub fn claim(&mut self, row: &ClaimRow) {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        row.write_jcs(&mut buf);
-        self.row(Section::Claims, &buf);
-        self.buf = buf;
+        self.row_written(Section::Claims, |out| row.write_jcs(out));
     }
 
     /// The next payout (after every balance and claim).
     pub fn payout(&mut self, row: &PayoutRow) {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        row.write_jcs(&mut buf);
-        self.payout_jcs(&buf);
-        self.buf = buf;
+        self.row_written(Section::Payouts, |out| row.write_jcs(out));
     }
 
     /// The next payout, as the canonical bytes [`PayoutRow::write_jcs`] wrote.

@@ -208,6 +208,7 @@ pub fn replay_dir(
     let rebuilt = history::fold_streaming(
         &log,
         bound,
+        false,
         store,
         history::LOOKUPS_IN_MEMORY,
         &mut |drained| {

@@ -545,21 +545,23 @@ pub fn flush_lookups(replay: &mut Replay, store: &LookupStore) -> Result<(), Log
     }
 }
 
-/// Folds the log from its start up to `bound`, without a checkpoint and without
-/// journals, holding the working set only: lookups beyond `lookups_in_memory` go to
-/// `store` (a temporary one: nothing is written into the directory), and the history
-/// is handed to `sink` in order as it is drained (every [`ARCHIVE_EVERY`] records, and
-/// the rest at the end) — what `replay --data-dir` streams its document from.
+/// Folds the log from its start up to `bound`, without a checkpoint (with statement
+/// journals if `journal`), holding the working set only: lookups beyond
+/// `lookups_in_memory` go to `store` (a temporary one: nothing is written into the
+/// directory), and the history is handed to `sink` in order as it is drained (every
+/// [`ARCHIVE_EVERY`] records, and the rest at the end) — what `replay --data-dir`
+/// streams its document from, and what an `as_of_seq` query answers from.
 pub fn fold_streaming(
     log: &LogReader,
     bound: Bound,
+    journal: bool,
     store: Arc<LookupStore>,
     lookups_in_memory: usize,
     sink: &mut dyn FnMut(Drained) -> Result<(), LogError>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Rebuilt, LogError> {
     let limits = Limits::of(log, bound)?;
-    let mut start = Start::of(None, false);
+    let mut start = Start::of(None, journal);
     start.replay.attach_backing(store.clone());
     let mut each = |replay: &mut Replay, seq| {
         progress(seq);

@@ -13,7 +13,7 @@ use ledger_core::document::{BalanceRow, ClaimRow, Counts, PayoutRow};
 use ledger_core::ledger::{ProgramView, Statement};
 use ledger_core::replay::Rejection;
 use ledger_core::{EventType, Replay};
-use ledger_log::{Archive, LogError, LogReader, PayoutsOf};
+use ledger_log::{Archive, LogError, LogReader, LookupStore, PayoutsOf};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -588,22 +588,41 @@ impl Handle {
     }
 
     /// The state as it stood after log position `n`, rebuilt from the data directory
-    /// (with journals, for statements) into a handle of its own. Costs a replay of the
-    /// log up to `n`: for audits; call it from a blocking thread.
+    /// (with journals, for statements) into a handle of its own. Costs a fold of the
+    /// log up to `n` — for audits; call it from a blocking thread — but holds the
+    /// working set only, as the live service does: its history goes to a temporary
+    /// archive and its lookups to a temporary store, both removed with the handle.
     pub fn as_of(&self, n: u64) -> Result<Handle, HistoricError> {
         let log = self
             .inner
             .log
             .as_ref()
             .ok_or(HistoricError::NoDataDirectory)?;
-        let rebuilt =
-            ledger_log::history::rebuild_with_journal(log, ledger_log::Bound::Seq(n), &mut |_| {})?;
-        Ok(Handle::from_replay(
+        let store = Arc::new(LookupStore::temporary(None).map_err(|e| {
+            LogError::Lookups(ledger_core::store::StoreError::new(
+                "cannot create a temporary lookup store",
+                e,
+            ))
+        })?);
+        let archive = Archive::temporary()?;
+        let rebuilt = ledger_log::history::fold_streaming(
+            log,
+            ledger_log::Bound::Seq(n),
+            true,
+            store.clone(),
+            ledger_log::history::LOOKUPS_IN_MEMORY,
+            &mut |drained| archive.write(&drained),
+            &mut |_| {},
+        )?;
+        let projection = Projection::new(
             rebuilt.replay,
             rebuilt.seq,
             rebuilt.arrival,
-            None,
-        )?)
+            0,
+            archive,
+            Some(store),
+        )?;
+        Ok(Handle::new(projection, None, NO_STALL_ALARM))
     }
 }
 

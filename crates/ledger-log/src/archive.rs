@@ -230,11 +230,19 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
     (crc32fast::hash(payload) == crc).then_some(payload)
 }
 
-fn frame(out: &mut Vec<u8>, payload: &[u8]) {
+/// Appends `record` to `out` as a frame, encoded in place (no buffer of its own).
+fn frame_record(out: &mut Vec<u8>, record: &impl Serialize) -> Result<(), postcard::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    // On an error the buffer went into the failed encoding: what was framed before
+    // goes with it, and the whole write fails (nothing of it is written).
+    *out = postcard::to_extend(record, std::mem::take(out))?;
+    let payload = &out[start + FRAME_HEADER..];
     let len = u32::try_from(payload.len()).expect("a history record below 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + FRAME_HEADER].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 impl Archive {
@@ -399,7 +407,7 @@ impl Archive {
     /// The frames of drained history, moving the chains' heads in `heads` (what they
     /// were goes to `undo`); counts and lengths stay as they are.
     fn build(&self, d: &Drained, heads: &mut Heads, undo: &mut Undo) -> Result<Frames, LogError> {
-        let encode = |what: &str, r: Result<Vec<u8>, postcard::Error>| {
+        let encode = |what: &str, r: Result<(), postcard::Error>| {
             r.map_err(|e| self.files.corrupt(format!("{what} does not encode: {e}")))
         };
         let mut frames = Frames::default();
@@ -421,18 +429,12 @@ impl Archive {
             };
             let at = heads.payouts_bytes + frames.payouts.len() as u64;
             frames.payout_offsets.extend_from_slice(&at.to_le_bytes());
-            frame(
-                &mut frames.payouts,
-                &encode("a payout", postcard::to_stdvec(&payload))?,
-            );
+            encode("a payout", frame_record(&mut frames.payouts, &payload))?;
         }
         for r in &d.rejections {
             let at = heads.refusals_bytes + frames.refusals.len() as u64;
             frames.refusal_offsets.extend_from_slice(&at.to_le_bytes());
-            frame(
-                &mut frames.refusals,
-                &encode("a refusal", postcard::to_stdvec(r))?,
-            );
+            encode("a refusal", frame_record(&mut frames.refusals, r))?;
         }
         let mut causes: std::collections::HashMap<*const Cause, u64> = Default::default();
         // Each drained entry's head, looked up once and put back once after its lines.
@@ -455,10 +457,7 @@ impl Archive {
                 Some(h) => (h.number, h.lines, Some(h.last)),
                 None => {
                     let record = JournalRecord::Entry(entry.clone());
-                    frame(
-                        &mut frames.journal,
-                        &encode("an entry", postcard::to_stdvec(&record))?,
-                    );
+                    encode("an entry", frame_record(&mut frames.journal, &record))?;
                     heads.entries += 1;
                     (heads.entries - 1, 0, None)
                 }
@@ -474,10 +473,7 @@ impl Archive {
                 None => {
                     let cause = at(&frames);
                     let record = JournalRecord::Cause((*l.line.cause).clone());
-                    frame(
-                        &mut frames.journal,
-                        &encode("a cause", postcard::to_stdvec(&record))?,
-                    );
+                    encode("a cause", frame_record(&mut frames.journal, &record))?;
                     causes.insert(std::sync::Arc::as_ptr(&l.line.cause), cause);
                     cause
                 }
@@ -498,10 +494,7 @@ impl Archive {
                     .payout
                     .map(|(id, amount, reason)| Paid(id, amount, reason)),
             });
-            frame(
-                &mut frames.journal,
-                &encode("a journal line", postcard::to_stdvec(&record))?,
-            );
+            encode("a journal line", frame_record(&mut frames.journal, &record))?;
             *head = Some(EntryHead {
                 number,
                 lines: count + 1,

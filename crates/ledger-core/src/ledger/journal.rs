@@ -69,23 +69,29 @@ impl Ledger {
     /// in the order written, with the entries they are of (each once); statements then
     /// hold only the lines written since. O(lines taken).
     pub fn drain_journal(&mut self) -> (Vec<EntryIds>, Vec<DrainedLine>) {
-        let Some(journal) = self.journal.as_mut() else {
+        let Ledger {
+            journal,
+            programs,
+            syms,
+            ..
+        } = self;
+        let Some(journal) = journal.as_mut() else {
             return (Vec::new(), Vec::new());
         };
-        let pending = std::mem::take(&mut journal.pending);
         let mut numbered: HashMap<EntryKey, u32> = HashMap::default();
         let mut entries = Vec::new();
-        let mut lines = Vec::with_capacity(pending.len());
-        for p in pending {
+        let mut lines = Vec::with_capacity(journal.pending.len());
+        // Drained in place: the list keeps its capacity for the next lines.
+        for p in journal.pending.drain(..) {
             let entry = match numbered.entry(p.key) {
                 std::collections::hash_map::Entry::Occupied(o) => *o.get(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let Some(program) = self.programs.get(&p.key.program) else {
+                    let Some(program) = programs.get(&p.key.program) else {
                         unreachable!("a journal's entry is of a known program");
                     };
                     entries.push((
-                        Text::from(self.syms.name(p.key.partner)),
-                        Text::from(self.syms.name(p.key.program)),
+                        Text::from(syms.name(p.key.partner)),
+                        Text::from(syms.name(p.key.program)),
                         program.period_kind().label(p.key.period),
                     ));
                     let n = u32::try_from(entries.len() - 1);

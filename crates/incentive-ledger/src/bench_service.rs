@@ -335,7 +335,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
         &tmp.join("throughput"),
         args.fetch_batch,
     );
-    ledger_nats::ensure_streams(&js, &c.nats(), 0).await?;
+    ledger_nats::ensure_streams(&js, &c.nats()).await?;
     let throughput_streams = streams_of(&c);
     let start = Instant::now();
     let summary = ledger_nats::publish::publish_all(
@@ -418,7 +418,7 @@ async fn run_async(args: BenchServiceArgs) -> Result<()> {
     let tag = format!("L{}", std::process::id());
     let c = config(&args.nats_url, &tag, &tmp.join("latency"), args.fetch_batch);
     let latency_streams = streams_of(&c);
-    ledger_nats::ensure_streams(&js, &c.nats(), 0).await?;
+    ledger_nats::ensure_streams(&js, &c.nats()).await?;
     let mut sub = client.subscribe(format!("bench.{tag}.payouts.>")).await?;
     let (service, stop_tx, shared) = start_service(c).await?;
     // The HTTP API over the same projection, queried at a fixed rate while ingesting.

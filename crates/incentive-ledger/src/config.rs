@@ -4,7 +4,7 @@
 //! the service ([`ledger_service::ServiceConfig`]), the JetStream side
 //! ([`ledger_nats::Config`]) and the HTTP API (address and tokens).
 
-use ledger_nats::config::{InboundConfig, NatsConfig, PayoutsConfig};
+use ledger_nats::config::{InboundConfig, NatsConfig, PayoutsConfig, ReplicationConfig};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +21,7 @@ pub struct Config {
     pub rejected_subject: String,
     /// Request/reply subject answering with the service's position and digest.
     pub status_subject: String,
+    pub replication: ReplicationConfig,
     /// Log positions folded between checkpoints (a checkpoint is also written on shutdown).
     pub checkpoint_every: u64,
     /// Lookups (sale records, used ids, identities) held in memory before they are
@@ -42,6 +43,7 @@ impl Default for Config {
             payouts: nats.payouts,
             rejected_subject: nats.rejected_subject,
             status_subject: nats.status_subject,
+            replication: nats.replication,
             checkpoint_every: service.checkpoint_every,
             lookups_in_memory: service.lookups_in_memory,
             http_addr: "127.0.0.1:8080".into(),
@@ -77,6 +79,7 @@ impl Config {
             payouts: self.payouts.clone(),
             rejected_subject: self.rejected_subject.clone(),
             status_subject: self.status_subject.clone(),
+            replication: self.replication.clone(),
         }
     }
 }

@@ -116,6 +116,33 @@ impl OutboxStore {
         Ok(removed.map_or(0, |v| entry_count(&v)))
     }
 
+    /// Removes the payouts before `next` from the range that starts at `first` and
+    /// ends after `next`: the range then starts at `next` (its position kept); the
+    /// recorded count is not touched. Returns how many payouts were removed.
+    pub fn trim(&self, first: u64, next: u64) -> Result<u64, LogError> {
+        let tree = self.tree()?;
+        let Some(v) = tree.get(entry_key(first)).map_err(storage(&self.path))? else {
+            return Ok(0);
+        };
+        let count = entry_count(&v);
+        assert!(
+            first < next && next < first + count,
+            "a trim inside the range {first}+{count}, not at {next}"
+        );
+        let position = (v.len() == 12)
+            .then(|| v[4..12].try_into().ok().map(u64::from_be_bytes))
+            .flatten()
+            .unwrap_or(0);
+        let mut value = [0u8; 12];
+        value[..4].copy_from_slice(&((first + count - next) as u32).to_be_bytes());
+        value[4..].copy_from_slice(&position.to_be_bytes());
+        let mut batch = sled::Batch::default();
+        batch.remove(&entry_key(first));
+        batch.insert(&entry_key(next), &value);
+        tree.apply_batch(batch).map_err(storage(&self.path))?;
+        Ok(next - first)
+    }
+
     /// Payouts in the recorded ranges, counted from the stored entries.
     pub fn pending(&self) -> Result<u64, LogError> {
         let mut total = 0;

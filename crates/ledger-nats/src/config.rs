@@ -1,7 +1,8 @@
 //! The JetStream side's configuration: how to reach NATS, the inbound stream and its
 //! consumer, the payout stream, the refusal and status subjects. Every field has a
-//! default; the binary reads them from the `[nats]`, `[inbound]` and `[payouts]` tables
-//! (and the two subjects) of its TOML file, see `deploy/incentive-ledger.toml`.
+//! default; the binary reads them from the `[nats]`, `[inbound]`, `[payouts]` and
+//! `[replication]` tables (and the two subjects) of its TOML file, see
+//! `deploy/incentive-ledger.toml`.
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -15,6 +16,39 @@ pub struct Config {
     pub rejected_subject: String,
     /// Request/reply subject answering with the service's position and digest.
     pub status_subject: String,
+    pub replication: ReplicationConfig,
+}
+
+/// Replicas and their lease (`[replication]`): any number of `serve` processes, each
+/// with its own data directory, fold the inbound stream; the one holding the lease
+/// publishes (docs/OPERATIONS.md, "Running in HA").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// This replica's id: letters, digits, `-` and `_`. Unset: the one kept in the data
+    /// directory's `REPLICA` file, made at its first start (host name and a random
+    /// suffix), so a second data directory is a second replica.
+    pub replica_id: Option<String>,
+    /// The JetStream key-value bucket holding the lease and the replicas' presence.
+    pub lease_bucket: String,
+    /// Its replicas (unset: as many as the inbound stream's).
+    pub lease_replicas: Option<usize>,
+    /// A lease not renewed for this long is taken over by a standby.
+    pub lease_ttl_ms: u64,
+    /// How often the active replica renews the lease and a standby looks at it.
+    pub lease_renew_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> ReplicationConfig {
+        ReplicationConfig {
+            replica_id: None,
+            lease_bucket: "incentive-ledger".into(),
+            lease_replicas: None,
+            lease_ttl_ms: 6_000,
+            lease_renew_ms: 1_500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -90,6 +124,7 @@ impl Default for Config {
             payouts: PayoutsConfig::default(),
             rejected_subject: "incentive.rejected".into(),
             status_subject: "incentive.status".into(),
+            replication: ReplicationConfig::default(),
         }
     }
 }

@@ -9,7 +9,8 @@ use crate::NatsError;
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
 use futures::StreamExt;
 use ledger_service::{
-    Delivery, Handle, InStream, Inbound, OutboxEntry, PayoutSink, Service, Status, TransportError,
+    Delivery, Expect, Handle, InStream, Inbound, OutboxEntry, PayoutSink, Service, Status,
+    StreamTail, TransportError,
 };
 use std::time::Duration;
 use tracing::{info, warn};
@@ -56,7 +57,7 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, NatsError> {
         .map_err(|source| NatsError::Connect { urls, source })
 }
 
-fn js_err<E: std::error::Error + Send + Sync + 'static>(
+pub(crate) fn js_err<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
 ) -> impl Fn(E) -> NatsError {
     move |e| NatsError::JetStream {
@@ -96,16 +97,20 @@ pub async fn ensure_inbound_stream(
     }
 }
 
-/// Makes sure the inbound and payout streams exist, and (re)creates the durable pull
-/// consumer so that it delivers from the stream sequence after `resume_after` — the last
-/// one the log holds. Re-creating it at every start, rather than relying on redelivery of
-/// unacknowledged messages, keeps the log in the stream's order after a crash: arrival
-/// order decides the fold.
+/// The durable consumer of replica `replica`: each replica has its own.
+pub fn consumer_name(config: &Config, replica: &str) -> String {
+    format!("{}-{replica}", config.inbound.consumer)
+}
+
+/// A replica's consumer unused this long is removed by the server (a replica that
+/// starts again re-creates its own from its log's position anyway).
+const CONSUMER_INACTIVE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Makes sure the inbound and payout streams exist; returns the inbound one.
 pub async fn ensure_streams(
     js: &jetstream::Context,
     config: &Config,
-    resume_after: u64,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
+) -> Result<stream::Stream, NatsError> {
     let inbound = ensure_inbound_stream(js, config).await?;
     js.get_or_create_stream(stream::Config {
         name: config.payouts.stream.clone(),
@@ -117,8 +122,25 @@ pub async fn ensure_streams(
     })
     .await
     .map_err(js_err("payout stream"))?;
+    Ok(inbound)
+}
+
+/// Makes sure the streams exist and (re)creates replica `replica`'s durable pull
+/// consumer so that it delivers from the stream sequence after `resume_after` — the last
+/// one its log holds. Re-creating it at every start, rather than relying on redelivery
+/// of unacknowledged messages, keeps the log in the stream's order after a crash:
+/// arrival order decides the fold. Call it only with the replica's presence claimed
+/// ([`crate::lease::claim_presence`]): the consumer is the replica's alone.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    config: &Config,
+    replica: &str,
+    resume_after: u64,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
+    let inbound = ensure_streams(js, config).await?;
+    let consumer = consumer_name(config, replica);
     // Not found is fine: first start.
-    let _ = inbound.delete_consumer(&config.inbound.consumer).await;
+    let _ = inbound.delete_consumer(&consumer).await;
     let deliver_policy = if resume_after == 0 {
         jetstream::consumer::DeliverPolicy::All
     } else {
@@ -128,7 +150,8 @@ pub async fn ensure_streams(
     };
     inbound
         .create_consumer(pull::Config {
-            durable_name: Some(config.inbound.consumer.clone()),
+            durable_name: Some(consumer),
+            inactive_threshold: CONSUMER_INACTIVE,
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: Duration::from_secs(config.inbound.ack_wait_secs),
             max_ack_pending: config.inbound.max_ack_pending,
@@ -257,28 +280,40 @@ impl Inbound for JetStreamInbound {
     }
 }
 
-/// The payout stream on the service's NATS connection: each message with
-/// `Nats-Msg-Id` = its payout id and, when chained, `Nats-Expected-Last-Msg-Id`.
+/// The payout stream on the service's NATS connection: each message with `Nats-Msg-Id`
+/// = its payout id, `Nats-Expected-Last-Sequence` = the sequence it must follow, and
+/// `Ledger-Payout-Number` = its index in the fold's issue order.
 pub struct JetStreamSink {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    /// The payout stream's name.
+    pub stream: String,
 }
 
-fn payout_headers(id: &str, after: Option<&str>) -> async_nats::HeaderMap {
+/// The header naming a payout's index in the fold's issue order.
+pub const PAYOUT_NUMBER: &str = "Ledger-Payout-Number";
+
+fn payout_headers(payout: &OutboxEntry, expect: Expect<'_>) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", id);
-    if let Some(after) = after {
-        headers.insert("Nats-Expected-Last-Msg-Id", after);
+    headers.insert("Nats-Msg-Id", payout.payout_id.as_str());
+    match expect {
+        Expect::LastSequence(n) => headers.insert("Nats-Expected-Last-Sequence", n.to_string()),
+        Expect::LastId(id) => headers.insert("Nats-Expected-Last-Msg-Id", id),
     }
+    headers.insert(PAYOUT_NUMBER, payout.number.to_string());
     headers
 }
 
+/// Messages looked at behind the payout stream's last one for the last that carries a
+/// payout number.
+const TAIL_LOOK_BACK: u64 = 1024;
+
 impl PayoutSink for JetStreamSink {
-    async fn send(&self, payout: &OutboxEntry, after: Option<&str>) -> Result<(), TransportError> {
+    async fn send(&self, payout: &OutboxEntry, expect: Expect<'_>) -> Result<(), TransportError> {
         self.client
             .publish_with_headers(
                 payout.subject.clone(),
-                payout_headers(&payout.payout_id, after),
+                payout_headers(payout, expect),
                 payout.payload.clone(),
             )
             .await
@@ -288,7 +323,7 @@ impl PayoutSink for JetStreamSink {
     async fn send_acked(
         &self,
         payout: &OutboxEntry,
-        after: Option<&str>,
+        expect: Expect<'_>,
     ) -> Result<
         impl std::future::Future<Output = Result<InStream, TransportError>> + Send + 'static,
         TransportError,
@@ -297,7 +332,7 @@ impl PayoutSink for JetStreamSink {
             .js
             .publish_with_headers(
                 payout.subject.clone(),
-                payout_headers(&payout.payout_id, after),
+                payout_headers(payout, expect),
                 payout.payload.clone(),
             )
             .await
@@ -310,6 +345,59 @@ impl PayoutSink for JetStreamSink {
                 })
                 .map_err(TransportError::new)
         })
+    }
+
+    /// The stream's last sequence, the id of its last message, and the payout number
+    /// of the last message carrying one (looking back over up to [`TAIL_LOOK_BACK`]
+    /// messages that do not).
+    async fn tail(&self) -> Result<StreamTail, TransportError> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(TransportError::new)?;
+        let state = &stream.cached_info().state;
+        let mut tail = StreamTail {
+            last_sequence: state.last_sequence,
+            ..Default::default()
+        };
+        if state.messages == 0 {
+            return Ok(tail);
+        }
+        let first = state
+            .first_sequence
+            .max(tail.last_sequence.saturating_sub(TAIL_LOOK_BACK - 1))
+            .max(1);
+        let mut looked_back = false;
+        for sequence in (first..=tail.last_sequence).rev() {
+            looked_back = sequence < tail.last_sequence;
+            // A message deleted since is skipped.
+            let Ok(message) = stream.get_raw_message(sequence).await else {
+                continue;
+            };
+            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_string());
+            if sequence == tail.last_sequence {
+                tail.payout_id = header("Nats-Msg-Id");
+            }
+            if let Some(n) = header(PAYOUT_NUMBER).and_then(|n| n.parse().ok()) {
+                tail.number = Some(n);
+                break;
+            }
+        }
+        if looked_back {
+            // Others' messages at the end: the stream may have grown while they were
+            // read. Expect its latest sequence (a payout of the ledger's stored
+            // meanwhile is refused by its id).
+            tail.last_sequence = self
+                .js
+                .get_stream(&self.stream)
+                .await
+                .map_err(TransportError::new)?
+                .cached_info()
+                .state
+                .last_sequence;
+        }
+        Ok(tail)
     }
 }
 
@@ -340,30 +428,85 @@ async fn status_responder(
     }))
 }
 
-/// Runs `service` on JetStream until `shutdown` resolves; returns the final status.
+/// Runs `service` on JetStream as a replica until `shutdown` resolves; returns the
+/// final status. The replica claims its presence before it touches its consumer (a
+/// second process of the same replica refuses to start), then folds as a standby and
+/// publishes while it holds the lease ([`crate::lease`]).
 pub async fn serve(
     service: Service,
     handle: Handle,
     config: &Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Status, NatsError> {
+    let replica = crate::lease::replica_id(&config.replication, service.data_dir())?;
     let client = connect(config).await?;
     let js = jetstream::new(client.clone());
+    let kv = crate::lease::bucket(&js, &config.replication, config.inbound.replicas).await?;
+    let me = crate::lease::Presence::this_process(&replica);
+    let timing = crate::lease::LeaseTiming::of(&config.replication);
+    let presence = crate::lease::claim_presence(&kv, &me, timing.ttl).await?;
+    handle.leadership().join(&replica);
+    let (stop_lease, lease_stop) = tokio::sync::watch::channel(false);
+    let (lease_failed, lease_failure) = tokio::sync::oneshot::channel::<NatsError>();
+    let lease = tokio::spawn({
+        let leadership = handle.leadership().clone();
+        async move {
+            if let Err(e) =
+                crate::lease::run(kv, me, presence, timing, leadership, lease_stop).await
+            {
+                let _ = lease_failed.send(e);
+            }
+        }
+    });
     let resume_after = service.resume_after();
-    let consumer = ensure_streams(&js, config, resume_after).await?;
-    let inbound = JetStreamInbound::new(consumer, config).await?;
-    info!(stream = %config.inbound.stream, consumer = %config.inbound.consumer, resume_after, "consuming");
-    let responder = status_responder(client.clone(), config.status_subject.clone(), handle).await?;
-    let sink = JetStreamSink {
-        client: client.clone(),
-        js,
-    };
-    let notices = JetStreamNotices {
-        client: client.clone(),
-        subject: config.rejected_subject.clone(),
-    };
-    let status = service.run(inbound, sink, notices, shutdown).await;
-    responder.abort();
+    let served = async {
+        let consumer = ensure_consumer(&js, config, &replica, resume_after).await?;
+        let inbound = JetStreamInbound::new(consumer, config).await?;
+        info!(stream = %config.inbound.stream, consumer = %consumer_name(config, &replica), replica = %replica, resume_after, "consuming");
+        let responder =
+            status_responder(client.clone(), config.status_subject.clone(), handle.clone())
+                .await?;
+        let own_responder = status_responder(
+            client.clone(),
+            format!("{}.{replica}", config.status_subject),
+            handle.clone(),
+        )
+        .await?;
+        let sink = JetStreamSink {
+            client: client.clone(),
+            js: js.clone(),
+            stream: config.payouts.stream.clone(),
+        };
+        let notices = JetStreamNotices {
+            client: client.clone(),
+            subject: config.rejected_subject.clone(),
+            leadership: handle.leadership().clone(),
+        };
+        let mut lease_failure = lease_failure;
+        let mut failed = None;
+        let stop = async {
+            tokio::select! {
+                _ = shutdown => {}
+                e = &mut lease_failure => {
+                    if let Ok(e) = e {
+                        tracing::error!("{e}");
+                        failed = Some(e);
+                    }
+                }
+            }
+        };
+        let status = service.run(inbound, sink, notices, stop).await;
+        responder.abort();
+        own_responder.abort();
+        let _ = client.flush().await;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(status?)
+    }
+    .await;
+    let _ = stop_lease.send(true);
+    let _ = lease.await;
     let _ = client.flush().await;
-    Ok(status?)
+    served
 }

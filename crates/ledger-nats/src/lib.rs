@@ -4,6 +4,7 @@
 //!   as the service's [`ledger_service::Inbound`], the payout stream as its
 //!   [`ledger_service::PayoutSink`], the status responder, and [`serve`], which runs a
 //!   [`ledger_service::Service`] on them.
+//! - [`lease`]: replicas, their presence and the publishing lease (a KV bucket).
 //! - [`notices`]: refusal notices on the rejected subject.
 //! - [`publish`]: the importer that sends NDJSON events to the inbound subjects.
 //! - [`config`]: the NATS side's settings and their defaults.
@@ -12,11 +13,12 @@
 
 pub mod config;
 pub mod jetstream;
+pub mod lease;
 pub mod notices;
 pub mod publish;
 
 pub use config::Config;
-pub use jetstream::{connect, ensure_inbound_stream, ensure_streams, serve};
+pub use jetstream::{connect, ensure_consumer, ensure_inbound_stream, ensure_streams, serve};
 
 /// What went wrong on the NATS side; the variants say what to check.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum NatsError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("{message}")]
+    Replica { message: String },
     #[error(transparent)]
     Service(#[from] ledger_service::ServiceError),
 }

@@ -10,10 +10,15 @@ use tracing::warn;
 pub struct JetStreamNotices {
     pub client: Client,
     pub subject: String,
+    /// Only the replica that may publish announces.
+    pub leadership: ledger_service::Leadership,
 }
 
 impl ledger_service::Notices for JetStreamNotices {
     async fn announce(&self, refused: Vec<Rejection>) {
+        if !self.leadership.may_publish() {
+            return;
+        }
         for r in &refused {
             if let Err(e) = self
                 .client

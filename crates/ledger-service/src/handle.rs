@@ -8,6 +8,7 @@
 use crate::digest::{DigestInput, PayoutCanon};
 use crate::health::Health;
 use crate::histogram::Histogram;
+use crate::leadership::{Leadership, Replication};
 use crate::projection::Projection;
 use ledger_core::document::{BalanceRow, ClaimRow, Counts, PayoutRow};
 use ledger_core::ledger::{ProgramView, Statement};
@@ -38,6 +39,9 @@ pub struct Status {
     pub consumer_pending: Option<u64>,
     /// The fault in force (storage, publishing, a stalled outbox), until it clears.
     pub fault: Option<String>,
+    /// Active, standby or sole; this replica's id and the lease holder.
+    #[serde(flatten)]
+    pub replication: Replication,
 }
 
 /// One page of a list, and the cursor of the next (`None`: this was the last).
@@ -157,6 +161,8 @@ struct Inner {
     /// The projection's history archive (archived history never changes: read without
     /// the projection's lock).
     archive: Archive,
+    /// Whether this process may publish (see [`Leadership`]).
+    leadership: Leadership,
 }
 
 /// The projection's position, counts and checkpoint, as of its last fold step.
@@ -216,6 +222,7 @@ impl Handle {
                 canon: Mutex::new(None),
                 log,
                 archive,
+                leadership: Leadership::sole(),
             }),
         };
         // The first status then finds a digest ready, or on its way.
@@ -234,6 +241,11 @@ impl Handle {
     ) -> Result<Handle, LogError> {
         let projection = Projection::new(replay, seq, arrival, 0, Archive::temporary()?, None)?;
         Ok(Handle::new(projection, log, NO_STALL_ALARM))
+    }
+
+    /// Whether this process may publish, and its role among the replicas.
+    pub fn leadership(&self) -> &Leadership {
+        &self.inner.leadership
     }
 
     /// The history archive the queries read.
@@ -347,6 +359,7 @@ impl Handle {
             checkpoint_seq,
             consumer_pending: h.consumer_pending,
             fault: h.fault(Instant::now()),
+            replication: self.inner.leadership.replication(),
         }
     }
 

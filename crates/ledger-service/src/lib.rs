@@ -19,6 +19,7 @@ pub mod handle;
 pub mod health;
 pub mod histogram;
 pub mod ingest;
+pub mod leadership;
 pub mod outbox;
 mod projection;
 pub mod projector;
@@ -28,9 +29,10 @@ pub use handle::{
     EntryStatement, Handle, HistoricError, LeaderboardRow, Metrics, Page, PayoutFilter, Status,
 };
 pub use ingest::{Delivery, Inbound};
+pub use leadership::{Leadership, Replication, Role};
 pub use ledger_log::{error_chain, LogError};
 pub use outbox::{Outbox, OutboxEntry};
-pub use publisher::{InStream, PayoutSink, PublishError};
+pub use publisher::{Expect, InStream, PayoutSink, PublishError, StreamTail};
 
 use ledger_core::replay::Rejection;
 use ledger_log::{history, Log};
@@ -182,6 +184,11 @@ impl Service {
         self.log.ensure_index()?;
         stage("identity_index");
         Ok(())
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.config.data_dir
     }
 
     /// The upstream position (stream sequence) of the last message in the log: the

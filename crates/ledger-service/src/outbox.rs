@@ -30,6 +30,9 @@ pub struct EncodeError {
 pub struct OutboxEntry {
     /// `<subject_prefix>.<kind>`.
     pub subject: String,
+    /// Its index in the fold's issue order (the `Ledger-Payout-Number` header): where
+    /// the next active replica resumes when this is the stream's last message.
+    pub number: u64,
     pub payout_id: String,
     pub payload: bytes::Bytes,
 }
@@ -100,13 +103,34 @@ impl Outbox {
         Ok(())
     }
 
+    /// Removes every recorded payout before `next` (the payout stream holds them): whole
+    /// ranges, and the head of the range `next` falls in.
+    pub fn acknowledge_below(&self, next: u64) -> Result<(), LogError> {
+        while let Some(range) = self.next_range()? {
+            let n = if range.first + range.count <= next {
+                self.store.acknowledge(range.first)?
+            } else if range.first < next {
+                self.store.trim(range.first, next)?
+            } else {
+                break;
+            };
+            let _ = self
+                .backlog
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(n as usize))
+                });
+        }
+        Ok(())
+    }
+
     /// Number of payouts waiting for the transport.
     pub fn backlog(&self) -> usize {
         self.backlog.load(Ordering::Relaxed)
     }
 
-    /// The message of one payout: its subject, its id, its `payout.issued` event.
-    pub fn entry(&self, p: &Payout) -> Result<OutboxEntry, EncodeError> {
+    /// The message of the fold's payout `number`: its subject, its id, its
+    /// `payout.issued` event.
+    pub fn entry(&self, p: &Payout, number: u64) -> Result<OutboxEntry, EncodeError> {
         let mut payload = Vec::with_capacity(512);
         write_payout_cloudevent(p, &mut payload).map_err(|source| EncodeError {
             payout_id: p.payout_id,
@@ -115,6 +139,7 @@ impl Outbox {
         let mut id = uuid::Uuid::encode_buffer();
         Ok(OutboxEntry {
             subject: format!("{}.{}", self.subject_prefix, p.kind.as_str()),
+            number,
             payout_id: p.payout_id.hyphenated().encode_lower(&mut id).to_string(),
             payload: payload.into(),
         })
@@ -157,6 +182,18 @@ mod tests {
             assert_eq!(outbox.backlog(), (n - drained) as usize);
         }
         assert_eq!(drained, n);
+        // What the payout stream already holds leaves the outbox, inside a range too.
+        outbox.record(n, 100, 30_000).unwrap();
+        outbox.acknowledge_below(n + 40).unwrap();
+        assert_eq!(outbox.backlog(), 60);
+        assert_eq!(
+            outbox.next_range().unwrap().map(|r| (r.first, r.count)),
+            Some((n + 40, 60))
+        );
+        outbox.acknowledge_below(n + 100).unwrap();
+        assert_eq!(outbox.backlog(), 0);
+        assert_eq!(outbox.recorded().unwrap(), n + 100);
+        let n = n + 100;
         // A fresh count from the stored entries agrees.
         outbox.recount().unwrap();
         assert_eq!(outbox.backlog(), 0);
@@ -172,8 +209,9 @@ mod tests {
         let log = ledger_log::Log::open(dir.path()).unwrap();
         let replay = folded(1);
         let outbox = Outbox::new(log.outbox().unwrap(), "acme.payouts").unwrap();
-        for p in replay.payouts().iter().take(50) {
-            let e = outbox.entry(p).unwrap();
+        for (i, p) in replay.payouts().iter().take(50).enumerate() {
+            let e = outbox.entry(p, i as u64).unwrap();
+            assert_eq!(e.number, i as u64);
             assert_eq!(e.subject, format!("acme.payouts.{}", p.kind.as_str()));
             assert_eq!(e.payout_id, p.payout_id.to_string());
             let mut expected = Vec::new();

@@ -1,11 +1,26 @@
-//! The payout publisher: drains the outbox to a [`PayoutSink`] (JetStream in
-//! production, a simulated stream in tests), range by range in order, in windows of at
-//! most `publish_window` payouts encoded from the projection when they are sent; a range
-//! is removed once the sink has stored all its payouts.
+//! The payout publisher: publishes the fold's payouts to a [`PayoutSink`] (JetStream in
+//! production, a simulated stream in tests) in the fold's issue order, in windows of at
+//! most `publish_window` payouts encoded from the history archive when they are sent,
+//! and removes from the outbox what the stream holds.
+//!
+//! **The payout stream is the record of what was published** (DECISIONS 53). Each
+//! message carries its payout number (its index in the fold's issue order). The
+//! publisher learns where the stream ends by reading its last message and resumes right
+//! after it; a window's first payout names the stream sequence it must follow
+//! (`Nats-Expected-Last-Sequence`), every other one the payout before it
+//! (`Nats-Expected-Last-Msg-Id`). So the stream only ever holds the fold's payouts in
+//! order, each once: a payout sent again after a crash, a message lost on the way, or a
+//! second publisher — a replica that lost its lease and has not noticed — breaks the
+//! chain, the stream refuses the rest, and the publisher reads the stream's end again
+//! before it sends anything more. That is also how a new active replica takes over: it
+//! starts where the stream ends, whoever wrote it.
+//!
+//! Only a process whose [`crate::Leadership`] allows it publishes; a standby reads the
+//! stream's end now and then to drop from its own outbox what the active one published.
 //!
 //! Every call into the sink runs under a deadline: a send or an acknowledgement that
 //! never resolves (a transport wedged without an error) is a timeout like any other, the
-//! window is published again, and the outbox never stalls behind a future that waits
+//! stream's end is read again, and the outbox never stalls behind a future that waits
 //! for ever. A backlog that still does not move raises the stalled-outbox alarm in
 //! [`crate::health::Health`].
 
@@ -16,7 +31,7 @@ use crate::TransportError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// The transport's acknowledgement of a stored message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,31 +42,57 @@ pub struct InStream {
     pub duplicate: bool,
 }
 
-/// Where payouts go: a stream that keeps one message per payout id and, when `after` is
-/// given, stores a message only if its last message has the id `after` (JetStream's
-/// `Nats-Msg-Id` and `Nats-Expected-Last-Msg-Id`).
+/// Where the payout stream ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamTail {
+    /// The stream's last sequence (0: it never held a message).
+    pub last_sequence: u64,
+    /// The payout number of its last message that carries one, looking back over a few
+    /// messages that do not (another writer's; the deployment forbids them).
+    pub number: Option<u64>,
+    /// The id of its last message, when it holds one.
+    pub payout_id: Option<String>,
+}
+
+/// What the stream must end with for a message to be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// Its last sequence (`Nats-Expected-Last-Sequence`): the first payout of a window.
+    LastSequence(u64),
+    /// The id of its last message (`Nats-Expected-Last-Msg-Id`): every other payout,
+    /// naming the one before it.
+    LastId(&'a str),
+}
+
+/// Where payouts go: a stream that keeps one message per payout id (checked first) and
+/// stores a message only if it ends as the message [`Expect`]s (JetStream's
+/// `Nats-Msg-Id` and expected-last headers).
 pub trait PayoutSink: Send + Sync + 'static {
     /// Publishes without asking for the stream's acknowledgement.
     fn send(
         &self,
         payout: &OutboxEntry,
-        after: Option<&str>,
+        expect: Expect<'_>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Publishes; the returned future resolves to the stream's acknowledgement.
     fn send_acked(
         &self,
         payout: &OutboxEntry,
-        after: Option<&str>,
+        expect: Expect<'_>,
     ) -> impl Future<
         Output = Result<
             impl Future<Output = Result<InStream, TransportError>> + Send + 'static,
             TransportError,
         >,
     > + Send;
+
+    /// Reads where the stream ends.
+    fn tail(&self) -> impl Future<Output = Result<StreamTail, TransportError>> + Send;
 }
 
-/// Why publishing stopped (the range stays in the outbox and is published again).
+/// Why publishing stopped (the stream's end is read again, and publishing resumes
+/// after it).
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("publishing payout {payout_id}")]
@@ -68,6 +109,15 @@ pub enum PublishError {
     },
     #[error("payout {payout_id}: no answer from the transport within {after:?}")]
     TimedOut { payout_id: String, after: Duration },
+    #[error(
+        "payout {payout_id} was already in the payout stream (sequence {sequence}): \
+         the stream moved under this publisher"
+    )]
+    Moved { payout_id: String, sequence: u64 },
+    #[error("the payout stream's end cannot be read")]
+    Tail(#[source] TransportError),
+    #[error("the payout stream's end: no answer within {0:?}")]
+    TailTimedOut(Duration),
     #[error("the payout outbox cannot be read or updated")]
     Outbox(#[from] ledger_log::LogError),
     #[error(transparent)]
@@ -106,20 +156,39 @@ fn not_acknowledged(payout_id: String, source: TransportError) -> PublishError {
     PublishError::NotAcknowledged { payout_id, source }
 }
 
+/// The publisher task's regular tick.
+const TICK: Duration = Duration::from_millis(500);
+
+/// The first wait after a failure.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+
+/// How often a standby reads the stream's end to trim its outbox.
+const STANDBY_LOOK: Duration = Duration::from_secs(2);
+
+/// Where publishing goes on: the next payout number, and the stream's last sequence,
+/// which holds the payout before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    next: u64,
+    last_sequence: u64,
+}
+
 /// What the publisher knows and has done.
 #[derive(Debug, Default)]
 pub(crate) struct Publisher {
-    /// The id of the stream's last message, as far as the publisher knows.
-    tail: Option<String>,
-    /// Windows confirmed by the acknowledgement of their last payout.
-    chained: u64,
-    /// Windows published with an acknowledgement per payout.
-    acked: u64,
-    /// How far into the oldest range the stream has stored every payout: `(its first
-    /// payout, the next one to publish)`. A failure resumes there instead of at the
-    /// range's start: with a fault now and then, a range of thousands of payouts
-    /// published again from its start each time might never get through whole.
-    resume: Option<(u64, u64)>,
+    /// `None`: read the stream's end before publishing (at start, after any failure,
+    /// and whenever this process was not allowed to publish).
+    cursor: Option<Cursor>,
+    /// Windows the stream stored whole.
+    windows: u64,
+    /// Times the stream's end was read.
+    resyncs: u64,
+    /// When a standby last read the stream's end.
+    looked: Option<Instant>,
+    /// The window in use: halved after a window the stream refused, doubled after one it
+    /// stored, between 1 and the configured window — so that a contested stream (another
+    /// writer, which the deployment forbids) still takes payouts one at a time.
+    window: Option<u64>,
 }
 
 /// The publisher's settings.
@@ -132,8 +201,9 @@ pub(crate) struct PublishSettings {
 }
 
 impl Publisher {
-    /// Publishes what is in the outbox. Stops at the first failure (the range stays
-    /// and is published again, with the same ids; the publisher forgets the tail).
+    /// Publishes the fold's recorded payouts beyond the stream's end, if this process
+    /// may publish; a standby trims its outbox instead. Stops at the first failure
+    /// (the next call reads the stream's end again).
     pub(crate) async fn drain(
         &mut self,
         sink: &impl PayoutSink,
@@ -141,45 +211,143 @@ impl Publisher {
         handle: &Handle,
         settings: PublishSettings,
     ) -> Result<usize, PublishError> {
-        let window = settings.window.max(1) as u64;
+        let max_window = settings.window.max(1) as u64;
+        let leadership = handle.leadership();
+        if !leadership.may_publish() {
+            self.cursor = None;
+            if self.looked.is_none_or(|t| t.elapsed() >= STANDBY_LOOK) {
+                self.looked = Some(Instant::now());
+                self.sync(sink, outbox, handle, settings.timeout).await?;
+            }
+            return Ok(0);
+        }
         let mut published = 0;
         loop {
-            let range = tokio::task::block_in_place(|| outbox.next_range())?;
-            let Some(range) = range else {
-                handle.health().set_backlog(0, Instant::now());
+            let cursor = match self.cursor {
+                Some(c) => c,
+                None => self.sync(sink, outbox, handle, settings.timeout).await?,
+            };
+            let recorded = tokio::task::block_in_place(|| outbox.recorded())?;
+            if cursor.next >= recorded {
+                self.cursor = Some(cursor);
+                handle
+                    .health()
+                    .set_backlog(outbox.backlog(), Instant::now());
                 return Ok(published);
-            };
-            let end = range.first + range.count;
-            let mut at = match self.resume {
-                Some((first, at)) if first == range.first && at <= end => at,
-                _ => range.first,
-            };
-            while at < end {
-                let entries = outbox_entries(outbox, handle, at, window.min(end - at))?;
-                at += entries.len() as u64;
-                let (tail, chained) =
-                    publish_window(sink, entries, self.tail.take(), settings.timeout).await?;
-                self.tail = tail;
-                if chained {
-                    self.chained += 1;
-                } else {
-                    self.acked += 1;
-                }
-                self.resume = Some((range.first, at));
-                handle.health().outbox_moved(Instant::now());
             }
-            tokio::task::block_in_place(|| outbox.acknowledge(range.first))?;
-            self.resume = None;
-            handle
-                .health()
-                .set_backlog(outbox.backlog(), Instant::now());
-            published += range.count as usize;
+            // Checked before every window: a grant that expired while this process was
+            // paused stops it here; the stream's chain stops a window already on its way.
+            if !leadership.may_publish() {
+                self.cursor = None;
+                return Ok(published);
+            }
+            let window = self.window.unwrap_or(max_window).clamp(1, max_window);
+            let count = window.min(recorded - cursor.next);
+            let entries = outbox_entries(outbox, handle, cursor.next, count)?;
+            match publish_window(sink, entries, cursor.last_sequence, settings.timeout).await {
+                Ok(last_sequence) => {
+                    let next = cursor.next + count;
+                    self.cursor = Some(Cursor {
+                        next,
+                        last_sequence,
+                    });
+                    self.windows += 1;
+                    self.window = Some((window * 2).min(max_window));
+                    published += count as usize;
+                    tokio::task::block_in_place(|| outbox.acknowledge_below(next))?;
+                    let mut health = handle.health();
+                    health.outbox_moved(Instant::now());
+                    health.set_backlog(outbox.backlog(), Instant::now());
+                }
+                Err(e) => {
+                    self.cursor = None;
+                    self.window = Some((window / 2).max(1));
+                    return Err(e);
+                }
+            }
         }
+    }
+
+    /// Reads where the stream ends, drops from the outbox what it holds, and returns
+    /// where publishing resumes:
+    /// - a stream that never held a message: at the fold's first payout;
+    /// - a last message with a payout number: right after it (whoever published it —
+    ///   another replica, or this one before a crash); if the stream ends before what
+    ///   this outbox took for published (a stream restored from an older state), the
+    ///   difference is published again, with a warning;
+    /// - a last message without a number (written by a version before numbers): after
+    ///   it if its id is one of the outbox's payouts, else at the outbox's oldest;
+    /// - a stream whose messages are all gone (purged, expired): at the outbox's oldest.
+    async fn sync(
+        &mut self,
+        sink: &impl PayoutSink,
+        outbox: &Outbox,
+        handle: &Handle,
+        timeout: Duration,
+    ) -> Result<Cursor, PublishError> {
+        let tail = match tokio::time::timeout(timeout, sink.tail()).await {
+            Ok(Ok(tail)) => tail,
+            Ok(Err(e)) => return Err(PublishError::Tail(e)),
+            Err(_) => return Err(PublishError::TailTimedOut(timeout)),
+        };
+        self.resyncs += 1;
+        let (recorded, oldest) = tokio::task::block_in_place(|| {
+            let recorded = outbox.recorded()?;
+            let oldest = outbox.next_range()?.map_or(recorded, |r| r.first);
+            Ok::<_, PublishError>((recorded, oldest))
+        })?;
+        let next = if tail.last_sequence == 0 {
+            0
+        } else if let Some(n) = tail.number {
+            n + 1
+        } else if let Some(id) = &tail.payout_id {
+            locate(handle, id, oldest, recorded)?.map_or(oldest, |n| n + 1)
+        } else {
+            oldest
+        };
+        if next < oldest && handle.leadership().may_publish() {
+            warn!(
+                stream_ends_at = next,
+                outbox_from = oldest,
+                "the payout stream ends before what this replica took for published: publishing the difference again"
+            );
+        }
+        tokio::task::block_in_place(|| outbox.acknowledge_below(next))?;
+        handle
+            .health()
+            .set_backlog(outbox.backlog(), Instant::now());
+        Ok(Cursor {
+            next,
+            last_sequence: tail.last_sequence,
+        })
     }
 }
 
+/// The number of the payout `id` among the fold's payouts `from .. to`, read from the
+/// archive (bounded by the outbox's backlog).
+fn locate(handle: &Handle, id: &str, from: u64, to: u64) -> Result<Option<u64>, PublishError> {
+    let Ok(id) = uuid::Uuid::parse_str(id) else {
+        return Ok(None);
+    };
+    let archive = handle.archive();
+    let mut at = from;
+    while at < to {
+        let until = to.min(at + ENCODE_SLICE);
+        let payouts = archive.payouts(at, until).map_err(PublishError::Archive)?;
+        if let Some(i) = payouts.iter().position(|p| p.payout_id == id) {
+            return Ok(Some(at + i as u64));
+        }
+        if payouts.is_empty() {
+            break;
+        }
+        at += payouts.len() as u64;
+    }
+    Ok(None)
+}
+
 /// The publisher task: drains the outbox whenever the projector wakes it, and every
-/// 500 ms regardless, until `stop` turns true; reports its faults in the health.
+/// [`TICK`] regardless (sooner after a failure), until `stop` turns true; reports its
+/// faults in the health.
 pub(crate) async fn run(
     sink: impl PayoutSink,
     outbox: Outbox,
@@ -190,11 +358,16 @@ pub(crate) async fn run(
 ) {
     let mut last_error: Option<String> = None;
     let mut state = Publisher::default();
+    // After a failure the next try comes soon (a chain broken by a moment's contention),
+    // then less and less often, up to the regular tick.
+    let mut retry = RETRY_FIRST;
     loop {
-        match state.drain(&sink, &outbox, &handle, settings).await {
+        let wait = match state.drain(&sink, &outbox, &handle, settings).await {
             Ok(_) => {
                 last_error = None;
+                retry = RETRY_FIRST;
                 handle.health().clear_fault(FaultSource::Publish);
+                TICK
             }
             Err(e) => {
                 let message = crate::error_chain(&e);
@@ -205,98 +378,68 @@ pub(crate) async fn run(
                     .health()
                     .set_fault(FaultSource::Publish, message.clone());
                 last_error = Some(message);
+                let wait = retry;
+                retry = (retry * 2).min(TICK);
+                wait
             }
-        }
+        };
         if *stop.borrow() {
             break;
         }
         tokio::select! {
             _ = wake.notified() => {}
             _ = stop.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
     info!(
-        confirmed_by_last_ack = state.chained,
-        acked_per_payout = state.acked,
+        windows = state.windows,
+        stream_end_reads = state.resyncs,
         "payout windows published"
     );
 }
 
-/// Publishes one window of payouts so that the stream stores each. Returns the id of
-/// the stream's last message after it, when known, and whether the chain confirmed the
-/// window (DECISIONS 26c).
+/// Publishes one window of payouts right after the stream's sequence `last_sequence`
+/// and returns the stream's new last sequence.
 ///
-/// With the stream's last message `tail` known, the payouts are chained: each names the
-/// one before it (the first names `tail`) as the message the stream must end with
-/// before it is stored. Only the last payout awaits the stream's acknowledgement. If it
-/// was stored (not a duplicate), so was the one it names, and that one's predecessor,
-/// back to the first: the whole window, in order. If anything broke the chain — a lost
-/// message, a payout already stored (re-sent after a crash), another writer's message,
-/// a server that lost track of its last id, no known tail, or no answer in time — the
-/// whole window is published again without the chain, every payout awaiting its own
-/// acknowledgement; the ids make the second sending harmless.
+/// The first payout names `last_sequence` as the stream's last, each later one the
+/// payout before it; only the last one awaits the stream's acknowledgement. If it was
+/// stored (not a duplicate), the stream ended with its predecessor, which was stored
+/// the same way, back to the first: the whole window, in order. Anything else — a lost
+/// message, a payout the stream already held, another writer, no answer in time — is
+/// an error, and the caller reads the stream's end again (DECISIONS 53). (Ids, not
+/// sequences, chain the window: a foreign message that took one payout's place would
+/// put the sequences back in step for the next.)
 pub(crate) async fn publish_window(
     sink: &impl PayoutSink,
     entries: Vec<OutboxEntry>,
-    tail: Option<String>,
+    last_sequence: u64,
     timeout: Duration,
-) -> Result<(Option<String>, bool), PublishError> {
+) -> Result<u64, PublishError> {
     let Some((last, rest)) = entries.split_last() else {
-        return Ok((tail, false));
+        return Ok(last_sequence);
     };
-    let last_id = &last.payout_id;
-    if let Some(tail) = &tail {
-        match chained(sink, rest, last, tail, timeout).await {
-            Ok(InStream {
-                duplicate: false, ..
-            }) => return Ok((Some(last_id.clone()), true)),
-            Ok(InStream { sequence, .. }) => debug!(
-                payout = %last_id,
-                sequence,
-                "the last payout of the window was stored before: publishing the window again, each payout acknowledged"
-            ),
-            Err(e) => debug!(
-                "the payout window's chain broke ({}): publishing it again, each payout acknowledged",
-                crate::error_chain(&e)
-            ),
-        }
-    }
-    let mut acks = Vec::with_capacity(entries.len());
-    for payout in &entries {
+    let mut expect = Expect::LastSequence(last_sequence);
+    for (i, payout) in rest.iter().enumerate() {
+        debug_assert_eq!(
+            payout.number + 1,
+            entries[i + 1].number,
+            "a window in order"
+        );
         let id = &payout.payout_id;
-        let ack = deadline(timeout, id, send_failed, sink.send_acked(payout, None)).await?;
-        acks.push((id, ack));
-    }
-    let mut last = None;
-    for (id, ack) in acks {
-        last = Some(deadline(timeout, id, not_acknowledged, ack).await?);
-    }
-    // A duplicate leaves the stream's last message unknown.
-    let tail = last
-        .filter(|stored| !stored.duplicate)
-        .map(|_| last_id.clone());
-    Ok((tail, false))
-}
-
-/// Sends `rest` chained after `tail` without replies, then `last` chained after them,
-/// and waits for `last`'s acknowledgement.
-async fn chained(
-    sink: &impl PayoutSink,
-    rest: &[OutboxEntry],
-    last: &OutboxEntry,
-    tail: &str,
-    timeout: Duration,
-) -> Result<InStream, PublishError> {
-    let mut after = tail;
-    for payout in rest {
-        let id = &payout.payout_id;
-        deadline(timeout, id, send_failed, sink.send(payout, Some(after))).await?;
-        after = id;
+        deadline(timeout, id, send_failed, sink.send(payout, expect)).await?;
+        expect = Expect::LastId(id);
     }
     let id = &last.payout_id;
-    let ack = deadline(timeout, id, send_failed, sink.send_acked(last, Some(after))).await?;
-    deadline(timeout, id, not_acknowledged, ack).await
+    let ack = deadline(timeout, id, send_failed, sink.send_acked(last, expect)).await?;
+    let stored = deadline(timeout, id, not_acknowledged, ack).await?;
+    if stored.duplicate {
+        return Err(PublishError::Moved {
+            payout_id: id.clone(),
+            sequence: stored.sequence,
+        });
+    }
+    Ok(stored.sequence)
 }
 
 /// Payouts read from the archive at a time.
@@ -323,8 +466,8 @@ fn outbox_entries(
                 issued: from + payouts.len() as u64,
             });
         }
-        for payout in &payouts {
-            entries.push(outbox.entry(payout)?);
+        for (i, payout) in payouts.iter().enumerate() {
+            entries.push(outbox.entry(payout, from + i as u64)?);
         }
     }
     Ok(entries)

@@ -9,8 +9,8 @@ use ledger_core::gen::{GenConfig, Generator};
 use ledger_core::replay::Rejection;
 use ledger_core::Replay;
 use ledger_service::{
-    Delivery, Handle, InStream, Inbound, Notices, OutboxEntry, PayoutSink, Service, ServiceConfig,
-    TransportError,
+    Delivery, Expect, Handle, InStream, Inbound, Notices, OutboxEntry, PayoutSink, Service,
+    ServiceConfig, StreamTail, TransportError,
 };
 use std::collections::VecDeque;
 use std::future::Future;
@@ -82,10 +82,12 @@ impl Inbound for Source {
     }
 }
 
-/// A payout stream that stores everything, or (when `hang`) never answers at all.
+/// A payout stream that stores what follows its last message (by id once, as
+/// JetStream), or (when `hang`) never answers at all.
 #[derive(Default)]
 struct Stream {
-    stored: Mutex<Vec<String>>,
+    /// Ids and payout numbers, in sequence order.
+    stored: Mutex<Vec<(String, u64)>>,
     hang: bool,
 }
 
@@ -93,18 +95,18 @@ struct Stream {
 struct Sink(Arc<Stream>);
 
 impl PayoutSink for Sink {
-    async fn send(&self, payout: &OutboxEntry, _after: Option<&str>) -> Result<(), TransportError> {
+    async fn send(&self, payout: &OutboxEntry, expect: Expect<'_>) -> Result<(), TransportError> {
         if self.0.hang {
             std::future::pending::<()>().await;
         }
-        self.0.store(&payout.payout_id);
+        let _ = self.0.store(payout, expect);
         Ok(())
     }
 
     async fn send_acked(
         &self,
         payout: &OutboxEntry,
-        _after: Option<&str>,
+        expect: Expect<'_>,
     ) -> Result<
         impl Future<Output = Result<InStream, TransportError>> + Send + 'static,
         TransportError,
@@ -112,22 +114,55 @@ impl PayoutSink for Sink {
         if self.0.hang {
             std::future::pending::<()>().await;
         }
-        let (sequence, duplicate) = self.0.store(&payout.payout_id);
-        Ok(std::future::ready(Ok(InStream {
-            sequence,
-            duplicate,
-        })))
+        Ok(std::future::ready(self.0.store(payout, expect)))
+    }
+
+    async fn tail(&self) -> Result<StreamTail, TransportError> {
+        if self.0.hang {
+            std::future::pending::<()>().await;
+        }
+        let stored = self.0.stored.lock().unwrap();
+        Ok(StreamTail {
+            last_sequence: stored.len() as u64,
+            number: stored.last().map(|s| s.1),
+            payout_id: stored.last().map(|s| s.0.clone()),
+        })
     }
 }
 
 impl Stream {
-    fn store(&self, id: &str) -> (u64, bool) {
+    fn store(&self, payout: &OutboxEntry, expect: Expect<'_>) -> Result<InStream, TransportError> {
         let mut stored = self.stored.lock().unwrap();
-        if let Some(at) = stored.iter().position(|s| s == id) {
-            return (at as u64 + 1, true);
+        if let Some(at) = stored.iter().position(|s| s.0 == payout.payout_id) {
+            return Ok(InStream {
+                sequence: at as u64 + 1,
+                duplicate: true,
+            });
         }
-        stored.push(id.to_string());
-        (stored.len() as u64, false)
+        let follows = match expect {
+            Expect::LastSequence(n) => stored.len() as u64 == n,
+            Expect::LastId(after) => stored.last().is_some_and(|s| s.0 == after),
+        };
+        if !follows {
+            return Err(TransportError::message(format!(
+                "wrong last message ({expect:?}): {}",
+                stored.len()
+            )));
+        }
+        stored.push((payout.payout_id.clone(), payout.number));
+        Ok(InStream {
+            sequence: stored.len() as u64,
+            duplicate: false,
+        })
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.stored
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.0.clone())
+            .collect()
     }
 }
 
@@ -245,7 +280,7 @@ async fn the_service_folds_publishes_once_and_reports_a_drained_source_as_such()
         .iter()
         .map(|p| p.payout_id.to_string())
         .collect();
-    assert_eq!(*stream.stored.lock().unwrap(), ids, "once each, in order");
+    assert_eq!(stream.ids(), ids, "once each, in order");
     let business = expected
         .rejections()
         .iter()

@@ -133,6 +133,15 @@ pub struct ServeArgs {
     /// Address of the HTTP query API (e.g. 127.0.0.1:8080; port 0 picks a free one).
     #[arg(long, env = "INCENTIVE_LEDGER_HTTP_ADDR")]
     pub http_addr: Option<String>,
+    /// This replica's id (default: the one in the data directory's REPLICA file).
+    #[arg(long, env = "INCENTIVE_LEDGER_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// A lease not renewed for this long is taken over by a standby (milliseconds).
+    #[arg(long, env = "INCENTIVE_LEDGER_LEASE_TTL_MS")]
+    pub lease_ttl_ms: Option<u64>,
+    /// How often the lease is renewed, or looked at by a standby (milliseconds).
+    #[arg(long, env = "INCENTIVE_LEDGER_LEASE_RENEW_MS")]
+    pub lease_renew_ms: Option<u64>,
     /// Log output: human or json.
     #[arg(long, env = "INCENTIVE_LEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -155,6 +164,11 @@ impl ServeArgs {
         set_value(&mut c.inbound.fetch_wait_ms, &self.fetch_wait_ms);
         set_value(&mut c.checkpoint_every, &self.checkpoint_every);
         set_value(&mut c.http_addr, &self.http_addr);
+        if self.replica_id.is_some() {
+            c.replication.replica_id = self.replica_id.clone();
+        }
+        set_value(&mut c.replication.lease_ttl_ms, &self.lease_ttl_ms);
+        set_value(&mut c.replication.lease_renew_ms, &self.lease_renew_ms);
         Ok(c)
     }
 }
@@ -335,6 +349,10 @@ pub struct StatusArgs {
     pub nats: NatsArgs,
     #[arg(long, env = "INCENTIVE_LEDGER_STATUS_SUBJECT")]
     pub status_subject: Option<String>,
+    /// Ask this replica (its own subject, `<status subject>.<id>`) rather than
+    /// whichever answers first.
+    #[arg(long)]
+    pub replica: Option<String>,
     /// Seconds to wait for the service to answer.
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
@@ -342,10 +360,13 @@ pub struct StatusArgs {
 
 pub fn status(args: StatusArgs) -> Result<()> {
     let config = args.nats.config()?;
-    let subject = args
+    let mut subject = args
         .status_subject
         .clone()
         .unwrap_or(config.status_subject.clone());
+    if let Some(replica) = &args.replica {
+        subject = format!("{subject}.{replica}");
+    }
     let reply = runtime()?.block_on(async {
         let client = ledger_nats::connect(&config.nats()).await?;
         let reply = tokio::time::timeout(

@@ -130,5 +130,17 @@ mod tests {
         let c = Config::from_toml(&text).unwrap();
         assert_eq!(c.inbound.subjects, vec!["incentive.events.>".to_string()]);
         assert_eq!(c.nats.user.as_deref(), Some("ledger"));
+        assert_eq!(c.replication.lease_ttl_ms, 6_000);
+    }
+
+    /// The cluster sample names every node and asks for three replicas of everything.
+    #[test]
+    fn the_cluster_sample_config_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/cluster/incentive-ledger.toml");
+        let c = Config::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(c.nats.urls.len(), 3);
+        assert_eq!((c.inbound.replicas, c.payouts.replicas), (3, 3));
+        assert_eq!(c.replication.lease_replicas, Some(3));
     }
 }

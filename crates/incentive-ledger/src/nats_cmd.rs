@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Address of the HTTP query API (e.g. 127.0.0.1:8080; port 0 picks a free one).
     #[arg(long, env = "INCENTIVE_LEDGER_HTTP_ADDR")]
     pub http_addr: Option<String>,
+    /// Replicas of the inbound and payout streams (and of the lease bucket): 3 on a
+    /// 3-node cluster.
+    #[arg(long, env = "INCENTIVE_LEDGER_STREAM_REPLICAS")]
+    pub stream_replicas: Option<usize>,
     /// This replica's id (default: the one in the data directory's REPLICA file).
     #[arg(long, env = "INCENTIVE_LEDGER_REPLICA_ID")]
     pub replica_id: Option<String>,
@@ -168,6 +172,10 @@ impl ServeArgs {
             c.replication.replica_id = self.replica_id.clone();
         }
         set_value(&mut c.replication.lease_ttl_ms, &self.lease_ttl_ms);
+        if let Some(n) = self.stream_replicas {
+            c.inbound.replicas = n;
+            c.payouts.replicas = n;
+        }
         set_value(&mut c.replication.lease_renew_ms, &self.lease_renew_ms);
         Ok(c)
     }

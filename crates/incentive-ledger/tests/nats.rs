@@ -420,6 +420,12 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
             "/var/lib/nats/jetstream",
             &tmp.path().join("js").display().to_string(),
         );
+    // The users and permissions, beside it as in deploy/ (includes are relative).
+    std::fs::copy(
+        root().join("deploy/nats-accounts.conf"),
+        tmp.path().join("nats-accounts.conf"),
+    )
+    .unwrap();
     let conf_path = tmp.path().join("nats.conf");
     std::fs::write(&conf_path, conf).unwrap();
     let mut server = Command::new(nats_server_bin())

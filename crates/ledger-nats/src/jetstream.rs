@@ -50,11 +50,15 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, NatsError> {
     if n.tls_required {
         options = options.require_tls(true);
     }
-    let urls = n.urls.join(",");
+    // A list, one URL each (the client does not split a comma-separated string): it
+    // connects to one and fails over to the others.
     options
-        .connect(urls.as_str())
+        .connect(n.urls.as_slice())
         .await
-        .map_err(|source| NatsError::Connect { urls, source })
+        .map_err(|source| NatsError::Connect {
+            urls: n.urls.join(","),
+            source,
+        })
 }
 
 pub(crate) fn js_err<E: std::error::Error + Send + Sync + 'static>(
@@ -138,6 +142,17 @@ pub async fn ensure_consumer(
     resume_after: u64,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
     let inbound = ensure_streams(js, config).await?;
+    recreate_consumer(&inbound, config, replica, resume_after).await
+}
+
+/// Deletes and creates replica `replica`'s consumer on the inbound stream, delivering
+/// from the sequence after `resume_after`.
+async fn recreate_consumer(
+    inbound: &stream::Stream,
+    config: &Config,
+    replica: &str,
+    resume_after: u64,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
     let consumer = consumer_name(config, replica);
     // Not found is fine: first start.
     let _ = inbound.delete_consumer(&consumer).await;
@@ -182,12 +197,18 @@ pub struct JetStreamInbound {
     fetch_batch: usize,
     fetch_wait: Duration,
     linger: Duration,
+    /// To re-create the consumer from a position ([`Inbound::rewind`]).
+    js: jetstream::Context,
+    config: Config,
+    replica: String,
 }
 
 impl JetStreamInbound {
     pub async fn new(
         consumer: jetstream::consumer::Consumer<pull::Config>,
+        js: jetstream::Context,
         config: &Config,
+        replica: &str,
     ) -> Result<JetStreamInbound, NatsError> {
         let fetch_batch = config.inbound.fetch_batch.max(1);
         Ok(JetStreamInbound {
@@ -196,6 +217,9 @@ impl JetStreamInbound {
             fetch_batch,
             fetch_wait: Duration::from_millis(config.inbound.fetch_wait_ms.max(10)),
             linger: Duration::from_millis(config.inbound.linger_ms),
+            js,
+            config: config.clone(),
+            replica: replica.to_string(),
         })
     }
 }
@@ -277,6 +301,23 @@ impl Inbound for JetStreamInbound {
 
     async fn pending(&mut self) -> Option<u64> {
         self.consumer.info().await.ok().map(|info| info.num_pending)
+    }
+
+    /// Re-creates the replica's consumer to deliver from the sequence after `after`.
+    async fn rewind(&mut self, after: u64) -> Result<(), TransportError> {
+        let inbound = self
+            .js
+            .get_stream(&self.config.inbound.stream)
+            .await
+            .map_err(TransportError::new)?;
+        let consumer = recreate_consumer(&inbound, &self.config, &self.replica, after)
+            .await
+            .map_err(TransportError::new)?;
+        self.incoming = pull_stream(&consumer, self.fetch_batch)
+            .await
+            .map_err(TransportError::new)?;
+        self.consumer = consumer;
+        Ok(())
     }
 }
 
@@ -428,6 +469,30 @@ async fn status_responder(
     }))
 }
 
+/// How long JetStream setup is retried at start: a cluster that is still electing its
+/// leaders, or a server that is starting, answers errors for a while.
+const SETUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs a JetStream setup step, retrying its JetStream errors for [`SETUP_PATIENCE`].
+async fn setup_retried<T, F: std::future::Future<Output = Result<T, NatsError>>>(
+    what: &str,
+    mut step: impl FnMut() -> F,
+) -> Result<T, NatsError> {
+    let deadline = std::time::Instant::now() + SETUP_PATIENCE;
+    loop {
+        match step().await {
+            Err(e @ NatsError::JetStream { .. }) if std::time::Instant::now() < deadline => {
+                warn!(
+                    "setting up {what} failed, retrying: {}",
+                    ledger_service::error_chain(&e)
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs `service` on JetStream as a replica until `shutdown` resolves; returns the
 /// final status. The replica claims its presence before it touches its consumer (a
 /// second process of the same replica refuses to start), then folds as a standby and
@@ -441,7 +506,10 @@ pub async fn serve(
     let replica = crate::lease::replica_id(&config.replication, service.data_dir())?;
     let client = connect(config).await?;
     let js = jetstream::new(client.clone());
-    let kv = crate::lease::bucket(&js, &config.replication, config.inbound.replicas).await?;
+    let kv = setup_retried("the lease bucket", || {
+        crate::lease::bucket(&js, &config.replication, config.inbound.replicas)
+    })
+    .await?;
     let me = crate::lease::Presence::this_process(&replica);
     let timing = crate::lease::LeaseTiming::of(&config.replication);
     let presence = crate::lease::claim_presence(&kv, &me, timing.ttl).await?;
@@ -460,8 +528,11 @@ pub async fn serve(
     });
     let resume_after = service.resume_after();
     let served = async {
-        let consumer = ensure_consumer(&js, config, &replica, resume_after).await?;
-        let inbound = JetStreamInbound::new(consumer, config).await?;
+        let consumer = setup_retried("the streams and the consumer", || {
+            ensure_consumer(&js, config, &replica, resume_after)
+        })
+        .await?;
+        let inbound = JetStreamInbound::new(consumer, js.clone(), config, &replica).await?;
         info!(stream = %config.inbound.stream, consumer = %consumer_name(config, &replica), replica = %replica, resume_after, "consuming");
         let responder =
             status_responder(client.clone(), config.status_subject.clone(), handle.clone())

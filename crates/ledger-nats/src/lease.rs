@@ -309,15 +309,22 @@ pub async fn run(
         // The presence first: a process whose replica was taken over stops at once.
         match kv.update(&presence, value.clone(), presence_revision).await {
             Ok(r) => presence_revision = r,
+            // An earlier renewal stored but not acknowledged (a NATS leader changed on
+            // the way) leaves the entry this process's: carry on with its revision.
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                leadership.lost(None);
-                return Err(NatsError::Replica {
-                    message: format!(
-                        "replica {:?} was claimed by another process while this one could \
-                         not renew its presence: stopping",
-                        me.replica
-                    ),
-                });
+                match own_revision(&kv, &presence, &value).await {
+                    Some(r) => presence_revision = r,
+                    None => {
+                        leadership.lost(None);
+                        return Err(NatsError::Replica {
+                            message: format!(
+                                "replica {:?} was claimed by another process while this one \
+                                 could not renew its presence: stopping",
+                                me.replica
+                            ),
+                        });
+                    }
+                }
             }
             Err(e) => note(&mut last_error, format!("presence not renewed: {e}")),
         }
@@ -329,10 +336,16 @@ pub async fn run(
                     Ok(())
                 }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    holding = None;
-                    let holder = lease_holder(&kv).await;
-                    warn!(holder = ?holder, "the lease was taken over: this replica is a standby now");
-                    leadership.lost(holder);
+                    // Our own renewal, stored but not acknowledged, leaves it ours (the
+                    // grant is not extended: when that renewal was stored is unknown).
+                    if let Some(r) = own_revision(&kv, LEASE, &value).await {
+                        holding = Some(r);
+                    } else {
+                        holding = None;
+                        let holder = lease_holder(&kv).await;
+                        warn!(holder = ?holder, "the lease was taken over: this replica is a standby now");
+                        leadership.lost(holder);
+                    }
                     Ok(())
                 }
                 Err(e) => Err(format!("lease not renewed: {e}")),
@@ -345,6 +358,12 @@ pub async fn run(
                         leadership.granted(sent + timing.grant());
                         info!(replica = %me.replica, "lease acquired: this replica is active");
                     }
+                    Ok(())
+                }
+                // Our own acquisition, stored but not acknowledged: ours, granted at the
+                // next renewal.
+                Ok(Some((current, revision))) if current == value => {
+                    holding = Some(revision);
                     Ok(())
                 }
                 Ok(Some((current, revision))) => {
@@ -401,6 +420,12 @@ fn note(last: &mut Option<String>, message: String) {
         warn!("{message}");
     }
     *last = Some(message);
+}
+
+/// The revision of `key` if its live value is `value` (this process's own write).
+async fn own_revision(kv: &kv::Store, key: &str, value: &[u8]) -> Option<u64> {
+    let (current, revision) = live_entry(kv, key).await.ok()??;
+    (current.as_ref() == value).then_some(revision)
 }
 
 async fn lease_holder(kv: &kv::Store) -> Option<String> {

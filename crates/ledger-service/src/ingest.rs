@@ -30,6 +30,15 @@ pub trait Inbound: Send {
     /// Messages the source holds that it has not yet delivered (the consumer's lag),
     /// asked of the source now; `None` if it cannot tell.
     fn pending(&mut self) -> impl Future<Output = Option<u64>> + Send;
+
+    /// Delivers again from the position after `after`: a message was skipped (lost on a
+    /// connection that broke), and the log must keep the source's order. The messages
+    /// delivered and not acknowledged are dropped. A source that cannot rewind does
+    /// nothing (the loop then takes the gap as one the source really has).
+    fn rewind(&mut self, after: u64) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let _ = after;
+        async { Ok(()) }
+    }
 }
 
 /// One inbound message and what the loop can answer about it.
@@ -69,6 +78,11 @@ pub(crate) struct Ingest<'a, I: Inbound> {
     pub(crate) timing: StageTiming,
     backoff: Duration,
     last_lag: Option<Instant>,
+    /// The position the source was last rewound to, when the batch after it has not
+    /// yet shown whether the gap is real.
+    rewound_to: Option<u64>,
+    /// A rewind to do (after this position) before the next batch: the last one failed.
+    rewind_after: Option<u64>,
 }
 
 impl<'a, I: Inbound> Ingest<'a, I> {
@@ -88,6 +102,8 @@ impl<'a, I: Inbound> Ingest<'a, I> {
             timing: StageTiming::default(),
             backoff: Duration::from_millis(100),
             last_lag: None,
+            rewound_to: None,
+            rewind_after: None,
         }
     }
 
@@ -98,12 +114,33 @@ impl<'a, I: Inbound> Ingest<'a, I> {
     ) -> Result<(), ServiceError> {
         tokio::pin!(shutdown);
         loop {
+            if let Some(after) = self.rewind_after {
+                match self.inbound.rewind(after).await {
+                    Ok(()) => {
+                        self.rewind_after = None;
+                        self.rewound_to = Some(after + 1);
+                    }
+                    Err(e) => {
+                        warn!(
+                            "re-reading the source from position {} failed, retrying: {}",
+                            after + 1,
+                            crate::error_chain(&e)
+                        );
+                        tokio::select! {
+                            _ = &mut shutdown => return Ok(()),
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
             let t = Instant::now();
             let messages = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 m = self.inbound.next_batch() => m.map_err(ServiceError::Transport)?,
             };
             self.timing.fetch += t.elapsed();
+            let messages = self.in_order(messages).await?;
             if messages.is_empty() {
                 // Nothing to deliver right now: the lag the source reports is the one to
                 // show (a value fetched mid-stream must not stay for ever).
@@ -134,6 +171,68 @@ impl<'a, I: Inbound> Ingest<'a, I> {
             }
             self.refresh_lag(false).await;
         }
+    }
+
+    /// Keeps the log in the source's order (DECISIONS 54). A message at or before the
+    /// log's last source position is in the log already (redelivered after its
+    /// acknowledgement was lost, e.g. across a NATS leader change): acknowledged again,
+    /// not appended — an exact re-send would otherwise be logged twice, and replicas
+    /// would differ. A message after a gap (one was lost on a broken connection) is not
+    /// taken: the source is rewound to the gap, and the batch taken again from there;
+    /// a gap still there right after a rewind is the source's own (deleted or expired
+    /// messages) and is passed.
+    async fn in_order(
+        &mut self,
+        messages: Vec<I::Message>,
+    ) -> Result<Vec<I::Message>, ServiceError> {
+        let last = self.log.head().source_position;
+        let mut expected = last + 1;
+        let mut fresh = Vec::with_capacity(messages.len());
+        let mut stale = 0usize;
+        for m in messages {
+            let Some(p) = m.position() else {
+                fresh.push(m);
+                continue;
+            };
+            if p < expected {
+                stale += 1;
+                if let Err(e) = m.ack().await {
+                    warn!(
+                        "ack of a redelivered message failed: {}",
+                        crate::error_chain(&e)
+                    );
+                }
+                continue;
+            }
+            if p > expected && last > 0 {
+                if self.rewound_to == Some(expected) {
+                    warn!(
+                        missing_from = expected,
+                        missing_to = p - 1,
+                        "the source has no messages at these positions (deleted or expired): continuing after them"
+                    );
+                } else {
+                    warn!(
+                        expected,
+                        delivered = p,
+                        "a message was skipped on its way: re-reading the source from the gap"
+                    );
+                    // Done before the next batch (and retried there if it fails).
+                    self.rewind_after = Some(expected - 1);
+                    return Ok(fresh);
+                }
+            }
+            self.rewound_to = None;
+            expected = p + 1;
+            fresh.push(m);
+        }
+        if stale > 0 {
+            info!(
+                stale,
+                last, "redelivered messages already in the log: acknowledged, not appended"
+            );
+        }
+        Ok(fresh)
     }
 
     /// Asks the source for its lag: when `idle`, unless it was just asked and said 0;

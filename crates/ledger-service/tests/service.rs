@@ -608,3 +608,108 @@ async fn an_archive_that_cannot_be_written_holds_history_in_memory_until_it_can(
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
+
+/// A source that misbehaves as a JetStream consumer can across a leader change or a
+/// broken connection: it delivers again messages already taken, and loses one on the
+/// way; rewound, it delivers in order from there.
+struct Unruly {
+    lines: Vec<Vec<u8>>,
+    script: VecDeque<Vec<u64>>,
+    /// After a rewind: the next position to deliver.
+    next: Option<u64>,
+    rewinds: Arc<AtomicUsize>,
+}
+
+impl Inbound for Unruly {
+    type Message = SimMessage;
+
+    async fn next_batch(&mut self) -> Result<Vec<SimMessage>, TransportError> {
+        let positions: Vec<u64> = if let Some(batch) = self.script.pop_front() {
+            batch
+        } else if let Some(from) = self.next {
+            let to = (from + 300).min(self.lines.len() as u64 + 1);
+            self.next = Some(to);
+            (from..to).collect()
+        } else {
+            Vec::new()
+        };
+        if positions.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(positions
+            .into_iter()
+            .map(|p| SimMessage {
+                payload: self.lines[p as usize - 1].clone(),
+                position: p,
+                acked: Arc::new(AtomicUsize::new(0)),
+            })
+            .collect())
+    }
+
+    async fn pending(&mut self) -> Option<u64> {
+        None
+    }
+
+    async fn rewind(&mut self, after: u64) -> Result<(), TransportError> {
+        self.rewinds.fetch_add(1, Ordering::Relaxed);
+        self.script.clear();
+        self.next = Some(after + 1);
+        Ok(())
+    }
+}
+
+/// Redelivered messages are not logged twice and a lost one is fetched again before
+/// anything after it: the log keeps the source's order, record for record, as every
+/// replica must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeliveries_and_a_lost_message_leave_the_log_in_the_sources_order() {
+    let lines = lines(17, 2000);
+    let mut expected = Replay::new();
+    for (i, l) in lines.iter().enumerate() {
+        expected.push(l.as_bytes(), i as u64 + 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServiceConfig {
+        data_dir: dir.path().join("data"),
+        ..ServiceConfig::default()
+    };
+    let (service, handle) = tokio::task::block_in_place(|| Service::open(config)).unwrap();
+    let rewinds = Arc::new(AtomicUsize::new(0));
+    let source = Unruly {
+        lines: lines.iter().map(|l| l.as_bytes().to_vec()).collect(),
+        script: VecDeque::from([
+            (1..=100).collect(),
+            (90..=150).collect(),
+            (152..=200).collect(),
+        ]),
+        next: None,
+        rewinds: rewinds.clone(),
+    };
+    let stream = Arc::new(Stream::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running =
+        tokio::spawn(
+            service.run(source, Sink(stream.clone()), Announced::default(), async {
+                let _ = stopped.await;
+            }),
+        );
+    let n = lines.len() as u64;
+    assert!(
+        until(&handle, Duration::from_secs(120), |h| h.status().arrival
+            >= n)
+        .await,
+        "{:?}",
+        handle.status()
+    );
+    let status = handle.status_exact();
+    assert_eq!(status.arrival, n, "each message taken once");
+    assert_eq!(
+        status.events,
+        expected.counts(),
+        "a redelivery is no re-send"
+    );
+    assert_eq!(status.digest, Some(expected.document().digest));
+    assert_eq!(rewinds.load(Ordering::Relaxed), 1);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}

@@ -44,6 +44,38 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Children that die with the test process, even when it is killed (a timeout): no
+/// server or service is left running after a test.
+pub trait DiesWithTheTest {
+    fn dies_with_the_test(&mut self) -> &mut Self;
+}
+
+impl DiesWithTheTest for Command {
+    fn dies_with_the_test(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of
+        // the parent.
+        unsafe {
+            self.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Where the NATS clients of a test connect: one server or a cluster.
+pub trait Endpoint {
+    /// The client URL(s), comma-separated.
+    fn url(&self) -> String;
+}
+
+impl Endpoint for Nats {
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
 /// A nats-server with JetStream, killed on drop.
 pub struct Nats {
     child: Option<Child>,
@@ -62,10 +94,6 @@ impl Nats {
         n
     }
 
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
     pub fn restart(&mut self) {
         self.stop();
         let child = Command::new(nats_server_bin())
@@ -80,6 +108,7 @@ impl Nats {
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .dies_with_the_test()
             .spawn()
             .expect("nats-server starts");
         self.child = Some(child);
@@ -110,12 +139,12 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn start(nats: &Nats, data: &Path, log: &Path) -> Service {
+    pub fn start(nats: &impl Endpoint, data: &Path, log: &Path) -> Service {
         Service::start_with(nats, data, log, &[])
     }
 
     /// `serve` with more arguments (a replica's id, its lease timing).
-    pub fn start_with(nats: &Nats, data: &Path, log: &Path, extra: &[&str]) -> Service {
+    pub fn start_with(nats: &impl Endpoint, data: &Path, log: &Path, extra: &[&str]) -> Service {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -138,6 +167,7 @@ impl Service {
             .args(extra)
             .stdout(Stdio::null())
             .stderr(stderr)
+            .dies_with_the_test()
             .spawn()
             .unwrap();
         Service { child: Some(child) }
@@ -180,12 +210,12 @@ impl Drop for Service {
     }
 }
 
-pub fn status(nats: &Nats) -> Option<serde_json::Value> {
+pub fn status(nats: &impl Endpoint) -> Option<serde_json::Value> {
     status_of(nats, None)
 }
 
 /// The status of replica `replica` (on its own subject), or of whichever answers first.
-pub fn status_of(nats: &Nats, replica: Option<&str>) -> Option<serde_json::Value> {
+pub fn status_of(nats: &impl Endpoint, replica: Option<&str>) -> Option<serde_json::Value> {
     let mut command = bin();
     command
         .args(["status", "--timeout", "2", "--nats-url"])
@@ -221,7 +251,7 @@ pub fn positions(doc: &serde_json::Value) -> u64 {
 
 /// Waits until the service has folded `position` log records, published its outbox and
 /// computed the status digest of that position.
-pub fn wait_for(nats: &Nats, position: u64, log: &Path) -> serde_json::Value {
+pub fn wait_for(nats: &impl Endpoint, position: u64, log: &Path) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(s) = status(nats) {
@@ -242,7 +272,7 @@ pub fn wait_for(nats: &Nats, position: u64, log: &Path) -> serde_json::Value {
     }
 }
 
-pub fn publish(nats: &Nats, file: &Path) -> (u64, u64) {
+pub fn publish(nats: &impl Endpoint, file: &Path) -> (u64, u64) {
     let out = bin()
         .args(["publish", "--nats-url"])
         .arg(nats.url())
@@ -290,7 +320,7 @@ pub fn split_stream(dir: &Path, seed: u64, n: usize, at: usize) -> [PathBuf; 3] 
     })
 }
 
-pub fn stream_payouts(nats: &Nats) -> Vec<serde_json::Value> {
+pub fn stream_payouts(nats: &impl Endpoint) -> Vec<serde_json::Value> {
     let out = bin()
         .args(["payouts", "--nats-url"])
         .arg(nats.url())
@@ -305,4 +335,290 @@ pub fn stream_payouts(nats: &Nats) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// A 3-node JetStream cluster on 127.0.0.1 (free client, route and monitoring ports),
+/// each node's store under the test's directory; killed on drop.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+}
+
+pub struct Node {
+    pub name: String,
+    child: Option<Child>,
+    pub client: u16,
+    pub monitor: u16,
+    conf: PathBuf,
+}
+
+impl Endpoint for Cluster {
+    fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Cluster {
+    pub fn start(dir: &Path) -> Cluster {
+        let names = ["n1", "n2", "n3"];
+        let routes: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let route_urls: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let nodes = names
+            .iter()
+            .zip(&routes)
+            .map(|(name, route)| {
+                let client = free_port();
+                let monitor = free_port();
+                let conf = dir.join(format!("{name}.conf"));
+                let store = dir.join(format!("{name}-js"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                         jetstream {{ store_dir: \"{}\" }}\n\
+                         cluster {{ name: ledger-test\n listen: 127.0.0.1:{route}\n routes: [{}] }}\n",
+                        store.display(),
+                        route_urls.join(", ")
+                    ),
+                )
+                .unwrap();
+                Node {
+                    name: name.to_string(),
+                    child: None,
+                    client,
+                    monitor,
+                    conf,
+                }
+            })
+            .collect();
+        let mut cluster = Cluster { nodes };
+        for i in 0..3 {
+            cluster.restart(i);
+        }
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// Starts node `i` (again), with its store as it was.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let node = &mut self.nodes[i];
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&node.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .dies_with_the_test()
+            .spawn()
+            .expect("nats-server starts");
+        node.child = Some(child);
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until every running node reports JetStream healthy (bounded).
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            while !healthy(node.monitor) {
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node {} did not become healthy",
+                    node.name
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// The index of the node leading stream `stream` (from the monitoring endpoint of
+    /// any running node), if one leads it.
+    pub fn leader_of(&self, stream: &str) -> Option<usize> {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let Some(body) = http_get(node.monitor, "/jsz?streams=true") else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let leader = v["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+                .find(|s| s["name"] == stream)
+                .and_then(|s| s["cluster"]["leader"].as_str().map(str::to_string));
+            if let Some(leader) = leader {
+                return self.nodes.iter().position(|n| n.name == leader);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// `GET path` on a local monitoring port: the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+}
+
+fn healthy(monitor: u16) -> bool {
+    http_get(monitor, "/healthz").is_some()
+}
+
+/// Short lease timing, so that a takeover takes seconds.
+pub const LEASE: [&str; 4] = ["--lease-ttl-ms", "2000", "--lease-renew-ms", "250"];
+
+pub struct Replica {
+    pub id: &'static str,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    pub service: Service,
+    /// More `serve` arguments (stream replicas on a cluster).
+    extra: Vec<String>,
+}
+
+impl Replica {
+    pub fn start(nats: &impl Endpoint, dir: &Path, id: &'static str) -> Replica {
+        Replica::start_with(nats, dir, id, &[])
+    }
+
+    pub fn start_with(
+        nats: &impl Endpoint,
+        dir: &Path,
+        id: &'static str,
+        extra: &[&str],
+    ) -> Replica {
+        let mut replica = Replica {
+            id,
+            data: dir.join(id),
+            log: dir.join(format!("{id}.log")),
+            service: Service { child: None },
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        replica.restart(nats);
+        replica
+    }
+
+    pub fn restart(&mut self, nats: &impl Endpoint) {
+        self.service.kill();
+        let mut args = vec!["--replica-id", self.id];
+        args.extend(LEASE);
+        args.extend(self.extra.iter().map(String::as_str));
+        self.service = Service::start_with(nats, &self.data, &self.log, &args);
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = self.service.child.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    pub fn status(&self, nats: &impl Endpoint) -> Option<serde_json::Value> {
+        status_of(nats, Some(self.id))
+    }
+
+    pub fn role(&self, nats: &impl Endpoint) -> Option<String> {
+        self.status(nats)
+            .and_then(|s| s["role"].as_str().map(str::to_string))
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the replica has folded `position` records, has no payout left to
+    /// publish as far as it knows, and has the digest of that position.
+    pub fn wait_for(&self, nats: &impl Endpoint, position: u64) -> serde_json::Value {
+        let mut last = None;
+        let reached = wait_until(Duration::from_secs(120), || {
+            last = self.status(nats);
+            last.as_ref().is_some_and(|s| {
+                s["position"].as_u64() == Some(position)
+                    && s["outbox_backlog"] == 0
+                    && s["digest_position"].as_u64() == Some(position)
+            })
+        });
+        assert!(
+            reached,
+            "replica {} did not reach position {position}: {last:?}\n{}",
+            self.id,
+            self.logs()
+        );
+        last.unwrap()
+    }
+
+    pub fn wait_role(&self, nats: &impl Endpoint, role: &str, within: Duration) {
+        let reached = wait_until(within, || self.role(nats).as_deref() == Some(role));
+        assert!(
+            reached,
+            "replica {} is not {role} after {within:?}: {:?}\n{}",
+            self.id,
+            self.status(nats),
+            self.logs()
+        );
+    }
+}
+
+/// Polls `done` every 50 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The payout stream holds exactly the document's payouts: each once, with its
+/// content, in the fold's order.
+pub fn assert_stream_is_the_fold(nats: &impl Endpoint, doc: &serde_json::Value) {
+    let stored = stream_payouts(nats);
+    let ids: Vec<&str> = stored.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = doc["payouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["payout_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), expected.len(), "payouts in the stream");
+    assert!(
+        ids == expected,
+        "the stream holds the fold's payouts in its order"
+    );
+    for (m, p) in stored.iter().zip(doc["payouts"].as_array().unwrap()) {
+        assert_eq!(&m["data"], p, "payout {}", p["payout_id"]);
+    }
 }

@@ -130,7 +130,7 @@ mod tests {
         let c = Config::from_toml(&text).unwrap();
         assert_eq!(c.inbound.subjects, vec!["incentive.events.>".to_string()]);
         assert_eq!(c.nats.user.as_deref(), Some("ledger"));
-        assert_eq!(c.replication.lease_ttl_ms, 6_000);
+        assert_eq!(c.replication.lease_ttl_ms, 4_000);
     }
 
     /// The cluster sample names every node and asks for three replicas of everything.

@@ -45,8 +45,8 @@ impl Default for ReplicationConfig {
             replica_id: None,
             lease_bucket: "incentive-ledger".into(),
             lease_replicas: None,
-            lease_ttl_ms: 6_000,
-            lease_renew_ms: 1_500,
+            lease_ttl_ms: 4_000,
+            lease_renew_ms: 1_000,
         }
     }
 }

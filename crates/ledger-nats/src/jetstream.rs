@@ -512,7 +512,11 @@ pub async fn serve(
     .await?;
     let me = crate::lease::Presence::this_process(&replica);
     let timing = crate::lease::LeaseTiming::of(&config.replication);
-    let presence = crate::lease::claim_presence(&kv, &me, timing.ttl).await?;
+    // A bucket just created on a cluster may not answer reads for a moment.
+    let presence = setup_retried("the replica's presence", || {
+        crate::lease::claim_presence(&kv, &me, timing.ttl)
+    })
+    .await?;
     handle.leadership().join(&replica);
     let (stop_lease, lease_stop) = tokio::sync::watch::channel(false);
     let (lease_failed, lease_failure) = tokio::sync::oneshot::channel::<NatsError>();

@@ -64,6 +64,17 @@ pub enum PublishFailed {
     NotAcknowledged(#[source] jetstream::context::PublishError),
 }
 
+/// A message sent and not yet acknowledged, kept to be sent again.
+struct InFlight {
+    ack: jetstream::context::PublishAckFuture,
+    subject: String,
+    msg_id: String,
+    raw: bytes::Bytes,
+}
+
+/// How often an input whose twin is still being stored is sent again.
+const IN_PROCESS_RETRIES: u32 = 50;
+
 /// Publishes every input in order; at most `window` unacknowledged at a time.
 pub async fn publish_all(
     js: &jetstream::Context,
@@ -72,32 +83,62 @@ pub async fn publish_all(
     window: usize,
 ) -> Result<PublishSummary, PublishFailed> {
     let mut summary = PublishSummary::default();
-    let mut pending: VecDeque<jetstream::context::PublishAckFuture> = VecDeque::new();
+    let mut pending: VecDeque<InFlight> = VecDeque::new();
     for raw in inputs {
         if pending.len() >= window.max(1) {
-            if let Some(ack) = pending.pop_front() {
-                record(
-                    &mut summary,
-                    ack.await.map_err(PublishFailed::NotAcknowledged)?,
-                );
+            if let Some(sent) = pending.pop_front() {
+                record(&mut summary, settle(js, sent).await?);
             }
         }
         let (subject, msg_id) = route(prefix, &raw);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg_id.as_str());
-        let ack = js
-            .publish_with_headers(subject, headers, raw.into())
-            .await
-            .map_err(PublishFailed::Send)?;
-        pending.push_back(ack);
+        let raw = bytes::Bytes::from(raw);
+        let ack = send(js, &subject, &msg_id, raw.clone()).await?;
+        pending.push_back(InFlight {
+            ack,
+            subject,
+            msg_id,
+            raw,
+        });
     }
-    while let Some(ack) = pending.pop_front() {
-        record(
-            &mut summary,
-            ack.await.map_err(PublishFailed::NotAcknowledged)?,
-        );
+    while let Some(sent) = pending.pop_front() {
+        record(&mut summary, settle(js, sent).await?);
     }
     Ok(summary)
+}
+
+async fn send(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    raw: bytes::Bytes,
+) -> Result<jetstream::context::PublishAckFuture, PublishFailed> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id);
+    js.publish_with_headers(subject.to_string(), headers, raw)
+        .await
+        .map_err(PublishFailed::Send)
+}
+
+/// Waits for a message's acknowledgement. On a clustered stream an exact re-send that
+/// arrives while its twin is still being replicated is answered "duplicate message id
+/// is in process" (JetStream error 10158) rather than as a duplicate: it is sent again
+/// until the stream answers either way.
+async fn settle(
+    js: &jetstream::Context,
+    mut sent: InFlight,
+) -> Result<jetstream::publish::PublishAck, PublishFailed> {
+    let mut retries = 0;
+    loop {
+        match sent.ack.await {
+            Ok(ack) => return Ok(ack),
+            Err(e) if retries < IN_PROCESS_RETRIES && e.to_string().contains("10158") => {
+                retries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                sent.ack = send(js, &sent.subject, &sent.msg_id, sent.raw.clone()).await?;
+            }
+            Err(e) => return Err(PublishFailed::NotAcknowledged(e)),
+        }
+    }
 }
 
 fn record(summary: &mut PublishSummary, ack: jetstream::publish::PublishAck) {

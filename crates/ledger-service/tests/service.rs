@@ -231,9 +231,8 @@ async fn until(handle: &Handle, limit: Duration, done: impl Fn(&Handle) -> bool)
     done(handle)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_service_folds_publishes_once_and_reports_a_drained_source_as_such() {
-    let lines = lines(11, 3000);
+/// The replay of `lines` in memory, and a service opened on a new data directory.
+fn fresh_service(lines: &[String]) -> (Replay, tempfile::TempDir, Service, Handle) {
     let mut expected = Replay::new();
     for (i, l) in lines.iter().enumerate() {
         expected.push(l.as_bytes(), i as u64 + 1);
@@ -244,6 +243,13 @@ async fn the_service_folds_publishes_once_and_reports_a_drained_source_as_such()
         ..ServiceConfig::default()
     };
     let (service, handle) = tokio::task::block_in_place(|| Service::open(config)).unwrap();
+    (expected, dir, service, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_folds_publishes_once_and_reports_a_drained_source_as_such() {
+    let lines = lines(11, 3000);
+    let (expected, _dir, service, handle) = fresh_service(&lines);
     let (inbound, acked) = source(&lines, 400);
     let stream = Arc::new(Stream::default());
     let notices = Announced::default();
@@ -664,16 +670,7 @@ impl Inbound for Unruly {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redeliveries_and_a_lost_message_leave_the_log_in_the_sources_order() {
     let lines = lines(17, 2000);
-    let mut expected = Replay::new();
-    for (i, l) in lines.iter().enumerate() {
-        expected.push(l.as_bytes(), i as u64 + 1);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServiceConfig {
-        data_dir: dir.path().join("data"),
-        ..ServiceConfig::default()
-    };
-    let (service, handle) = tokio::task::block_in_place(|| Service::open(config)).unwrap();
+    let (expected, _dir, service, handle) = fresh_service(&lines);
     let rewinds = Arc::new(AtomicUsize::new(0));
     let source = Unruly {
         lines: lines.iter().map(|l| l.as_bytes().to_vec()).collect(),

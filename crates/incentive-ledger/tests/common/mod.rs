@@ -64,6 +64,17 @@ impl DiesWithTheTest for Command {
     }
 }
 
+/// A nats-server with these arguments, quiet, dying with the test.
+fn nats_server(args: &[&str]) -> Child {
+    Command::new(nats_server_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .dies_with_the_test()
+        .spawn()
+        .expect("nats-server starts")
+}
+
 /// Where the NATS clients of a test connect: one server or a cluster.
 pub trait Endpoint {
     /// The client URL(s), comma-separated.
@@ -96,21 +107,15 @@ impl Nats {
 
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new(nats_server_bin())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .dies_with_the_test()
-            .spawn()
-            .expect("nats-server starts");
+        let child = nats_server(&[
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-js",
+            "-sd",
+            &self.store.display().to_string(),
+        ]);
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -409,14 +414,7 @@ impl Cluster {
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
         let node = &mut self.nodes[i];
-        let child = Command::new(nats_server_bin())
-            .arg("-c")
-            .arg(&node.conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .dies_with_the_test()
-            .spawn()
-            .expect("nats-server starts");
+        let child = nats_server(&["-c", &node.conf.display().to_string()]);
         node.child = Some(child);
     }
 

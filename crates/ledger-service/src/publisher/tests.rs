@@ -353,6 +353,11 @@ fn drain_all(
     panic!("the outbox did not drain ({} left)", outbox.backlog());
 }
 
+/// A new publisher drains the outbox in windows of 64.
+fn drain_fresh(s: &Stream, outbox: &Outbox, handle: &Handle) {
+    drain_all(&runtime(), &mut Publisher::default(), s, outbox, handle, 64);
+}
+
 /// The publisher, driven as its task drives it, through random send failures, lost
 /// messages, lost and never-arriving acknowledgements and sends that hang: it drains
 /// the whole outbox, the stream holds every payout once and in the fold's order, and no
@@ -420,14 +425,7 @@ fn a_last_message_without_a_number_is_found_by_its_id() {
     let (outbox, handle, payouts) = service_parts(dir.path());
     let s = Stream::default();
     s.state.lock().unwrap().stored = payouts[..321].iter().map(|id| (id.clone(), None)).collect();
-    drain_all(
-        &runtime(),
-        &mut Publisher::default(),
-        &s,
-        &outbox,
-        &handle,
-        64,
-    );
+    drain_fresh(&s, &outbox, &handle);
     assert_eq!(s.stored(), payouts);
 }
 
@@ -448,14 +446,7 @@ fn a_foreign_last_message_is_followed_by_the_outbox() {
             .collect();
         state.stored.push(("foreign".into(), None));
     }
-    drain_all(
-        &runtime(),
-        &mut Publisher::default(),
-        &s,
-        &outbox,
-        &handle,
-        64,
-    );
+    drain_fresh(&s, &outbox, &handle);
     let mut expected = payouts[..300].to_vec();
     expected.push("foreign".into());
     expected.extend_from_slice(&payouts[300..]);

@@ -1,7 +1,8 @@
 //! The ledger on a 3-node JetStream cluster (three nats-servers on 127.0.0.1, free
 //! ports, stores in a temporary directory; everything stopped when the test ends), with
 //! two replicas and every stream on three nodes: the standby takes over from a killed
-//! active replica, the inbound stream's leader dies mid-publish without losing an
+//! or paused active replica (the paused one publishes nothing after it wakes), the
+//! inbound stream's leader dies mid-publish without losing an
 //! acknowledged event, and a rolling restart of the three servers under load leaves
 //! the ledger's answer unchanged — each time the payout stream holds exactly the fold's
 //! payouts, once each and in order, and both replicas' digests equal `replay --events`.
@@ -119,6 +120,13 @@ fn on_a_cluster_the_standby_takes_over_from_a_killed_active_replica() {
     a.restart(&cluster);
     a.wait_role(&cluster, "standby", Duration::from_secs(60));
     assert_both_equal(&cluster, &a, &b, &doc);
+}
+
+#[test]
+fn on_a_cluster_a_paused_active_replica_is_fenced_and_becomes_a_standby() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(tmp.path());
+    paused_active_replica(&cluster, tmp.path(), &CLUSTER);
 }
 
 #[test]

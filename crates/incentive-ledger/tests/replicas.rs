@@ -107,33 +107,5 @@ fn killing_the_active_replica_hands_over_without_losing_or_doubling_a_payout() {
 fn a_paused_active_replica_is_fenced_and_becomes_a_standby() {
     let tmp = tempfile::tempdir().unwrap();
     let nats = Nats::start(&tmp.path().join("js"));
-    let [first, second, all] = split_stream(tmp.path(), 21, 5_000, 2_000);
-    let a = Replica::start(&nats, tmp.path(), "a");
-    a.wait_role(&nats, "active", Duration::from_secs(30));
-    let b = Replica::start(&nats, tmp.path(), "b");
-    b.wait_role(&nats, "standby", Duration::from_secs(30));
-    publish(&nats, &first);
-    let at = positions(&document(&first));
-    a.wait_for(&nats, at);
-    b.wait_for(&nats, at);
-
-    a.signal(libc::SIGSTOP);
-    b.wait_role(&nats, "active", Duration::from_secs(20));
-    // Published while a is paused: only b can publish these payouts.
-    publish(&nats, &second);
-    let doc = document(&all);
-    b.wait_for(&nats, positions(&doc));
-    a.signal(libc::SIGCONT);
-    a.wait_role(&nats, "standby", Duration::from_secs(20));
-    assert_eq!(a.status(&nats).unwrap()["lease_holder"], "b");
-    let sa = a.wait_for(&nats, positions(&doc));
-    assert_eq!(sa["digest"], doc["digest"]);
-    // Some time for anything a might still send.
-    std::thread::sleep(Duration::from_millis(1_000));
-    assert_stream_is_the_fold(&nats, &doc);
-    assert!(
-        a.logs().contains("the lease was taken over"),
-        "{}",
-        a.logs()
-    );
+    paused_active_replica(&nats, tmp.path(), &[]);
 }

@@ -620,3 +620,38 @@ pub fn assert_stream_is_the_fold(nats: &impl Endpoint, doc: &serde_json::Value) 
         assert_eq!(&m["data"], p, "payout {}", p["payout_id"]);
     }
 }
+
+/// SIGSTOPs the active replica past its lease: the standby takes over and publishes
+/// what arrives meanwhile; SIGCONT: the paused one publishes nothing more and becomes a
+/// standby. The payout stream holds the fold's payouts once each, in order.
+pub fn paused_active_replica(server: &impl Endpoint, dir: &Path, extra: &[&str]) {
+    let [first, second, all] = split_stream(dir, 21, 5_000, 2_000);
+    let a = Replica::start_with(server, dir, "a", extra);
+    a.wait_role(server, "active", Duration::from_secs(60));
+    let b = Replica::start_with(server, dir, "b", extra);
+    b.wait_role(server, "standby", Duration::from_secs(60));
+    publish(server, &first);
+    let at = positions(&document(&first));
+    a.wait_for(server, at);
+    b.wait_for(server, at);
+
+    a.signal(libc::SIGSTOP);
+    b.wait_role(server, "active", Duration::from_secs(30));
+    // Published while a is paused: only b can publish these payouts.
+    publish(server, &second);
+    let doc = document(&all);
+    b.wait_for(server, positions(&doc));
+    a.signal(libc::SIGCONT);
+    a.wait_role(server, "standby", Duration::from_secs(30));
+    assert_eq!(a.status(server).unwrap()["lease_holder"], "b");
+    let sa = a.wait_for(server, positions(&doc));
+    assert_eq!(sa["digest"], doc["digest"]);
+    // Some time for anything a might still send.
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_stream_is_the_fold(server, &doc);
+    assert!(
+        a.logs().contains("the lease was taken over"),
+        "{}",
+        a.logs()
+    );
+}

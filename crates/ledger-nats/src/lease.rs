@@ -77,8 +77,21 @@ impl Presence {
             && self.host == me.host
             && self.boot == me.boot
             && self.pid != me.pid
-            && !Path::new(&format!("/proc/{}", self.pid)).exists()
+            && !process_runs(self.pid)
     }
+}
+
+/// Whether process `pid` runs on this machine (a zombie, killed and not yet reaped by
+/// its parent, does not).
+fn process_runs(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X"))
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -431,4 +444,53 @@ async fn own_revision(kv: &kv::Store, key: &str, value: &[u8]) -> Option<u64> {
 async fn lease_holder(kv: &kv::Store) -> Option<String> {
     let (value, _) = live_entry(kv, LEASE).await.ok()??;
     Presence::parse(&value).map(|p| p.replica)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_ids_name_a_key_and_a_consumer() {
+        assert!(valid_replica_id("ledger-a_1"));
+        for bad in ["", "a.b", "a b", "a*", "é", &"x".repeat(65)] {
+            assert!(!valid_replica_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_process_runs_until_it_is_gone_or_a_zombie() {
+        assert!(process_runs(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited and not yet reaped: a zombie, gone for our purposes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_runs(pid) {
+            assert!(Instant::now() < deadline, "the child did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait().unwrap();
+        assert!(!process_runs(pid));
+    }
+
+    #[test]
+    fn a_data_directory_keeps_its_replica_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ReplicationConfig::default();
+        let id = replica_id(&config, dir.path()).unwrap();
+        assert!(valid_replica_id(&id), "{id}");
+        assert_eq!(replica_id(&config, dir.path()).unwrap(), id);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(replica_id(&config, other.path()).unwrap(), id);
+        let named = ReplicationConfig {
+            replica_id: Some("b".into()),
+            ..ReplicationConfig::default()
+        };
+        assert_eq!(replica_id(&named, dir.path()).unwrap(), "b");
+        let bad = ReplicationConfig {
+            replica_id: Some("a.b".into()),
+            ..ReplicationConfig::default()
+        };
+        assert!(replica_id(&bad, dir.path()).is_err());
+    }
 }

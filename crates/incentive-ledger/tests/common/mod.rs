@@ -277,18 +277,24 @@ pub fn wait_for(nats: &impl Endpoint, position: u64, log: &Path) -> serde_json::
     }
 }
 
-pub fn publish(nats: &impl Endpoint, file: &Path) -> (u64, u64) {
-    let out = bin()
-        .args(["publish", "--nats-url"])
-        .arg(nats.url())
-        .arg("--events")
-        .arg(file)
-        .output()
-        .unwrap();
+/// Runs `command` to its end; it must succeed (its stderr is the failure message).
+pub fn succeeded(command: &mut Command) -> std::process::Output {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn publish(nats: &impl Endpoint, file: &Path) -> (u64, u64) {
+    let out = succeeded(
+        bin()
+            .args(["publish", "--nats-url"])
+            .arg(nats.url())
+            .arg("--events")
+            .arg(file),
     );
     // "sent N: S stored by JetStream, D dropped as exact re-sends"
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -326,16 +332,7 @@ pub fn split_stream(dir: &Path, seed: u64, n: usize, at: usize) -> [PathBuf; 3] 
 }
 
 pub fn stream_payouts(nats: &impl Endpoint) -> Vec<serde_json::Value> {
-    let out = bin()
-        .args(["payouts", "--nats-url"])
-        .arg(nats.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(bin().args(["payouts", "--nats-url"]).arg(nats.url()));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

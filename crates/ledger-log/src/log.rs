@@ -1090,10 +1090,21 @@ pub(crate) mod tests {
         let records = reader.records_from(1).count() as u64;
         assert_eq!(records, log.head().last_seq);
         drop((log, reader, outbox));
-        assert_eq!(
-            Log::open(dir.path()).unwrap().records_from(1).count() as u64,
-            records
-        );
+        // sled's own threads may hold its file lock a moment after the last handle is
+        // dropped (as `reopen` knows): wait for it, a bounded while.
+        let mut reopened = Log::open(dir.path());
+        for _ in 0..100 {
+            match &reopened {
+                Err(LogError::Storage { source, .. })
+                    if source.to_string().contains("could not acquire lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    reopened = Log::open(dir.path());
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(reopened.unwrap().records_from(1).count() as u64, records);
     }
 
     #[test]

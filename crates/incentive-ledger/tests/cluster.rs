@@ -70,6 +70,26 @@ fn write(dir: &std::path::Path, name: &str, lines: &[String]) -> std::path::Path
     path
 }
 
+/// `n` generated events (`seed`), their document, and a producer publishing them in a
+/// thread of its own, one every `pace_us` microseconds.
+fn producing(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    seed: u64,
+    n: usize,
+    pace_us: u64,
+) -> (
+    Vec<String>,
+    serde_json::Value,
+    std::thread::JoinHandle<(usize, usize)>,
+) {
+    let all = lines(seed, n);
+    let doc = document(&write(dir, "all.ndjson", &all));
+    let (url, events) = (cluster.url(), all.clone());
+    let producer = std::thread::spawn(move || produce(url, events, Duration::from_micros(pace_us)));
+    (all, doc, producer)
+}
+
 /// A cluster with replicas a (active) and b (standby), streams created with 3 replicas.
 fn cluster_with_replicas(dir: &std::path::Path) -> (Cluster, Replica, Replica) {
     let cluster = Cluster::start(dir);
@@ -133,11 +153,7 @@ fn on_a_cluster_a_paused_active_replica_is_fenced_and_becomes_a_standby() {
 fn killing_the_inbound_streams_leader_mid_publish_loses_no_acknowledged_event() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut cluster, a, b) = cluster_with_replicas(tmp.path());
-    let all = lines(32, 3_000);
-    let doc = document(&write(tmp.path(), "all.ndjson", &all));
-    let url = cluster.url();
-    let events = all.clone();
-    let producer = std::thread::spawn(move || produce(url, events, Duration::from_micros(500)));
+    let (all, doc, producer) = producing(&cluster, tmp.path(), 32, 3_000, 500);
     std::thread::sleep(Duration::from_millis(700));
     let leader = cluster
         .leader_of("INCENTIVE_EVENTS")
@@ -160,11 +176,7 @@ fn killing_the_inbound_streams_leader_mid_publish_loses_no_acknowledged_event() 
 fn a_rolling_restart_of_the_cluster_under_load_keeps_the_ledger_going() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut cluster, a, b) = cluster_with_replicas(tmp.path());
-    let all = lines(33, 4_000);
-    let doc = document(&write(tmp.path(), "all.ndjson", &all));
-    let url = cluster.url();
-    let events = all.clone();
-    let producer = std::thread::spawn(move || produce(url, events, Duration::from_micros(1_500)));
+    let (all, doc, producer) = producing(&cluster, tmp.path(), 33, 4_000, 1_500);
     for i in 0..cluster.nodes.len() {
         std::thread::sleep(Duration::from_millis(800));
         cluster.kill(i);

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use ledger_core::gen::{GenConfig, Generator, Rng};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -428,13 +428,7 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
     .unwrap();
     let conf_path = tmp.path().join("nats.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let mut server = Command::new(nats_server_bin())
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = nats_server(&["-c", &conf_path.display().to_string()]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nats-server did not listen");

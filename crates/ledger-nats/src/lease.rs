@@ -196,6 +196,31 @@ pub async fn bucket(
     }
 }
 
+/// A key's revision as first seen, on this process's own clock: how long it has stood
+/// unchanged is the only time a replica measures of another (no clocks are compared
+/// across machines).
+#[derive(Debug, Default)]
+struct Sighting(Option<(u64, Instant)>);
+
+impl Sighting {
+    /// Whether a revision was seen before.
+    fn watching(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Notes `revision`: how long it has stood if it is the one seen before, `None` if
+    /// it is new (first seen, or changed since).
+    fn unchanged_for(&mut self, revision: u64) -> Option<Duration> {
+        match self.0 {
+            Some((r, since)) if r == revision => Some(since.elapsed()),
+            _ => {
+                self.0 = Some((revision, Instant::now()));
+                None
+            }
+        }
+    }
+}
+
 fn presence_key(replica: &str) -> String {
     format!("replica.{replica}")
 }
@@ -224,7 +249,7 @@ pub async fn claim_presence(
     let key = presence_key(&me.replica);
     let kv_err = crate::jetstream::js_err("replica presence");
     let deadline = Instant::now() + ttl * 2 + Duration::from_secs(2);
-    let mut seen: Option<(u64, Instant)> = None;
+    let mut seen = Sighting::default();
     loop {
         if Instant::now() > deadline {
             return Err(NatsError::Replica {
@@ -242,19 +267,14 @@ pub async fn claim_presence(
             }
             Some((value, revision)) => {
                 let other = Presence::parse(&value);
-                let since = match seen {
+                let watched = seen.watching();
+                let stood = seen.unchanged_for(revision);
+                if watched && stood.is_none() {
                     // Renewed while we watched: alive.
-                    Some((r, _)) if r != revision => {
-                        return Err(running(other.as_ref(), &me.replica));
-                    }
-                    Some((_, since)) => since,
-                    None => {
-                        seen = Some((revision, Instant::now()));
-                        Instant::now()
-                    }
-                };
+                    return Err(running(other.as_ref(), &me.replica));
+                }
                 let gone = other.as_ref().is_none_or(Presence::certainly_gone);
-                if gone || since.elapsed() >= ttl {
+                if gone || stood.is_some_and(|d| d >= ttl) {
                     if let Ok(revision) = kv.update(&key, me.to_bytes(), revision).await {
                         return Ok(revision);
                     }
@@ -314,7 +334,7 @@ pub async fn run(
     let value = me.to_bytes();
     let presence = presence_key(&me.replica);
     let mut holding: Option<u64> = None;
-    let mut seen: Option<(u64, Instant)> = None;
+    let mut seen = Sighting::default();
     let mut last_error: Option<String> = None;
     let mut first = true;
     loop {
@@ -382,13 +402,9 @@ pub async fn run(
                 Ok(Some((current, revision))) => {
                     let holder = Presence::parse(&current);
                     let own = holder.as_ref().is_some_and(|h| h.replica == me.replica);
-                    let expired = match seen {
-                        Some((r, since)) if r == revision => since.elapsed() >= timing.ttl,
-                        _ => {
-                            seen = Some((revision, Instant::now()));
-                            false
-                        }
-                    };
+                    let expired = seen
+                        .unchanged_for(revision)
+                        .is_some_and(|d| d >= timing.ttl);
                     // This replica's own lease from before a restart (its presence is
                     // ours now, so no other process of it runs): taken back at once.
                     if expired || (own && first) {

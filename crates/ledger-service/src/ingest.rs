@@ -140,7 +140,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
                 m = self.inbound.next_batch() => m.map_err(ServiceError::Transport)?,
             };
             self.timing.fetch += t.elapsed();
-            let messages = self.in_order(messages).await?;
+            let messages = self.in_order(messages).await;
             if messages.is_empty() {
                 // Nothing to deliver right now: the lag the source reports is the one to
                 // show (a value fetched mid-stream must not stay for ever).
@@ -181,10 +181,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
     /// taken: the source is rewound to the gap, and the batch taken again from there;
     /// a gap still there right after a rewind is the source's own (deleted or expired
     /// messages) and is passed.
-    async fn in_order(
-        &mut self,
-        messages: Vec<I::Message>,
-    ) -> Result<Vec<I::Message>, ServiceError> {
+    async fn in_order(&mut self, messages: Vec<I::Message>) -> Vec<I::Message> {
         let last = self.log.head().source_position;
         let mut expected = last + 1;
         let mut fresh = Vec::with_capacity(messages.len());
@@ -219,7 +216,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
                     );
                     // Done before the next batch (and retried there if it fails).
                     self.rewind_after = Some(expected - 1);
-                    return Ok(fresh);
+                    return fresh;
                 }
             }
             self.rewound_to = None;
@@ -232,7 +229,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
                 last, "redelivered messages already in the log: acknowledged, not appended"
             );
         }
-        Ok(fresh)
+        fresh
     }
 
     /// Asks the source for its lag: when `idle`, unless it was just asked and said 0;

@@ -92,17 +92,6 @@ impl Outbox {
         self.store.next_range()
     }
 
-    /// Removes a range whose payouts the transport has all stored.
-    pub fn acknowledge(&self, first: u64) -> Result<(), LogError> {
-        let n = self.store.acknowledge(first)? as usize;
-        let _ = self
-            .backlog
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(n))
-            });
-        Ok(())
-    }
-
     /// Removes every recorded payout before `next` (the payout stream holds them): whole
     /// ranges, and the head of the range `next` falls in.
     pub fn acknowledge_below(&self, next: u64) -> Result<(), LogError> {
@@ -178,7 +167,7 @@ mod tests {
         let mut drained = 0;
         while let Some(range) = outbox.next_range().unwrap() {
             drained += range.count;
-            outbox.acknowledge(range.first).unwrap();
+            outbox.acknowledge_below(range.first + range.count).unwrap();
             assert_eq!(outbox.backlog(), (n - drained) as usize);
         }
         assert_eq!(drained, n);

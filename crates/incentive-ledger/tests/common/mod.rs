@@ -65,7 +65,7 @@ impl DiesWithTheTest for Command {
 }
 
 /// A nats-server with these arguments, quiet, dying with the test.
-fn nats_server(args: &[&str]) -> Child {
+pub fn nats_server(args: &[&str]) -> Child {
     Command::new(nats_server_bin())
         .args(args)
         .stdout(Stdio::null())

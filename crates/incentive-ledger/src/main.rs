@@ -8,6 +8,7 @@ mod config;
 mod generate_cmd;
 mod log_cmd;
 mod nats_cmd;
+mod plan_cmd;
 mod progress;
 mod replay_cmd;
 mod spool;
@@ -50,6 +51,9 @@ enum Command {
     Export(log_cmd::ExportArgs),
     /// List every refusal of a data directory (quarantine and business) with its message.
     Rejected(log_cmd::RejectedArgs),
+    /// What a draft program would have earned and paid on the real log: a replay of
+    /// the log with the draft in it, compared with the log as it is.
+    Simulate(plan_cmd::SimulateArgs),
     /// Run the service: JetStream ingest, live projection, payout publishing, status.
     Serve(Box<nats_cmd::ServeArgs>),
     /// Send NDJSON events to the inbound JetStream subjects (backfills, demos).
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         },
         Command::Export(args) => log_cmd::export(args),
         Command::Rejected(args) => log_cmd::rejected(args),
+        Command::Simulate(args) => plan_cmd::simulate(args),
         Command::Serve(args) => nats_cmd::serve(*args),
         Command::Publish(args) => nats_cmd::publish(args),
         Command::Status(args) => nats_cmd::status(args),

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod refusal;
 pub mod replay;
 pub mod rules;
+pub mod simulate;
 pub mod store;
 pub mod values;
 

@@ -211,6 +211,8 @@ pub struct Replay {
     by_type: std::collections::BTreeMap<Option<EventType>, [u64; 3]>,
     /// Refusals per code, drained or not.
     by_code: std::collections::BTreeMap<Code, u64>,
+    /// Business refusals per program (of events that name one) and code.
+    by_program: std::collections::BTreeMap<(crate::Text, Code), u64>,
 }
 
 /// History taken out of a [`Replay`]: payouts and refusals in the order they happened,
@@ -350,6 +352,8 @@ impl Replay {
     /// event changed nothing and is not counted.
     pub fn try_apply_logged(&mut self, event: &Event, line: u64) -> Result<Step, StoreError> {
         let first = self.payouts.len();
+        // Before the fold: a refused event changes nothing, so this is what it was about.
+        let program = self.ledger.program_of(event).map(crate::Text::from);
         let refusal = self.ledger.try_apply_into(event, &mut self.payouts)?;
         self.counts.received += 1;
         let slot = self.by_type.entry(Some(event.event_type())).or_default();
@@ -358,6 +362,9 @@ impl Replay {
             Some(r) => {
                 self.counts.rejected += 1;
                 *self.by_code.entry(r.code).or_default() += 1;
+                if let Some(program) = program {
+                    *self.by_program.entry((program, r.code)).or_default() += 1;
+                }
                 self.rejected.push(Rejection {
                     code: r.code,
                     message: r.message,
@@ -417,6 +424,15 @@ impl Replay {
     /// Refusals recorded so far, drained or not.
     pub fn rejections_recorded(&self) -> u64 {
         self.rejected_drained + self.rejected.len() as u64
+    }
+
+    /// Business refusals of events about `program_id`, per code.
+    pub fn refused_in_program(&self, program_id: &str) -> Vec<(Code, u64)> {
+        self.by_program
+            .iter()
+            .filter(|((p, _), _)| p == program_id)
+            .map(|((_, code), n)| (*code, *n))
+            .collect()
     }
 
     /// Refusals per code so far, drained or not.
@@ -486,6 +502,11 @@ impl Replay {
     }
 
     /// Keeps per-entry journals from now on (for statements).
+    /// Keeps no statement journals from now on (a fold that explains nothing).
+    pub fn disable_journal(&mut self) {
+        self.ledger.disable_journal();
+    }
+
     pub fn enable_journal(&mut self) {
         self.ledger.enable_journal();
     }

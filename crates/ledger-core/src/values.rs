@@ -28,6 +28,24 @@ pub fn char_len(s: &str) -> usize {
     s.chars().count()
 }
 
+/// Appends one CSV record (RFC 4180: a field with a comma, quote or line break is
+/// quoted, quotes doubled) and its CRLF.
+pub fn push_csv_record<'a>(out: &mut String, fields: impl IntoIterator<Item = &'a str>) {
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if field.contains([',', '"', '\r', '\n']) {
+            out.push('"');
+            out.push_str(&field.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(field);
+        }
+    }
+    out.push_str("\r\n");
+}
+
 /// Parses the amount format `^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,6})?$`, refusing `-0`.
 /// The result keeps the written number of fractional digits as its scale.
 pub fn parse_amount(s: &str) -> Option<Decimal> {

@@ -69,8 +69,9 @@ pub struct Stores {
 /// refusals counted per code. 10: the history archive's heads after the state. 11: the
 /// lookup store's runs after those. 12: the journal's pending entries, one per line in
 /// the order written. 13: the journal as one list of lines in the order written, with
-/// each entry's count of lines.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT13";
+/// each entry's count of lines. 14: entries keep counted revenue and units, the
+/// ledger its latest business date, refusals are counted per program (issue 17).
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ILCKPT14";
 
 /// Bytes of the last checkpoint encoded in this process: the next one reserves about
 /// that much at once, instead of growing its buffer by doubling (each step a copy of
@@ -647,6 +648,146 @@ pub fn rebuild_archived(
     Ok((rebuilt, stores))
 }
 
+/// A fold of the directory up to a bound that wrote nothing into it: its working set,
+/// and its history on disk — the directory's own archive up to the checkpoint it
+/// resumed from, then a temporary archive.
+pub struct ReadOnlyFold {
+    pub rebuilt: Rebuilt,
+    /// The directory's archive (read-only) and how many payouts and refusals of it
+    /// come before the temporary archive's.
+    prefix: Option<(Archive, u64, u64)>,
+    rest: Archive,
+    /// The lookups the working set relies on (temporary, over the directory's runs).
+    _lookups: Arc<LookupStore>,
+}
+
+impl ReadOnlyFold {
+    /// Payouts `from .. to` in issue order (fewer if there are fewer).
+    pub fn payouts(&self, from: u64, to: u64) -> Result<Vec<ledger_core::Payout>, LogError> {
+        let (mut out, base) = match &self.prefix {
+            Some((archive, n, _)) => (archive.payouts(from.min(*n), to.min(*n))?, *n),
+            None => (Vec::new(), 0),
+        };
+        let (from, to) = (from.max(base) - base, to.max(base) - base);
+        out.extend(self.rest.payouts(from, to)?);
+        Ok(out)
+    }
+
+    /// Refusals `from ..` (at most `limit`) in order.
+    pub fn rejections(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ledger_core::replay::Rejection>, LogError> {
+        let (mut out, base) = match &self.prefix {
+            Some((archive, _, n)) if from < *n => (
+                archive.rejections(from, limit.min((*n - from) as usize))?,
+                *n,
+            ),
+            Some((_, _, n)) => (Vec::new(), *n),
+            None => (Vec::new(), 0),
+        };
+        let rest_from = from.max(base) - base;
+        out.extend(self.rest.rejections(rest_from, limit - out.len())?);
+        Ok(out)
+    }
+}
+
+/// Folds the directory up to `bound` without writing into it — what a process that may
+/// run beside the service does (simulations, reports): from the checkpoint when it is
+/// usable and inside the bound (its lookup runs read in place, its archive read-only),
+/// else from the start; new lookups go to a temporary store over the directory's runs
+/// and new history to a temporary archive. Statement journals are not kept.
+pub fn fold_read_only(
+    log: &LogReader,
+    bound: Bound,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ReadOnlyFold, LogError> {
+    let mut warnings = Vec::new();
+    let limits = Limits::of(log, bound)?;
+    let checkpoint = match bound {
+        Bound::Time(_) => None,
+        _ => usable_checkpoint(log, false, &mut warnings)?.filter(|cp| cp.seq <= limits.max_seq),
+    };
+    let mut resumed = None;
+    if let Some(cp) = checkpoint {
+        match read_only_stores(log, &cp) {
+            Ok(Some((prefix, lookups))) => resumed = Some((cp, prefix, lookups)),
+            Ok(None) => warnings.push(format!(
+                "the checkpoint (position {}) has no history archive to read; folding the whole log",
+                cp.seq
+            )),
+            Err(e) => warnings.push(format!(
+                "the stores the checkpoint (position {}) names cannot be read ({}); folding the whole log",
+                cp.seq,
+                crate::error_chain(&e)
+            )),
+        }
+    }
+    let (mut start, prefix, lookups) = match resumed {
+        Some((cp, prefix, lookups)) => {
+            let mut start = Start::of(Some(cp), false);
+            start.replay.attach_backing(lookups.clone());
+            (start, prefix, lookups)
+        }
+        None => {
+            let lookups =
+                Arc::new(LookupStore::temporary(None).map_err(|e| lookups_error(log, e))?);
+            let mut start = Start::of(None, false);
+            start.replay.attach_backing(lookups.clone());
+            (start, None, lookups)
+        }
+    };
+    start.replay.disable_journal();
+    let (base_payouts, base_refusals) = prefix.as_ref().map_or((0, 0), |(_, p, r)| (*p, *r));
+    let rest = Archive::temporary()?;
+    let keep = |replay: &mut Replay| -> Result<(), LogError> {
+        let mut drained = replay.drain_history();
+        drained.first_payout -= base_payouts;
+        drained.first_rejection -= base_refusals;
+        rest.write(&drained)
+    };
+    let mut each = |replay: &mut Replay, seq| {
+        progress(seq);
+        if seq % ARCHIVE_EVERY == 0 {
+            keep(replay)?;
+        }
+        if seq % 256 == 0 && replay.lookups_in_memory() >= LOOKUPS_IN_MEMORY {
+            flush_lookups(replay, &lookups)?;
+        }
+        Ok(())
+    };
+    let mut rebuilt = fold_from(log, start, limits, warnings, &mut each)?;
+    keep(&mut rebuilt.replay)?;
+    Ok(ReadOnlyFold {
+        rebuilt,
+        prefix,
+        rest,
+        _lookups: lookups,
+    })
+}
+
+/// The checkpoint's archive opened read-only with the payouts and refusals it holds,
+/// and a temporary lookup store over its runs; `None` if it has no archive to read.
+#[allow(clippy::type_complexity)]
+fn read_only_stores(
+    log: &LogReader,
+    cp: &Checkpoint,
+) -> Result<Option<(Option<(Archive, u64, u64)>, Arc<LookupStore>)>, LogError> {
+    let prefix = match &cp.archive {
+        Some(heads) => match Archive::read_only(log.path(), heads)? {
+            Some(a) => Some((a, heads.payouts, heads.refusals)),
+            None => return Ok(None),
+        },
+        // Its history is in the state: drained into the temporary archive from 0.
+        None if cp.replay.holds_all_history() => None,
+        None => return Ok(None),
+    };
+    let runs = cp.lookups.as_deref().unwrap_or_default();
+    let lookups = LookupStore::over(log.path(), runs).map_err(|e| lookups_error(log, e))?;
+    Ok(Some((prefix, Arc::new(lookups))))
+}
+
 fn lookups_error(log: &LogReader, e: crate::runs::RunError) -> LogError {
     LogError::Lookups(ledger_core::store::StoreError::new(
         format!(
@@ -751,6 +892,40 @@ pub(crate) fn fold_range(
     limits: Limits,
     each: &mut dyn FnMut(&mut Replay, u64) -> Result<(), LogError>,
 ) -> Result<(u64, u64), LogError> {
+    fold_range_visiting(
+        log,
+        replay,
+        from_seq,
+        from_arrival,
+        limits,
+        &mut |replay, record| {
+            replay
+                .try_apply_logged(record.event, record.line)
+                .map_err(LogError::Lookups)?;
+            each(replay, record.seq)
+        },
+    )
+}
+
+/// A log record as [`fold_range_visiting`] hands it over: its position, its line
+/// number, its event.
+pub(crate) struct Visited<'a> {
+    pub seq: u64,
+    pub line: u64,
+    pub event: &'a ledger_core::Event,
+}
+
+/// [`fold_range`] with the folding of each record left to `visit` (which must fold
+/// it, or what it stands for): quarantined inputs and duplicates between records are
+/// accounted for as in the log.
+pub(crate) fn fold_range_visiting(
+    log: &LogReader,
+    replay: &mut Replay,
+    from_seq: u64,
+    from_arrival: u64,
+    limits: Limits,
+    visit: &mut dyn FnMut(&mut Replay, Visited<'_>) -> Result<(), LogError>,
+) -> Result<(u64, u64), LogError> {
     let mut extras: Vec<Extra> = log
         .quarantined_after(from_arrival)?
         .into_iter()
@@ -818,12 +993,16 @@ pub(crate) fn fold_range(
                         parsed.seq, r.code, r.message
                     ),
                 })?;
-                replay
-                    .try_apply_logged(event, parsed.line)
-                    .map_err(LogError::Lookups)?;
+                visit(
+                    replay,
+                    Visited {
+                        seq: parsed.seq,
+                        line: parsed.line,
+                        event,
+                    },
+                )?;
                 last_seq = parsed.seq;
                 last_arrival = parsed.arrival;
-                each(replay, parsed.seq)?;
             }
             // A full return channel only means the reader is behind on recycling.
             let _ = back_tx.try_send(chunk);
@@ -954,8 +1133,8 @@ mod layout_tests {
     /// folded with journals). A change of the encoded layout changes the digest; it must
     /// come with a new magic, so that older checkpoints are refused rather than misread.
     const PINNED: (&[u8; 8], &str) = (
-        b"ILCKPT13",
-        "2f65fc64e04f894c32bf70d71212f4e108edf3a7a6e33be16adc985723e71b86",
+        b"ILCKPT14",
+        "fe57d0f958e3e319f7c9aab072740b10ce40b644d68e3766f14bcb30b1cfa038",
     );
 
     fn fixed_state() -> Replay {

@@ -25,10 +25,13 @@ pub mod log;
 pub mod lookups;
 pub mod outbox;
 pub mod runs;
+pub mod simulation;
 pub mod verify;
 
 pub use archive::{Archive, Heads, PayoutsOf};
-pub use history::{rebuild, rebuild_with_journal, save_checkpoint, Bound, Rebuilt};
+pub use history::{
+    fold_read_only, rebuild, rebuild_with_journal, save_checkpoint, Bound, ReadOnlyFold, Rebuilt,
+};
 pub use log::{Input, Log, LogError, LogReader, Outcome, Segment, StorageError, FORMAT_VERSION};
 pub use lookups::LookupStore;
 pub use outbox::{OutboxStore, Range};

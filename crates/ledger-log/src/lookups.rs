@@ -16,6 +16,9 @@ pub const DIR: &str = "lookups";
 /// The lookups moved out of the fold's memory, on disk.
 pub struct LookupStore {
     runs: RunStore,
+    /// Read where `runs` has no value: a data directory's runs, read in place
+    /// ([`LookupStore::over`]).
+    base: Option<RunStore>,
 }
 
 impl std::fmt::Debug for LookupStore {
@@ -32,6 +35,17 @@ impl LookupStore {
     pub fn temporary(parent: Option<&Path>) -> Result<LookupStore, RunError> {
         Ok(LookupStore {
             runs: RunStore::temporary(parent)?,
+            base: None,
+        })
+    }
+
+    /// A temporary store over the runs `named` of `data_dir`'s `lookups/`, which are
+    /// read in place and never written or deleted: a fold resumed from a checkpoint by
+    /// a process that must not write into the directory (simulations, reports).
+    pub fn over(data_dir: &Path, named: &[RunName]) -> Result<LookupStore, RunError> {
+        Ok(LookupStore {
+            runs: RunStore::temporary(None)?,
+            base: Some(RunStore::read_only(&data_dir.join(DIR), named)?),
         })
     }
 
@@ -40,6 +54,7 @@ impl LookupStore {
     pub fn open_dir(data_dir: &Path, named: &[RunName]) -> Result<LookupStore, RunError> {
         Ok(LookupStore {
             runs: RunStore::open_dir(&data_dir.join(DIR), named)?,
+            base: None,
         })
     }
 
@@ -66,9 +81,14 @@ impl LookupStore {
 
 impl Backing for LookupStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.runs
-            .get(key)
-            .map_err(|e| StoreError::new("reading the lookup store failed", e))
+        let read = |runs: &RunStore| {
+            runs.get(key)
+                .map_err(|e| StoreError::new("reading the lookup store failed", e))
+        };
+        match (read(&self.runs)?, &self.base) {
+            (None, Some(base)) => read(base),
+            (found, _) => Ok(found),
+        }
     }
 }
 

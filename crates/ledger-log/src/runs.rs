@@ -547,13 +547,15 @@ impl RunScan<'_> {
 enum Place {
     Temporary(tempfile::TempDir),
     Dir(PathBuf),
+    /// Another process's directory, read in place ([`RunStore::read_only`]).
+    ReadOnly(PathBuf),
 }
 
 impl Place {
     fn path(&self) -> &Path {
         match self {
             Place::Temporary(dir) => dir.path(),
-            Place::Dir(dir) => dir,
+            Place::Dir(dir) | Place::ReadOnly(dir) => dir,
         }
     }
 
@@ -651,6 +653,22 @@ impl RunStore {
         })
     }
 
+    /// The runs `named` of directory `dir`, for reading only: nothing there is
+    /// deleted, written or merged (a tool reading a directory another process may
+    /// hold). Writes to it are refused.
+    pub fn read_only(dir: &Path, named: &[RunName]) -> Result<RunStore, RunError> {
+        let runs = named
+            .iter()
+            .map(|r| Run::load(dir.join(&r.file), r.level).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RunStore {
+            runs: RwLock::new(runs),
+            next_file: std::sync::atomic::AtomicU64::new(u64::MAX),
+            retired: Default::default(),
+            place: Place::ReadOnly(dir.to_path_buf()),
+        })
+    }
+
     /// The runs as a checkpoint names them, oldest first.
     pub fn manifest(&self) -> Vec<RunName> {
         self.runs()
@@ -714,6 +732,13 @@ impl RunStore {
         &self,
         records: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> Result<(), RunError> {
+        if let Place::ReadOnly(dir) = &self.place {
+            return Err(RunError::Io {
+                doing: "cannot write into a store opened read-only at",
+                path: dir.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            });
+        }
         let mut sorted: Vec<Record> = records.into_iter().collect();
         if sorted.is_empty() {
             return Ok(());

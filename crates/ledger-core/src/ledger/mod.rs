@@ -75,6 +75,9 @@ pub struct Ledger {
     /// The period indexes of each (partner, program)'s entries, in creation order.
     partner_entries: HashMap<(Sym, Sym), Vec<i64>>,
     claims: HashMap<Text, Claim>,
+    /// The latest business date (UTC) of an applied event: "now" for a report's
+    /// forecast, a function of the log like everything else.
+    latest_date: Option<chrono::NaiveDate>,
     /// Sale records and used business ids written since the last checkpoint moved them
     /// to the backing store (all of them, without one): see [`crate::store`].
     recent: Recent,
@@ -241,8 +244,34 @@ impl Ledger {
         } else {
             payouts.extend(applied.payouts);
             self.sweep(event, payouts);
+            self.latest_date = self.latest_date.max(Some(event.date));
         }
         Ok(applied.refusal)
+    }
+
+    /// The latest business date of an applied event, if any.
+    pub fn latest_date(&self) -> Option<chrono::NaiveDate> {
+        self.latest_date
+    }
+
+    /// The program an event is about, where it names one (directly, or through its
+    /// claim): what refusals are counted per program by.
+    pub fn program_of<'a>(&'a self, event: &'a Event) -> Option<&'a str> {
+        match &event.data {
+            EventData::ProgramPublished(def) => Some(&def.program_id),
+            EventData::PartnerEnrolled { program_id, .. }
+            | EventData::PartnerWithdrawn { program_id, .. }
+            | EventData::ClaimSubmitted { program_id, .. }
+            | EventData::PeriodClosed { program_id, .. }
+            | EventData::AdjustmentPosted { program_id, .. } => Some(program_id),
+            EventData::ClaimDecided { claim_id, .. } => self
+                .claims
+                .get(claim_id.as_str())
+                .map(|c| self.syms.name(c.program)),
+            EventData::SaleRecorded(_)
+            | EventData::SaleReturned(_)
+            | EventData::TrainingCompleted { .. } => None,
+        }
     }
 
     // ----- lookups -------------------------------------------------------------------

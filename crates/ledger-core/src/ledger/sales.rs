@@ -148,13 +148,20 @@ impl Ledger {
                 .map(|&(i, program, period, _)| (i as u32, program, period))
                 .collect(),
         };
-        for (_, program, period, amount) in counted {
+        for (i, program, period, amount) in counted {
             let key = EntryKey {
                 partner,
                 program,
                 period,
             };
-            self.entry_or_create(key).basis += amount;
+            let line = &sale.lines[i];
+            let entry = self.entry_or_create(key);
+            entry.basis += amount;
+            entry.revenue += line.net_amount;
+            // At most 1,000 lines of at most 10^9 units each per sale.
+            entry.units = entry
+                .units
+                .saturating_add(i64::try_from(line.quantity).unwrap_or(i64::MAX));
             // Lines counting for the same entry mark it once (a sale touches only a few).
             if !self.dirty.contains(&key) {
                 self.dirty.push(key);
@@ -224,7 +231,12 @@ impl Ledger {
                 _ => net,
             };
             // The entry exists: the original line counted into it.
-            self.entry_or_create(key).basis -= amount;
+            let entry = self.entry_or_create(key);
+            entry.basis -= amount;
+            entry.revenue -= net;
+            entry.units = entry
+                .units
+                .saturating_sub(i64::try_from(quantity).unwrap_or(i64::MAX));
             self.dirty.push(key);
         }
         Applied::default()

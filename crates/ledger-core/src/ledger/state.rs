@@ -46,6 +46,12 @@ pub(super) struct EntryKey {
 pub(super) struct Entry {
     #[serde(with = "crate::values::bin_decimal")]
     pub(super) basis: Decimal,
+    /// Counted net amounts less returns, whatever the basis measures (reports: revenue
+    /// and incentive cost as a share of it). Never read by a formula.
+    #[serde(with = "crate::values::bin_decimal")]
+    pub(super) revenue: Decimal,
+    /// Counted quantities less returns, whatever the basis measures (reports).
+    pub(super) units: i64,
     #[serde(with = "crate::values::bin_decimal")]
     pub(super) adjustments: Decimal,
     /// Sum of payouts (for MDF/co-op: approved claims charged to the bucket).

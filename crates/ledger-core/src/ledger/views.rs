@@ -15,6 +15,10 @@ pub struct Balance {
     pub earned: Decimal,
     pub paid: Decimal,
     pub closed: bool,
+    /// Counted net amounts and quantities less returns, whatever `basis` measures
+    /// (reports; not part of the replay document).
+    pub revenue: Decimal,
+    pub units: i64,
     /// MDF/co-op buckets only.
     pub fund: Option<FundBalance>,
 }
@@ -96,6 +100,8 @@ impl Ledger {
                     earned: self.earned(key, entry),
                     paid: entry.paid,
                     closed: program.closed.contains_key(&key.period),
+                    revenue: entry.revenue,
+                    units: entry.units,
                     fund: kind.is_fund().then(|| self.fund_balance(key, entry)),
                 })
             })
@@ -165,23 +171,27 @@ pub struct ProgramView {
 impl Ledger {
     /// Every program, sorted by program_id.
     pub fn programs(&self) -> Vec<ProgramView> {
-        let mut out: Vec<ProgramView> = self
-            .programs
-            .values()
-            .map(|p| {
-                let mut closed: Vec<i64> = p.closed.keys().copied().collect();
-                closed.sort_unstable();
-                ProgramView {
-                    current: Arc::clone(p.current()),
-                    versions: p.versions.clone(),
-                    closed_periods: closed
-                        .into_iter()
-                        .map(|i| p.period_kind().label(i).into())
-                        .collect(),
-                }
-            })
-            .collect();
+        let mut out: Vec<ProgramView> = self.programs.values().map(program_view).collect();
         out.sort_by(|a, b| a.current.program_id.cmp(&b.current.program_id));
         out
+    }
+
+    /// One program, if it exists.
+    pub fn program(&self, program_id: &str) -> Option<ProgramView> {
+        self.program_by_name(program_id)
+            .map(|(_, p)| program_view(p))
+    }
+}
+
+fn program_view(p: &Program) -> ProgramView {
+    let mut closed: Vec<i64> = p.closed.keys().copied().collect();
+    closed.sort_unstable();
+    ProgramView {
+        current: Arc::clone(p.current()),
+        versions: p.versions.clone(),
+        closed_periods: closed
+            .into_iter()
+            .map(|i| p.period_kind().label(i).into())
+            .collect(),
     }
 }

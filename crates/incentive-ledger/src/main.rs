@@ -54,6 +54,9 @@ enum Command {
     /// What a draft program would have earned and paid on the real log: a replay of
     /// the log with the draft in it, compared with the log as it is.
     Simulate(plan_cmd::SimulateArgs),
+    /// What programs earned, paid and owe per period, their attainment, budget and
+    /// refusals, at the log's end or as of a position or time.
+    Report(plan_cmd::ReportArgs),
     /// Run the service: JetStream ingest, live projection, payout publishing, status.
     Serve(Box<nats_cmd::ServeArgs>),
     /// Send NDJSON events to the inbound JetStream subjects (backfills, demos).
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Export(args) => log_cmd::export(args),
         Command::Rejected(args) => log_cmd::rejected(args),
         Command::Simulate(args) => plan_cmd::simulate(args),
+        Command::Report(args) => plan_cmd::report(args),
         Command::Serve(args) => nats_cmd::serve(*args),
         Command::Publish(args) => nats_cmd::publish(args),
         Command::Status(args) => nats_cmd::status(args),

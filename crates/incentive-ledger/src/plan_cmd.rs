@@ -109,3 +109,61 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
     out.flush()?;
     Ok(())
 }
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[arg(long, env = "INCENTIVE_LEDGER_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// One program (default: every program).
+    #[arg(long, value_name = "ID")]
+    pub program: Option<String>,
+    /// The report as it stood after this log position.
+    #[arg(long, value_name = "N", conflicts_with = "as_of_time")]
+    pub as_of_seq: Option<u64>,
+    /// The report after the last input that arrived before this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    pub as_of_time: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let dir = existing_dir(&args.data_dir)?;
+    let log = crate::log_cmd::open(dir)?;
+    let bound = match (args.as_of_seq, args.as_of_time.as_deref()) {
+        (Some(n), _) => ledger_log::Bound::Seq(n),
+        (None, Some(t)) => ledger_log::Bound::Time(crate::log_cmd::parse_time(t)?),
+        (None, None) => ledger_log::Bound::All,
+    };
+    let bar = progress::bar(log.head().last_seq, "report");
+    let folded = ledger_log::fold_read_only(&log.reader(), bound, &mut |seq| bar.set_position(seq))
+        .with_context(|| format!("cannot fold {}", dir.display()))?;
+    bar.finish_and_clear();
+    for w in &folded.rebuilt.warnings {
+        eprintln!("warning: {w}");
+    }
+    let report = ledger_core::report::build(
+        &folded.rebuilt.replay,
+        folded.rebuilt.seq,
+        args.program.as_deref(),
+    )
+    .with_context(|| {
+        format!(
+            "no program {} in the log at position {}",
+            args.program.as_deref().unwrap_or_default(),
+            folded.rebuilt.seq
+        )
+    })?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.format {
+        Format::Table => out.write_all(report.table().as_bytes())?,
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        Format::Csv => out.write_all(report.csv().as_bytes())?,
+    }
+    out.flush()?;
+    Ok(())
+}

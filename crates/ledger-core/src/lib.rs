@@ -17,6 +17,7 @@ pub mod json;
 pub mod ledger;
 pub mod refusal;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod simulate;
 pub mod store;

@@ -180,6 +180,34 @@ fn add(a: Decimal, b: Decimal) -> Decimal {
     })
 }
 
+/// The level "earning" (any positive basis) and, with a cap, the cap.
+fn cap_level(cap: Option<Decimal>, rate: Decimal, measure: Measure) -> Vec<Level> {
+    let mut levels = vec![Level {
+        label: "earning".into(),
+        basis: Decimal::ZERO,
+        strict: true,
+    }];
+    if let Some(b) = cap.and_then(|c| basis_for(c, rate, measure)) {
+        levels.push(Level {
+            label: format!("cap: {}", cap.unwrap_or_default().normalize()),
+            basis: b,
+            strict: false,
+        });
+    }
+    levels
+}
+
+/// A rebate tier's rate in plain words: a percentage of net amounts, an amount per unit.
+fn percent_or_amount(rules: &Rules, rate: Decimal) -> String {
+    match rules {
+        Rules::Rebate {
+            basis: Measure::Quantity,
+            ..
+        } => format!("{} per unit", rate.normalize()),
+        _ => percent(rate),
+    }
+}
+
 fn capped(value: Decimal, cap: Option<Decimal>) -> Decimal {
     match cap {
         Some(c) if c < value => c,
@@ -187,7 +215,132 @@ fn capped(value: Decimal, cap: Option<Decimal>) -> Decimal {
     }
 }
 
+/// A step of attainment the rules of a program define: a rebate tier, a bonus
+/// threshold or accelerator, a cap. Reached when the basis is at least `basis` (more
+/// than it, when `strict`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Level {
+    /// In plain words: "tier 2: 3 % from 100000".
+    pub label: String,
+    pub basis: Decimal,
+    pub strict: bool,
+}
+
+impl Level {
+    pub fn reached_by(&self, basis: Decimal) -> bool {
+        if self.strict {
+            basis > self.basis
+        } else {
+            basis >= self.basis
+        }
+    }
+}
+
+/// A rate as a percentage in plain words ("3 %", "2.5 %").
+fn percent(rate: Decimal) -> String {
+    format!("{} %", (rate * Decimal::ONE_HUNDRED).normalize())
+}
+
+/// The least basis of `measure` at which `rate × basis ≥ cap`: whole units for a
+/// quantity, 6 decimal places (the finest a sale's amount has) for a net amount.
+fn basis_for(cap: Decimal, rate: Decimal, measure: Measure) -> Option<Decimal> {
+    if rate <= Decimal::ZERO {
+        return None;
+    }
+    let exact = cap.checked_div(rate)?;
+    let dp = match measure {
+        Measure::Quantity => 0,
+        Measure::NetAmount => 6,
+    };
+    let mut b =
+        exact.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::ToPositiveInfinity);
+    // The division may have rounded below the exact quotient: step up until it pays.
+    let step = Decimal::new(1, dp);
+    for _ in 0..2 {
+        if mul(rate, b) >= cap {
+            break;
+        }
+        b += step;
+    }
+    Some(b)
+}
+
 impl Rules {
+    /// The levels of attainment these rules define, in increasing order of basis (with
+    /// the partner's `target` for a bonus; none without one). Training has none.
+    pub fn levels(&self, target: Option<Decimal>) -> Vec<Level> {
+        match self {
+            Rules::Rebate { tiers, .. } => tiers
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Level {
+                    label: format!(
+                        "tier {}: {} from {}",
+                        i + 1,
+                        percent_or_amount(self, t.rate),
+                        t.from.normalize()
+                    ),
+                    basis: t.from,
+                    // The first tier starts at 0 but pays only on a positive basis.
+                    strict: t.from.is_zero(),
+                })
+                .collect(),
+            Rules::Bonus {
+                thresholds,
+                accelerator,
+                ..
+            } => {
+                let Some(t) = target else {
+                    return Vec::new();
+                };
+                let mut levels: Vec<Level> = thresholds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, th)| Level {
+                        label: format!(
+                            "threshold {}: {} of target pays {}",
+                            i + 1,
+                            percent(th.attainment),
+                            th.payout.normalize()
+                        ),
+                        basis: mul(th.attainment, t),
+                        strict: false,
+                    })
+                    .collect();
+                if let Some(acc) = accelerator {
+                    levels.push(Level {
+                        label: format!(
+                            "accelerator: {} of what is above {} of target",
+                            percent(acc.rate),
+                            percent(acc.above)
+                        ),
+                        basis: mul(acc.above, t),
+                        strict: true,
+                    });
+                }
+                levels.sort_by(|a, b| a.basis.cmp(&b.basis));
+                levels
+            }
+            Rules::Spif {
+                rate,
+                cap_per_period,
+                ..
+            } => {
+                let (r, measure) = match rate {
+                    SpifRate::PerUnit(r) => (*r, Measure::Quantity),
+                    SpifRate::Rate(r) => (*r, Measure::NetAmount),
+                };
+                cap_level(*cap_per_period, r, measure)
+            }
+            Rules::Fund {
+                accrual_rate,
+                cap_per_period,
+                ..
+            } => cap_level(*cap_per_period, *accrual_rate, Measure::NetAmount),
+            Rules::Training { .. } => Vec::new(),
+        }
+    }
+
     /// The measure sale lines contribute to this program's basis; `None` for training.
     pub fn measure(&self) -> Option<Measure> {
         match self {

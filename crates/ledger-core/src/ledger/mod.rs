@@ -36,6 +36,7 @@ mod enrollment;
 mod journal;
 mod lookups;
 mod payouts;
+mod plan;
 mod programs;
 mod sales;
 mod settle;
@@ -53,6 +54,10 @@ pub(crate) use lookups::Recent;
 pub use audit::Fingerprint;
 pub use journal::{Cause, DrainedLine, EntryIds, JournalLine};
 pub use payouts::{payout_id, Applied, Payout, PayoutReason};
+pub use plan::{
+    BudgetFigures, ClaimCount, ClaimFigures, FundFigures, LevelCount, Opportunity, Performer,
+    PeriodFigures, ProgramReport, RefusalCount,
+};
 pub use state::ClaimStatus;
 pub use statement::{Explanation, Statement};
 pub use views::{Balance, ClaimView, FundBalance, ProgramView};

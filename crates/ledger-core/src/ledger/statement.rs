@@ -16,6 +16,9 @@ pub struct Statement {
     pub first_line: u64,
     /// How the formula reads the basis now: tiers, target and attainment, cap, expiry…
     pub explanation: Explanation,
+    /// What the next tier, threshold or cap takes and would pay (open rebate, bonus
+    /// and SPIF entries below their last level).
+    pub opportunity: Option<super::Opportunity>,
 }
 
 /// How the rules in effect read an entry's basis (SPEC §4), per kind.
@@ -106,6 +109,7 @@ impl Ledger {
             lines,
             first_line,
             explanation,
+            opportunity: self.opportunity(key),
         })
     }
 

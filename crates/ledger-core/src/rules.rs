@@ -318,7 +318,7 @@ impl Rules {
                         strict: true,
                     });
                 }
-                levels.sort_by(|a, b| a.basis.cmp(&b.basis));
+                levels.sort_by_key(|a| a.basis);
                 levels
             }
             Rules::Spif {

@@ -15,13 +15,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledger_service::Handle;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
+mod planning;
 mod routes;
 pub mod views;
 
@@ -163,6 +164,26 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
         "/v1/programs/{id}/leaderboard",
         &[200, 400, 401, 403, 404, 503],
     ),
+    (
+        "get",
+        "/v1/programs/{id}/report",
+        &[200, 400, 401, 403, 404, 429, 503],
+    ),
+    (
+        "get",
+        "/v1/reports/accruals",
+        &[200, 400, 401, 403, 429, 503],
+    ),
+    (
+        "get",
+        "/v1/partners/{id}/opportunities",
+        &[200, 400, 401, 404, 503],
+    ),
+    (
+        "post",
+        "/v1/simulations",
+        &[200, 400, 401, 403, 422, 429, 503],
+    ),
 ];
 
 /// The HTTP router over `state`.
@@ -177,6 +198,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/programs", get(routes::programs))
         .route("/v1/programs/{id}", get(routes::program))
         .route("/v1/programs/{id}/leaderboard", get(routes::leaderboard))
+        .route("/v1/programs/{id}/report", get(planning::program_report))
+        .route("/v1/reports/accruals", get(planning::accruals))
+        .route(
+            "/v1/partners/{id}/opportunities",
+            get(planning::opportunities),
+        )
+        .route("/v1/simulations", post(planning::simulate))
         .route("/metrics", get(routes::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

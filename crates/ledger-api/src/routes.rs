@@ -20,7 +20,7 @@ fn staff_only(role: &Role) -> Result<(), ApiError> {
 }
 
 /// Runs a query that may read the whole state on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError {
@@ -97,9 +97,12 @@ pub(crate) async fn metrics(
 ) -> ApiResult {
     staff_only(&role)?;
     let m = state.handle.metrics();
+    let handle = state.handle.clone();
+    let budgets = blocking(move || handle.budgets()).await?;
     let mut out = String::new();
     event_counters(&m, &mut out);
     state_gauges(&m, &mut out);
+    budget_gauges(&budgets, &mut out);
     out.push_str("# HELP ledger_batch_flush_seconds Time of one group commit (checks, write, flush).\n# TYPE ledger_batch_flush_seconds histogram\n");
     m.batch_flush
         .render("ledger_batch_flush_seconds", "", &mut out);
@@ -240,6 +243,42 @@ fn state_gauges(m: &ledger_service::Metrics, out: &mut String) {
         "gauge",
         one(u64::from(m.fault.is_some())),
     );
+}
+
+/// Budget, committed (earned) and utilization of every program with a budget: what an
+/// operator alerts on at 0.8 and 1.0.
+type Budget = (String, rust_decimal::Decimal, rust_decimal::Decimal);
+/// A gauge: its name, its help, its value for one budget.
+type Gauge = (&'static str, &'static str, fn(&Budget) -> String);
+
+fn budget_gauges(budgets: &[Budget], out: &mut String) {
+    use std::fmt::Write;
+    let gauges: [Gauge; 3] = [
+        (
+            "ledger_program_budget",
+            "A program's budget (program.published `budget`), in its currency.",
+            |b| b.1.normalize().to_string(),
+        ),
+        (
+            "ledger_program_budget_committed",
+            "What a program has earned so far over every period, in its currency.",
+            |b| b.2.normalize().to_string(),
+        ),
+        (
+            "ledger_program_budget_utilization",
+            "Committed ÷ budget (alert at 0.8 and 1).",
+            |b| {
+                b.2.checked_div(b.1)
+                    .map_or_else(|| "0".into(), |r| r.round_dp(6).normalize().to_string())
+            },
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for b in budgets {
+            let _ = writeln!(out, "{name}{{program=\"{}\"}} {}", b.0, value(b));
+        }
+    }
 }
 
 pub(crate) async fn ready(State(state): State<ApiState>) -> Response {

@@ -172,6 +172,9 @@ pub struct StatementBody {
     pub lines: Vec<StatementLine>,
     pub payouts: Vec<PayoutRow>,
     pub explanation: Value,
+    /// What the next tier, threshold or cap takes and would pay (open rebate, bonus and
+    /// SPIF entries below their last level).
+    pub opportunity: Option<ledger_core::ledger::Opportunity>,
 }
 
 impl StatementBody {
@@ -214,6 +217,7 @@ impl StatementBody {
             lines,
             payouts: s.payouts.clone(),
             explanation: explanation_json(&st.explanation, currency),
+            opportunity: st.opportunity.clone(),
         }
     }
 }

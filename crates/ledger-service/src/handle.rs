@@ -163,6 +163,8 @@ struct Inner {
     archive: Archive,
     /// Whether this process may publish (see [`Leadership`]).
     leadership: Leadership,
+    /// One simulation or past report at a time ([`crate::planning`]).
+    heavy: crate::planning::HeavyGate,
 }
 
 /// The projection's position, counts and checkpoint, as of its last fold step.
@@ -223,6 +225,7 @@ impl Handle {
                 log,
                 archive,
                 leadership: Leadership::sole(),
+                heavy: Default::default(),
             }),
         };
         // The first status then finds a digest ready, or on its way.
@@ -246,6 +249,15 @@ impl Handle {
     /// Whether this process may publish, and its role among the replicas.
     pub fn leadership(&self) -> &Leadership {
         &self.inner.leadership
+    }
+
+    /// The data directory's log, where the handle has one (past states, simulations).
+    pub(crate) fn log_reader(&self) -> Option<&LogReader> {
+        self.inner.log.as_ref()
+    }
+
+    pub(crate) fn heavy_gate(&self) -> &crate::planning::HeavyGate {
+        &self.inner.heavy
     }
 
     /// The history archive the queries read.

@@ -21,6 +21,7 @@ pub mod histogram;
 pub mod ingest;
 pub mod leadership;
 pub mod outbox;
+pub mod planning;
 mod projection;
 pub mod projector;
 pub mod publisher;
@@ -30,8 +31,9 @@ pub use handle::{
 };
 pub use ingest::{Delivery, Inbound};
 pub use leadership::{Leadership, Replication, Role};
-pub use ledger_log::{error_chain, LogError};
+pub use ledger_log::{error_chain, Bound, LogError};
 pub use outbox::{Outbox, OutboxEntry};
+pub use planning::HeavyError;
 pub use publisher::{Expect, InStream, PayoutSink, PublishError, StreamTail};
 
 use ledger_core::replay::Rejection;

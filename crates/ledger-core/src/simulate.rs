@@ -219,6 +219,7 @@ pub struct Change {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChangeRefused {
+    #[serde(serialize_with = "crate::refusal::serialize_as_str")]
     pub code: Code,
     pub message: String,
 }
@@ -424,6 +425,7 @@ pub struct PayoutDiff {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RefusalDiff {
+    #[serde(serialize_with = "crate::refusal::serialize_as_str")]
     pub code: Code,
     pub actual: u64,
     pub simulated: u64,

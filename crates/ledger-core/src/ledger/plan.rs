@@ -140,6 +140,7 @@ pub struct Performer {
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RefusalCount {
+    #[serde(serialize_with = "crate::refusal::serialize_as_str")]
     pub code: Code,
     pub count: u64,
 }

@@ -151,6 +151,12 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// Serializes a [`Code`] as its SPEC name (`invalid_period`), for documents shown to
+/// people and tools (the derived form, the variant name, is the checkpoint's).
+pub fn serialize_as_str<S: serde::Serializer>(code: &Code, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(code.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,10 +168,4 @@ mod tests {
         }
         assert_eq!(Code::ALL.iter().filter(|c| c.is_intake()).count(), 6);
     }
-}
-
-/// Serializes a [`Code`] as its SPEC name (`invalid_period`), for documents shown to
-/// people and tools (the derived form, the variant name, is the checkpoint's).
-pub fn serialize_as_str<S: serde::Serializer>(code: &Code, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(code.as_str())
 }

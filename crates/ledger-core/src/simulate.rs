@@ -819,19 +819,29 @@ impl Simulation {
                 let _ = writeln!(t, "  {}: {} → {}", r.code, r.actual, r.simulated);
             }
         }
-        let _ = writeln!(
-            t,
-            "\nPayouts that would differ: {}{}",
-            self.payouts.differing,
-            if self.payouts.truncated {
-                format!(
-                    " (the first {} listed in the JSON form)",
-                    self.payouts.listed.len()
-                )
-            } else {
-                String::new()
-            }
-        );
+        let _ = writeln!(t, "\nPayouts that would differ: {}", self.payouts.differing);
+        let shown = max_rows.min(self.payouts.listed.len());
+        for p in &self.payouts.listed[..shown] {
+            let _ = writeln!(
+                t,
+                "  {:<16} {:<20} {:<8} {:<10} {:>14} → {:>14}   cause {} {}",
+                p.partner_id,
+                p.program_id,
+                p.period,
+                p.reason,
+                p.actual.as_deref().unwrap_or("(none)"),
+                p.simulated.as_deref().unwrap_or("(none)"),
+                p.cause_source,
+                p.cause_id
+            );
+        }
+        if self.payouts.differing > shown as u64 {
+            let _ = writeln!(
+                t,
+                "  … {} more (the JSON form lists up to --max-payouts)",
+                self.payouts.differing - shown as u64
+            );
+        }
         let _ = writeln!(
             t,
             "\nDigest: actual {}\n        simulated {}",

@@ -241,7 +241,6 @@ pub struct Transformer<'a> {
     /// Whether the real log applies the program at some position.
     exists_in_log: bool,
     inserted: bool,
-    last_time: Option<String>,
 }
 
 impl<'a> Transformer<'a> {
@@ -252,7 +251,6 @@ impl<'a> Transformer<'a> {
             versions: Ledger::new(),
             exists_in_log,
             inserted: false,
-            last_time: None,
         }
     }
 
@@ -265,17 +263,13 @@ impl<'a> Transformer<'a> {
         self.insertions(seq, time)
     }
 
-    /// The events to fold after the last record at `position` (the last record's
-    /// position), if the plan's position lies beyond it.
-    pub fn at_end(&mut self, position: u64) -> Vec<Inserted> {
+    /// The events to fold after the last record, at `position` (the last record's) with
+    /// its `time` (`None` for an empty log), if the plan's position lies beyond it.
+    pub fn at_end(&mut self, position: u64, time: Option<&str>) -> Vec<Inserted> {
         if self.inserted {
             return Vec::new();
         }
-        let time = self
-            .last_time
-            .clone()
-            .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
-        self.insertions(position + 1, &time)
+        self.insertions(position + 1, time.unwrap_or("1970-01-01T00:00:00Z"))
     }
 
     fn insertions(&mut self, position: u64, time: &str) -> Vec<Inserted> {
@@ -330,7 +324,6 @@ impl<'a> Transformer<'a> {
     /// bytes) gives the replacement to fold instead, if the log applied it at or after
     /// the plan's position.
     pub fn replace(&mut self, seq: u64, event: &Event, raw: Option<&[u8]>) -> Option<Inserted> {
-        self.last_time = Some(event.time.to_string());
         if !self.concerns(event) {
             return None;
         }

@@ -25,6 +25,9 @@ pub enum Bound {
     Seq(u64),
     /// After the last input that arrived before this time (ns since the Unix epoch).
     Time(u64),
+    /// Records through `seq` and the other inputs that arrived through `arrival` (a
+    /// stored head: what a reader beside the appending process reads).
+    Head { seq: u64, arrival: u64 },
 }
 
 /// The fold state rebuilt from a directory.
@@ -296,6 +299,11 @@ impl Limits {
                 max_seq: u64::MAX,
                 max_arrival: u64::MAX,
                 before_ns: t,
+            },
+            Bound::Head { seq, arrival } => Limits {
+                max_seq: seq,
+                max_arrival: arrival,
+                before_ns: u64::MAX,
             },
         })
     }
@@ -711,7 +719,10 @@ pub fn fold_read_only(
     };
     let mut resumed = None;
     if let Some(cp) = checkpoint {
-        match read_only_stores(log, &cp) {
+        // The lookups are read only if records are folded after the checkpoint (reading
+        // a store's runs costs a pass over them).
+        let more = cp.seq < limits.max_seq && log.record_at(cp.seq + 1)?.is_some();
+        match read_only_stores(log, &cp, more) {
             Ok(Some((prefix, lookups))) => resumed = Some((cp, prefix, lookups)),
             Ok(None) => warnings.push(format!(
                 "the checkpoint (position {}) has no history archive to read; folding the whole log",
@@ -768,11 +779,13 @@ pub fn fold_read_only(
 }
 
 /// The checkpoint's archive opened read-only with the payouts and refusals it holds,
-/// and a temporary lookup store over its runs; `None` if it has no archive to read.
+/// and a temporary lookup store over its runs (without them unless `lookups`: nothing
+/// is folded that would look anything up); `None` if it has no archive to read.
 #[allow(clippy::type_complexity)]
 fn read_only_stores(
     log: &LogReader,
     cp: &Checkpoint,
+    lookups: bool,
 ) -> Result<Option<(Option<(Archive, u64, u64)>, Arc<LookupStore>)>, LogError> {
     let prefix = match &cp.archive {
         Some(heads) => match Archive::read_only(log.path(), heads)? {
@@ -784,8 +797,13 @@ fn read_only_stores(
         None => return Ok(None),
     };
     let runs = cp.lookups.as_deref().unwrap_or_default();
-    let lookups = LookupStore::over(log.path(), runs).map_err(|e| lookups_error(log, e))?;
-    Ok(Some((prefix, Arc::new(lookups))))
+    let store = if lookups {
+        LookupStore::over(log.path(), runs)
+    } else {
+        LookupStore::temporary(None)
+    }
+    .map_err(|e| lookups_error(log, e))?;
+    Ok(Some((prefix, Arc::new(store))))
 }
 
 fn lookups_error(log: &LogReader, e: crate::runs::RunError) -> LogError {

@@ -687,6 +687,18 @@ impl LogReader {
             .any(|n| n.as_ref() == CHECKPOINT_TREE.as_bytes())
     }
 
+    /// The head as last stored (with the batch that moved it): where a reader beside
+    /// the appending process may bound what it reads, so that records and the inputs
+    /// quarantined or deduplicated with them are read alike.
+    pub fn stored_head(&self) -> Result<Head, LogError> {
+        let tree = self.store()?.tree;
+        match tree.get(HEAD).map_err(storage(&self.path))? {
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| self.corrupt(format!("the head record does not decode: {e}"))),
+            None => Ok(Head::default()),
+        }
+    }
+
     /// Every record with `seq ≥ from`, in order, segment by segment.
     pub fn records_from(&self, from: u64) -> impl Iterator<Item = Result<Record, LogError>> + '_ {
         self.segments_from(from).flat_map(move |segment| {

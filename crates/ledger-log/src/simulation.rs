@@ -2,14 +2,14 @@
 //! without writing into it: the log as it is (the *actual* side) is folded read-only
 //! from the checkpoint ([`crate::history::fold_read_only`]); the transformed log (the
 //! *simulated* side) is folded from the start through the same position, its lookups
-//! in a temporary store and its history in a temporary archive. Payouts are compared
-//! event by event as the simulation goes, the final states at the end.
+//! in a temporary store; of its history only the payouts' canonical bytes are kept (in
+//! a temporary file, for its digest, whose payouts come after the final state). Payouts
+//! are compared event by event as the simulation goes, the final states at the end.
 //!
 //! Cost: the simulated fold is one fold of the log (a `replay --data-dir
 //! --no-checkpoint`), plus the actual side's fold from the checkpoint on; without a
 //! usable checkpoint the actual side is a second whole fold (a warning says so).
 
-use crate::archive::Archive;
 use crate::history::{self, Bound, Limits, ReadOnlyFold, Visited, ARCHIVE_EVERY};
 use crate::log::{LogError, LogReader};
 use crate::lookups::LookupStore;
@@ -41,12 +41,14 @@ pub struct Simulated {
 /// Payouts read this many at a time from an archive.
 const CHUNK: u64 = 4096;
 
-/// The actual side's payouts in issue order, read a chunk at a time.
+/// The actual side's payouts in issue order, read a chunk at a time — and hashed into
+/// its digest as they are taken (its balances and claims, known before, hashed first).
 struct Cursor<'a> {
     fold: &'a ReadOnlyFold,
     next: u64,
     total: u64,
     chunk: std::collections::VecDeque<Payout>,
+    digest: PayoutDigest,
 }
 
 impl<'a> Cursor<'a> {
@@ -56,6 +58,7 @@ impl<'a> Cursor<'a> {
             next: 0,
             total: fold.rebuilt.replay.payouts_issued(),
             chunk: Default::default(),
+            digest: state_digest(&fold.rebuilt.replay),
         }
     }
 
@@ -88,7 +91,10 @@ impl<'a> Cursor<'a> {
             if p.cause_source != source || p.cause_id != id {
                 break;
             }
-            out.extend(self.chunk.pop_front());
+            if let Some(p) = self.chunk.pop_front() {
+                self.digest.payout(&PayoutRow::from(&p));
+                out.push(p);
+            }
         }
         Ok(out)
     }
@@ -102,7 +108,14 @@ pub fn simulate(
     max_payouts: usize,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Simulated, SimulationError> {
-    let actual = history::fold_read_only(log, Bound::All, &mut |_| {})?;
+    // Bounded by the stored head: a service may append meanwhile, and both sides must
+    // read the same inputs.
+    let head = log.stored_head()?;
+    let bound = Bound::Head {
+        seq: head.last_seq,
+        arrival: head.last_arrival,
+    };
+    let actual = history::fold_read_only(log, bound, &mut |_| {})?;
     let position = actual.rebuilt.seq;
     let exists = actual
         .rebuilt
@@ -118,7 +131,7 @@ pub fn simulate(
     })?);
     let mut replay = Replay::new();
     replay.attach_backing(store.clone());
-    let archive = Archive::temporary()?;
+    let mut canon = Canon::new()?;
     let mut transformer = Transformer::new(plan, exists);
     let mut comparer = Comparer::new(max_payouts);
     let mut cursor = Cursor::new(&actual);
@@ -153,24 +166,28 @@ pub fn simulate(
         } else {
             None
         };
-        let step_payouts = match transformer.replace(record.seq, event, raw.as_deref()) {
+        let actual_payouts = cursor.caused_by(&event.source, &event.id)?;
+        match transformer.replace(record.seq, event, raw.as_deref()) {
             Some(replaced) => {
                 let (change, payouts) = fold_inserted(replay, replaced, record.line)?;
                 comparer.change(change);
-                payouts
+                comparer.event(&actual_payouts, &payouts);
             }
             None => {
                 let step = replay
                     .try_apply_logged(event, record.line)
                     .map_err(LogError::Lookups)?;
-                payouts_of(replay, &step)
+                // Borrowed from the replay's undrained list: no copy per event.
+                let issued = match &step {
+                    Step::Applied(range) => replay.payouts().get(range.clone()).unwrap_or_default(),
+                    _ => &[],
+                };
+                comparer.event(&actual_payouts, issued);
             }
-        };
-        let actual_payouts = cursor.caused_by(&event.source, &event.id)?;
-        comparer.event(&actual_payouts, &step_payouts);
+        }
         progress(record.seq);
         if record.seq.is_multiple_of(ARCHIVE_EVERY) {
-            archive.write(&replay.drain_history())?;
+            canon.take(replay.drain_history())?;
         }
         if record.seq.is_multiple_of(256)
             && replay.lookups_in_memory() >= history::LOOKUPS_IN_MEMORY
@@ -184,11 +201,23 @@ pub fn simulate(
         return Err(e.into());
     }
     let (last_seq, _) = folded?;
-    assert_eq!(
-        last_seq, position,
-        "the simulation folds the records the actual side folded"
-    );
-    for inserted in transformer.at_end(position) {
+    if last_seq != position {
+        return Err(LogError::Corrupt {
+            path: log.path().to_path_buf(),
+            what: format!(
+                "the simulation folded through position {last_seq}, the log as it is through {position}"
+            ),
+        }
+        .into());
+    }
+    // The last record's time, for a draft inserted after it.
+    let last_time = match log.record_at(position)? {
+        Some(r) => ledger_core::intake::check_event(&r.raw)
+            .ok()
+            .map(|e| e.time.to_string()),
+        None => None,
+    };
+    for inserted in transformer.at_end(position, last_time.as_deref()) {
         let line = replay.counts().received + 1;
         let (change, payouts) = fold_inserted(&mut replay, inserted, line)?;
         comparer.event(&[], &payouts);
@@ -204,10 +233,10 @@ pub fn simulate(
         }
         .into());
     }
-    archive.write(&replay.drain_history())?;
+    canon.take(replay.drain_history())?;
     let digests = Side {
-        actual: digest(&actual.rebuilt.replay, |from, to| actual.payouts(from, to))?,
-        simulated: digest(&replay, |from, to| archive.payouts(from, to))?,
+        actual: cursor.digest.finish(),
+        simulated: canon.digest(state_digest(&replay))?,
     };
     let simulation = comparer.finish(
         plan,
@@ -264,11 +293,9 @@ fn payouts_of(replay: &Replay, step: &Step) -> Vec<Payout> {
     }
 }
 
-/// The digest of a fold's final state with its payouts read back in order.
-fn digest(
-    replay: &Replay,
-    read: impl Fn(u64, u64) -> Result<Vec<Payout>, LogError>,
-) -> Result<String, LogError> {
+/// A digest of a fold's final state, its balances and claims hashed: its payouts are
+/// to follow.
+fn state_digest(replay: &Replay) -> PayoutDigest {
     let ledger = replay.ledger();
     let mut digest = PayoutDigest::new();
     for b in ledger.balances_iter() {
@@ -277,20 +304,72 @@ fn digest(
     for c in ledger.claims_iter() {
         digest.claim(&ClaimRow::from(&c));
     }
-    let total = replay.payouts_issued();
-    let mut from = 0;
-    while from < total {
-        let to = (from + CHUNK).min(total);
-        let chunk = read(from, to)?;
-        if chunk.is_empty() {
-            break;
-        }
-        for p in &chunk {
-            digest.payout(&PayoutRow::from(p));
-        }
-        from += chunk.len() as u64;
+    digest
+}
+
+/// The canonical (RFC 8785) bytes of the simulated payouts in issue order, in a
+/// temporary file: what its digest hashes after the final state. Written as the payouts
+/// are drained, so no payout is formatted twice or held.
+struct Canon {
+    file: std::io::BufWriter<std::fs::File>,
+    row: Vec<u8>,
+}
+
+impl Canon {
+    fn new() -> Result<Canon, LogError> {
+        let file = tempfile::tempfile().map_err(temp_error)?;
+        Ok(Canon {
+            file: std::io::BufWriter::with_capacity(1 << 16, file),
+            row: Vec::with_capacity(512),
+        })
     }
-    Ok(digest.finish())
+
+    /// Appends the drained payouts, each as its length (u32 LE) and canonical bytes;
+    /// the rest of the drained history is not kept.
+    fn take(&mut self, drained: ledger_core::replay::Drained) -> Result<(), LogError> {
+        use std::io::Write;
+        for p in &drained.payouts {
+            self.row.clear();
+            PayoutRow::from(p).write_jcs(&mut self.row);
+            let len = u32::try_from(self.row.len()).unwrap_or(u32::MAX);
+            self.file
+                .write_all(&len.to_le_bytes())
+                .map_err(temp_error)?;
+            self.file.write_all(&self.row).map_err(temp_error)?;
+        }
+        Ok(())
+    }
+
+    /// `digest` (the final state hashed) finished with the payouts read back in order.
+    fn digest(self, mut digest: PayoutDigest) -> Result<String, LogError> {
+        use std::io::{Read, Seek};
+        let mut file = self
+            .file
+            .into_inner()
+            .map_err(|e| temp_error(e.into_error()))?;
+        file.rewind().map_err(temp_error)?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+        let mut row = self.row;
+        let mut len = [0u8; 4];
+        loop {
+            match reader.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(temp_error(e)),
+            }
+            row.resize(u32::from_le_bytes(len) as usize, 0);
+            reader.read_exact(&mut row).map_err(temp_error)?;
+            digest.payout_jcs(&row);
+        }
+        Ok(digest.finish())
+    }
+}
+
+fn temp_error(source: std::io::Error) -> LogError {
+    LogError::Io {
+        path: std::env::temp_dir(),
+        source,
+    }
 }
 
 #[cfg(test)]

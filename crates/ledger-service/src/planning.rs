@@ -2,7 +2,7 @@
 //! budgets and a partner's opportunities from the projection; simulations and reports
 //! of a past position folded from the data directory — beside ingest, never in the
 //! fold's path: one at a time (a second gets [`HeavyError::Busy`] with a retry hint), on
-//! a thread of its own at a lower scheduling priority, reading the log and the
+//! a thread of its own in the idle scheduling class, reading the log and the
 //! checkpoint without writing, its memory bounded as a replay's (temporary stores).
 
 use crate::handle::Handle;
@@ -92,11 +92,8 @@ impl HeavyGate {
     }
 }
 
-/// The nice value of background folds: the scheduler prefers ingest and queries.
-const BACKGROUND_NICE: i32 = 10;
-
-/// Runs `f` on a thread of its own at [`BACKGROUND_NICE`] (the threads it starts
-/// inherit it) and waits for it without holding a runtime thread.
+/// Runs `f` on a thread of its own under `SCHED_IDLE` (the threads it starts inherit
+/// it) and waits for it without holding a runtime thread.
 async fn in_background<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
@@ -105,7 +102,7 @@ async fn in_background<T: Send + 'static>(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            lower_priority();
+            lowest_priority();
             let _ = tx.send(f());
         })
         .map_err(|e| {
@@ -117,14 +114,22 @@ async fn in_background<T: Send + 'static>(
     rx.await.map_err(|_| HeavyError::Stopped)
 }
 
-fn lower_priority() {
+/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only on CPU time
+/// that no other thread of the machine wants, so ingest, the fold, publishing and the
+/// queries never wait for it (nice 19 still takes ~1.5% of a contended core, and its
+/// wake-ups preempt). Where that fails (another system), nice 19.
+fn lowest_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority take and return plain integers; on Linux the nice
-    // value is per thread. Failure leaves the priority as it was, which is only slower
-    // for the fold beside it.
+    // SAFETY: sched_setscheduler, gettid and setpriority take plain integers and a
+    // pointer to a param that lives for the call; with pid 0 / the thread's id they act
+    // on this thread only. Failure leaves the priority as it was (only slower for the
+    // fold beside it).
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        }
     }
 }
 

@@ -85,7 +85,7 @@ fn the_transformer_replaces_applied_versions_and_inserts_the_next() {
     };
     assert_eq!((def.version, &*event.id), (2, "v2"));
     assert!(String::from_utf8_lossy(&replaced.raw).contains("0.05"));
-    assert!(t.at_end(10).is_empty(), "inserted once");
+    assert!(t.at_end(10, None).is_empty(), "inserted once");
 }
 
 /// A program the log never applied is inserted as version 1, at the end when the
@@ -96,7 +96,7 @@ fn a_new_program_goes_in_as_version_one() {
     let mut t = Transformer::new(&plan, false);
     let (_, e) = published("REB", 1, "0.02");
     assert!(t.before(5, &e.time).is_empty());
-    let at_end = t.at_end(7);
+    let at_end = t.at_end(7, Some(&e.time));
     assert_eq!(at_end.len(), 1);
     assert_eq!(
         (at_end[0].change.version, at_end[0].change.position),

@@ -197,7 +197,7 @@ fn check(
 #[test]
 fn a_simulation_equals_the_replay_of_the_transformed_log() {
     let mut differing = 0;
-    for seed in 1..=4 {
+    for seed in 1..=3 {
         let lines: Vec<String> = Generator::new(GenConfig::new(seed, 2500)).collect();
         for kind in ["rebate", "spif", "bonus", "mdf", "training"] {
             let Some(draft) = raised_draft(&lines, kind) else {

@@ -9,6 +9,8 @@ use ledger_core::replay::{ndjson_lines, Replay};
 use ledger_service::Handle;
 use tower::ServiceExt;
 
+mod common;
+
 fn state() -> ApiState {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../replay-fixtures/mdf_claims_fifo_expiry/events.ndjson");
@@ -396,20 +398,7 @@ async fn a_statement_explains_every_number_of_an_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_seq_answers_from_the_log_as_it_stood() {
     let dir = tempfile::tempdir().unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../replay-fixtures/mdf_claims_fifo_expiry/events.ndjson");
-    let bytes = std::fs::read(path).unwrap();
-    let mut log = ledger_log::Log::open(&dir.path().join("data")).unwrap();
-    let inputs: Vec<ledger_log::Input> = ndjson_lines(&bytes, 1)
-        .map(|(n, raw)| ledger_log::Input {
-            raw,
-            line: Some(n),
-            time_ns: n,
-        })
-        .collect();
-    log.append_batch(&inputs).unwrap();
-    let rebuilt =
-        ledger_log::rebuild_with_journal(&log, ledger_log::Bound::All, &mut |_| {}).unwrap();
+    let (log, rebuilt) = common::logged_fixture("mdf_claims_fifo_expiry", &dir.path().join("data"));
     let mut st = state();
     st.handle = Handle::from_replay(
         rebuilt.replay,

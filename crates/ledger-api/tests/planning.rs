@@ -6,27 +6,15 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use ledger_api::{router, ApiState, Role};
-use ledger_core::replay::ndjson_lines;
 use ledger_service::Handle;
 use tower::ServiceExt;
+
+mod common;
 
 /// A service state over a data directory holding a fixture, and the directory.
 fn state_over(fixture: &str) -> (ApiState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../../replay-fixtures/{fixture}/events.ndjson"));
-    let bytes = std::fs::read(path).unwrap();
-    let mut log = ledger_log::Log::open(&dir.path().join("data")).unwrap();
-    let inputs: Vec<ledger_log::Input> = ndjson_lines(&bytes, 1)
-        .map(|(n, raw)| ledger_log::Input {
-            raw,
-            line: Some(n),
-            time_ns: n,
-        })
-        .collect();
-    log.append_batch(&inputs).unwrap();
-    let rebuilt =
-        ledger_log::rebuild_with_journal(&log, ledger_log::Bound::All, &mut |_| {}).unwrap();
+    let (log, rebuilt) = common::logged_fixture(fixture, &dir.path().join("data"));
     let handle = Handle::from_replay(
         rebuilt.replay,
         rebuilt.seq,

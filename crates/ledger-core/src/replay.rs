@@ -502,6 +502,19 @@ impl Replay {
     }
 
     /// Keeps per-entry journals from now on (for statements).
+    /// A digest of this replay's final state: its balances and claims hashed row by row
+    /// (no copy of them), its payouts to follow ([`PayoutDigest`]).
+    pub fn state_digest(&self) -> crate::document::PayoutDigest {
+        let mut digest = crate::document::PayoutDigest::new();
+        for b in self.ledger.balances_iter() {
+            digest.balance(&crate::document::BalanceRow::from(&b));
+        }
+        for c in self.ledger.claims_iter() {
+            digest.claim(&crate::document::ClaimRow::from(&c));
+        }
+        digest
+    }
+
     /// Keeps no statement journals from now on (a fold that explains nothing).
     pub fn disable_journal(&mut self) {
         self.ledger.disable_journal();

@@ -352,6 +352,33 @@ impl<'a> Transformer<'a> {
     }
 }
 
+/// Earned and paid in the log and in the simulation, and the differences (simulated −
+/// actual), with the currency's minor digits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Compared {
+    pub actual_earned: String,
+    pub simulated_earned: String,
+    pub earned_difference: String,
+    pub actual_paid: String,
+    pub simulated_paid: String,
+    pub paid_difference: String,
+}
+
+impl Compared {
+    /// From `[actual earned, simulated earned, actual paid, simulated paid]`.
+    fn of(currency: Currency, [ae, se, ap, sp]: [Decimal; 4]) -> Compared {
+        let money = |d: Decimal| format_money(d, currency);
+        Compared {
+            actual_earned: money(ae),
+            simulated_earned: money(se),
+            earned_difference: money(se - ae),
+            actual_paid: money(ap),
+            simulated_paid: money(sp),
+            paid_difference: money(sp - ap),
+        }
+    }
+}
+
 /// One entry whose `earned` or `paid` differs between the log and the simulation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EntryDiff {
@@ -362,12 +389,8 @@ pub struct EntryDiff {
     pub currency: String,
     pub actual_basis: String,
     pub simulated_basis: String,
-    pub actual_earned: String,
-    pub simulated_earned: String,
-    pub earned_difference: String,
-    pub actual_paid: String,
-    pub simulated_paid: String,
-    pub paid_difference: String,
+    #[serde(flatten)]
+    pub figures: Compared,
 }
 
 /// A program's totals on both sides.
@@ -375,12 +398,8 @@ pub struct EntryDiff {
 pub struct ProgramTotals {
     pub program_id: String,
     pub currency: String,
-    pub actual_earned: String,
-    pub simulated_earned: String,
-    pub earned_difference: String,
-    pub actual_paid: String,
-    pub simulated_paid: String,
-    pub paid_difference: String,
+    #[serde(flatten)]
+    pub figures: Compared,
     /// Partners whose total earned in the program goes up, down, or stays.
     pub partners_gain: u64,
     pub partners_lose: u64,
@@ -392,12 +411,8 @@ pub struct ProgramTotals {
 pub struct PartnerTotals {
     pub partner_id: String,
     pub currency: String,
-    pub actual_earned: String,
-    pub simulated_earned: String,
-    pub earned_difference: String,
-    pub actual_paid: String,
-    pub simulated_paid: String,
-    pub paid_difference: String,
+    #[serde(flatten)]
+    pub figures: Compared,
 }
 
 /// A payout issued on one side only, or with another amount.
@@ -569,7 +584,6 @@ impl Comparer {
                 *total += v;
             }
             if ae != se || ap != sp {
-                let money = |d: Decimal| format_money(d, currency);
                 let basis = |b: &Option<Balance>| format_exact(value(b, |b| b.basis));
                 entries.push(EntryDiff {
                     partner_id: any.partner_id.clone(),
@@ -579,12 +593,7 @@ impl Comparer {
                     currency: currency.to_string(),
                     actual_basis: basis(&a),
                     simulated_basis: basis(&s),
-                    actual_earned: money(ae),
-                    simulated_earned: money(se),
-                    earned_difference: money(se - ae),
-                    actual_paid: money(ap),
-                    simulated_paid: money(sp),
-                    paid_difference: money(sp - ap),
+                    figures: Compared::of(currency, [ae, se, ap, sp]),
                 });
             }
         }
@@ -596,18 +605,10 @@ impl Comparer {
         let partners = partners
             .into_iter()
             .filter(|(_, [ae, se, ap, sp])| ae != se || ap != sp)
-            .map(|((partner_id, currency), [ae, se, ap, sp])| {
-                let money = |d: Decimal| format_money(d, currency);
-                PartnerTotals {
-                    partner_id,
-                    currency: currency.to_string(),
-                    actual_earned: money(ae),
-                    simulated_earned: money(se),
-                    earned_difference: money(se - ae),
-                    actual_paid: money(ap),
-                    simulated_paid: money(sp),
-                    paid_difference: money(sp - ap),
-                }
+            .map(|((partner_id, currency), sums)| PartnerTotals {
+                partner_id,
+                currency: currency.to_string(),
+                figures: Compared::of(currency, sums),
             })
             .collect();
         let mut codes: BTreeMap<Code, (u64, u64)> = BTreeMap::new();
@@ -692,20 +693,13 @@ impl ProgramSums {
     }
 
     fn totals(self, program_id: String) -> ProgramTotals {
-        let money = |d: Decimal| format_money(d, self.currency);
-        let [ae, se, ap, sp] = self.totals;
         let count = |f: fn(&Decimal, &Decimal) -> bool| {
             self.partners.values().filter(|[a, s]| f(s, a)).count() as u64
         };
         ProgramTotals {
             program_id,
             currency: self.currency.to_string(),
-            actual_earned: money(ae),
-            simulated_earned: money(se),
-            earned_difference: money(se - ae),
-            actual_paid: money(ap),
-            simulated_paid: money(sp),
-            paid_difference: money(sp - ap),
+            figures: Compared::of(self.currency, self.totals),
             partners_gain: count(|s, a| s > a),
             partners_lose: count(|s, a| s < a),
             partners_same: count(|s, a| s == a),
@@ -761,11 +755,11 @@ impl Simulation {
                 "  {:<24} {:>4} {:>16} {:>16} {:>16} {:>16} {:>16}  {}/{}/{}",
                 p.program_id,
                 p.currency,
-                p.actual_earned,
-                p.simulated_earned,
-                p.earned_difference,
-                p.actual_paid,
-                p.simulated_paid,
+                p.figures.actual_earned,
+                p.figures.simulated_earned,
+                p.figures.earned_difference,
+                p.figures.actual_paid,
+                p.figures.simulated_paid,
                 p.partners_gain,
                 p.partners_lose,
                 p.partners_same
@@ -778,11 +772,11 @@ impl Simulation {
                 "  {:<24} {:>4} earned {:>16} → {:>16} ({:>16})   paid {:>16} → {:>16}",
                 p.partner_id,
                 p.currency,
-                p.actual_earned,
-                p.simulated_earned,
-                p.earned_difference,
-                p.actual_paid,
-                p.simulated_paid
+                p.figures.actual_earned,
+                p.figures.simulated_earned,
+                p.figures.earned_difference,
+                p.figures.actual_paid,
+                p.figures.simulated_paid
             );
         }
         if self.partners.len() > max_rows {
@@ -796,11 +790,11 @@ impl Simulation {
                 e.partner_id,
                 e.program_id,
                 e.period,
-                e.actual_earned,
-                e.simulated_earned,
-                e.earned_difference,
-                e.actual_paid,
-                e.simulated_paid
+                e.figures.actual_earned,
+                e.figures.simulated_earned,
+                e.figures.earned_difference,
+                e.figures.actual_paid,
+                e.figures.simulated_paid
             );
         }
         if self.entries.len() > max_rows {
@@ -857,12 +851,12 @@ impl Simulation {
                 &e.currency,
                 &e.actual_basis,
                 &e.simulated_basis,
-                &e.actual_earned,
-                &e.simulated_earned,
-                &e.earned_difference,
-                &e.actual_paid,
-                &e.simulated_paid,
-                &e.paid_difference,
+                &e.figures.actual_earned,
+                &e.figures.simulated_earned,
+                &e.figures.earned_difference,
+                &e.figures.actual_paid,
+                &e.figures.simulated_paid,
+                &e.figures.paid_difference,
             ];
             crate::values::push_csv_record(&mut out, fields.iter().map(|s| s.as_str()));
         }

@@ -29,17 +29,21 @@ fn report_of(name: &str, program: &str) -> Value {
 
 /// The figures of one period (or `total`) as (revenue, units, earned, paid, liability,
 /// cost share).
-fn figures(report: &Value, period: &str) -> (String, i64, String, String, String, String) {
-    let f = if period == "total" {
-        &report["totals"]
-    } else {
-        report["periods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["period"] == period)
-            .unwrap()
-    };
+/// The figures of one period of a report, or its totals (`total`).
+fn period<'a>(report: &'a Value, period: &str) -> &'a Value {
+    if period == "total" {
+        return &report["totals"];
+    }
+    report["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["period"] == period)
+        .unwrap()
+}
+
+fn figures(report: &Value, label: &str) -> (String, i64, String, String, String, String) {
+    let f = period(report, label);
     let s = |k: &str| f[k].as_str().unwrap_or("-").to_string();
     (
         s("revenue"),
@@ -51,18 +55,8 @@ fn figures(report: &Value, period: &str) -> (String, i64, String, String, String
     )
 }
 
-fn attainment(report: &Value, period: &str) -> Vec<(String, u64)> {
-    let f = if period == "total" {
-        &report["totals"]
-    } else {
-        report["periods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["period"] == period)
-            .unwrap()
-    };
-    f["attainment"]
+fn attainment(report: &Value, label: &str) -> Vec<(String, u64)> {
+    period(report, label)["attainment"]
         .as_array()
         .unwrap()
         .iter()

@@ -18,6 +18,7 @@
 //! stores and replays. No type of the storage engine appears in its API.
 
 pub mod archive;
+pub mod canon;
 pub mod history;
 mod identities;
 pub mod layout;
@@ -29,6 +30,7 @@ pub mod simulation;
 pub mod verify;
 
 pub use archive::{Archive, Heads, PayoutsOf};
+pub use canon::PayoutCanon;
 pub use history::{
     fold_read_only, rebuild, rebuild_with_journal, save_checkpoint, Bound, ReadOnlyFold, Rebuilt,
 };

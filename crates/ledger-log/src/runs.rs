@@ -564,6 +564,14 @@ impl Place {
     }
 }
 
+/// The runs `named` of directory `dir`, each read whole and checked.
+fn load_named(dir: &Path, named: &[RunName]) -> Result<Vec<Arc<Run>>, RunError> {
+    named
+        .iter()
+        .map(|r| Run::load(dir.join(&r.file), r.level).map(Arc::new))
+        .collect()
+}
+
 /// A run as a checkpoint names it: its file (in the store's directory) and level.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunName {
@@ -641,12 +649,8 @@ impl RunStore {
                 std::fs::remove_file(entry.path()).map_err(|e| io("cannot delete a run in", e))?;
             }
         }
-        let runs = named
-            .iter()
-            .map(|r| Run::load(dir.join(&r.file), r.level).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(RunStore {
-            runs: RwLock::new(runs),
+            runs: RwLock::new(load_named(dir, named)?),
             next_file: std::sync::atomic::AtomicU64::new(next),
             retired: Default::default(),
             place: Place::Dir(dir.to_path_buf()),
@@ -657,12 +661,8 @@ impl RunStore {
     /// deleted, written or merged (a tool reading a directory another process may
     /// hold). Writes to it are refused.
     pub fn read_only(dir: &Path, named: &[RunName]) -> Result<RunStore, RunError> {
-        let runs = named
-            .iter()
-            .map(|r| Run::load(dir.join(&r.file), r.level).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(RunStore {
-            runs: RwLock::new(runs),
+            runs: RwLock::new(load_named(dir, named)?),
             next_file: std::sync::atomic::AtomicU64::new(u64::MAX),
             retired: Default::default(),
             place: Place::ReadOnly(dir.to_path_buf()),

@@ -10,10 +10,11 @@
 //! --no-checkpoint`), plus the actual side's fold from the checkpoint on; without a
 //! usable checkpoint the actual side is a second whole fold (a warning says so).
 
+use crate::canon::PayoutCanon;
 use crate::history::{self, Bound, Limits, ReadOnlyFold, Visited, ARCHIVE_EVERY};
 use crate::log::{LogError, LogReader};
 use crate::lookups::LookupStore;
-use ledger_core::document::{BalanceRow, ClaimRow, PayoutDigest, PayoutRow};
+use ledger_core::document::{PayoutDigest, PayoutRow};
 use ledger_core::simulate::{
     ChangeRefused, Comparer, Finished, Inserted, Plan, Side, Simulation, Transformer,
 };
@@ -58,7 +59,7 @@ impl<'a> Cursor<'a> {
             next: 0,
             total: fold.rebuilt.replay.payouts_issued(),
             chunk: Default::default(),
-            digest: state_digest(&fold.rebuilt.replay),
+            digest: fold.rebuilt.replay.state_digest(),
         }
     }
 
@@ -131,7 +132,7 @@ pub fn simulate(
     })?);
     let mut replay = Replay::new();
     replay.attach_backing(store.clone());
-    let mut canon = Canon::new()?;
+    let mut canon = PayoutCanon::new().map_err(temp_error)?;
     let mut transformer = Transformer::new(plan, exists);
     let mut comparer = Comparer::new(max_payouts);
     let mut cursor = Cursor::new(&actual);
@@ -187,7 +188,10 @@ pub fn simulate(
         }
         progress(record.seq);
         if record.seq.is_multiple_of(ARCHIVE_EVERY) {
-            canon.take(replay.drain_history())?;
+            // Of the drained history only the payouts' canonical rows are kept.
+            canon
+                .append(&replay.drain_history().payouts)
+                .map_err(temp_error)?;
         }
         if record.seq.is_multiple_of(256)
             && replay.lookups_in_memory() >= history::LOOKUPS_IN_MEMORY
@@ -233,10 +237,12 @@ pub fn simulate(
         }
         .into());
     }
-    canon.take(replay.drain_history())?;
+    canon
+        .append(&replay.drain_history().payouts)
+        .map_err(temp_error)?;
     let digests = Side {
         actual: cursor.digest.finish(),
-        simulated: canon.digest(state_digest(&replay))?,
+        simulated: canon.digest(replay.state_digest()).map_err(temp_error)?,
     };
     let simulation = comparer.finish(
         plan,
@@ -290,78 +296,6 @@ fn payouts_of(replay: &Replay, step: &Step) -> Vec<Payout> {
             .unwrap_or_default()
             .to_vec(),
         _ => Vec::new(),
-    }
-}
-
-/// A digest of a fold's final state, its balances and claims hashed: its payouts are
-/// to follow.
-fn state_digest(replay: &Replay) -> PayoutDigest {
-    let ledger = replay.ledger();
-    let mut digest = PayoutDigest::new();
-    for b in ledger.balances_iter() {
-        digest.balance(&BalanceRow::from(&b));
-    }
-    for c in ledger.claims_iter() {
-        digest.claim(&ClaimRow::from(&c));
-    }
-    digest
-}
-
-/// The canonical (RFC 8785) bytes of the simulated payouts in issue order, in a
-/// temporary file: what its digest hashes after the final state. Written as the payouts
-/// are drained, so no payout is formatted twice or held.
-struct Canon {
-    file: std::io::BufWriter<std::fs::File>,
-    row: Vec<u8>,
-}
-
-impl Canon {
-    fn new() -> Result<Canon, LogError> {
-        let file = tempfile::tempfile().map_err(temp_error)?;
-        Ok(Canon {
-            file: std::io::BufWriter::with_capacity(1 << 16, file),
-            row: Vec::with_capacity(512),
-        })
-    }
-
-    /// Appends the drained payouts, each as its length (u32 LE) and canonical bytes;
-    /// the rest of the drained history is not kept.
-    fn take(&mut self, drained: ledger_core::replay::Drained) -> Result<(), LogError> {
-        use std::io::Write;
-        for p in &drained.payouts {
-            self.row.clear();
-            PayoutRow::from(p).write_jcs(&mut self.row);
-            let len = u32::try_from(self.row.len()).unwrap_or(u32::MAX);
-            self.file
-                .write_all(&len.to_le_bytes())
-                .map_err(temp_error)?;
-            self.file.write_all(&self.row).map_err(temp_error)?;
-        }
-        Ok(())
-    }
-
-    /// `digest` (the final state hashed) finished with the payouts read back in order.
-    fn digest(self, mut digest: PayoutDigest) -> Result<String, LogError> {
-        use std::io::{Read, Seek};
-        let mut file = self
-            .file
-            .into_inner()
-            .map_err(|e| temp_error(e.into_error()))?;
-        file.rewind().map_err(temp_error)?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
-        let mut row = self.row;
-        let mut len = [0u8; 4];
-        loop {
-            match reader.read_exact(&mut len) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(temp_error(e)),
-            }
-            row.resize(u32::from_le_bytes(len) as usize, 0);
-            reader.read_exact(&mut row).map_err(temp_error)?;
-            digest.payout_jcs(&row);
-        }
-        Ok(digest.finish())
     }
 }
 

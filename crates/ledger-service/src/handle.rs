@@ -5,7 +5,7 @@
 //! indexed, or (the status digest) computed at most once per position, off the request
 //! path.
 
-use crate::digest::{DigestInput, PayoutCanon};
+use crate::digest::DigestInput;
 use crate::health::Health;
 use crate::histogram::Histogram;
 use crate::leadership::{Leadership, Replication};
@@ -14,6 +14,7 @@ use ledger_core::document::{BalanceRow, ClaimRow, Counts, PayoutRow};
 use ledger_core::ledger::{ProgramView, Statement};
 use ledger_core::replay::Rejection;
 use ledger_core::{EventType, Replay};
+use ledger_log::PayoutCanon;
 use ledger_log::{Archive, LogError, LogReader, LookupStore, PayoutsOf};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -120,7 +121,7 @@ fn compute_digest(inner: &Inner) {
         let p = inner.projection.read().unwrap_or_else(|p| p.into_inner());
         (p.seq, DigestInput::of(&p.replay))
     };
-    let digest = match c.digest(input, &inner.archive) {
+    let digest = match crate::digest::digest(c, input, &inner.archive) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!("status digest of position {position} not computed: {e}");

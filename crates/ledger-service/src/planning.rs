@@ -167,21 +167,15 @@ impl Handle {
     /// Runs `plan` over the data directory's log as it stands (see
     /// [`ledger_log::simulation`]), in the background.
     pub async fn simulate(&self, plan: Plan, max_payouts: usize) -> Result<Simulated, HeavyError> {
-        let log = self
-            .log_reader()
-            .ok_or(HeavyError::NoDataDirectory)?
-            .clone();
-        let running = HeavyGate::enter(self)?;
-        in_background("simulation", move || {
-            let _running = running;
+        self.in_background("simulation", move |log| {
             Ok(ledger_log::simulation::simulate(
-                &log,
+                log,
                 &plan,
                 max_payouts,
                 &mut |_| {},
             )?)
         })
-        .await?
+        .await
     }
 
     /// The report of one program (or every one) as of `bound`, folded from the data
@@ -191,19 +185,32 @@ impl Handle {
         bound: Bound,
         program_id: Option<String>,
     ) -> Result<Option<Report>, HeavyError> {
-        let log = self
-            .log_reader()
-            .ok_or(HeavyError::NoDataDirectory)?
-            .clone();
-        let running = HeavyGate::enter(self)?;
-        in_background("past-report", move || {
-            let _running = running;
-            let folded = ledger_log::fold_read_only(&log, bound, &mut |_| {})?;
+        self.in_background("past-report", move |log| {
+            let folded = ledger_log::fold_read_only(log, bound, &mut |_| {})?;
             Ok(ledger_core::report::build(
                 &folded.rebuilt.replay,
                 folded.rebuilt.seq,
                 program_id.as_deref(),
             ))
+        })
+        .await
+    }
+
+    /// Runs `f` over the data directory's log in the background slot: refused at once
+    /// when it is taken, else on a thread of its own ([`in_background`]).
+    async fn in_background<T: Send + 'static>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&ledger_log::LogReader) -> Result<T, HeavyError> + Send + 'static,
+    ) -> Result<T, HeavyError> {
+        let log = self
+            .log_reader()
+            .ok_or(HeavyError::NoDataDirectory)?
+            .clone();
+        let running = HeavyGate::enter(self)?;
+        in_background(name, move || {
+            let _running = running;
+            f(&log)
         })
         .await?
     }

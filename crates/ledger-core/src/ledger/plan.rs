@@ -414,24 +414,8 @@ impl Ledger {
     /// The partner's opportunities: for each open rebate, bonus or SPIF entry below
     /// its last level, what the next level takes and pays.
     pub fn opportunities(&self, partner_id: &str) -> Vec<Opportunity> {
-        let Some(partner) = self.syms.get(partner_id) else {
-            return Vec::new();
-        };
-        let mut keys: Vec<EntryKey> = self
-            .program_order
-            .iter()
-            .filter_map(|&program| {
-                let periods = self.partner_entries.get(&(partner, program))?;
-                Some(periods.iter().map(move |&period| EntryKey {
-                    partner,
-                    program,
-                    period,
-                }))
-            })
-            .flatten()
-            .collect();
-        keys.sort_by(|a, b| self.entry_order(a, b));
-        keys.into_iter()
+        self.partner_keys(partner_id)
+            .into_iter()
             .filter_map(|k| self.opportunity(k))
             .collect()
     }

@@ -60,6 +60,11 @@ impl Ledger {
 
     /// One partner's entries, in the order of `balances()` — without visiting the others.
     pub fn partner_balances(&self, partner_id: &str) -> Vec<Balance> {
+        self.balances_of(&self.partner_keys(partner_id))
+    }
+
+    /// One partner's entry keys, in the order of `balances()`.
+    pub(super) fn partner_keys(&self, partner_id: &str) -> Vec<EntryKey> {
         let Some(partner) = self.syms.get(partner_id) else {
             return Vec::new();
         };
@@ -80,7 +85,7 @@ impl Ledger {
             })
             .collect();
         keys.sort_by(|a, b| self.entry_order(a, b));
-        self.balances_of(&keys)
+        keys
     }
 
     pub(super) fn balances_of(&self, keys: &[EntryKey]) -> Vec<Balance> {

@@ -265,12 +265,12 @@ fn a_rate_raised_from_the_start() {
     );
     assert_eq!(
         (
-            p1[0].actual_earned.as_str(),
-            p1[0].simulated_earned.as_str()
+            p1[0].figures.actual_earned.as_str(),
+            p1[0].figures.simulated_earned.as_str()
         ),
         ("3600.00", "4800.00")
     );
-    assert_eq!(p1[0].simulated_paid, "4800.00");
+    assert_eq!(p1[0].figures.simulated_paid, "4800.00");
     let total = &s.programs[0];
     assert_eq!(
         (
@@ -280,7 +280,7 @@ fn a_rate_raised_from_the_start() {
         ),
         (1, 0, 1)
     );
-    assert_eq!(total.earned_difference, "1200.00");
+    assert_eq!(total.figures.earned_difference, "1200.00");
     assert_eq!(s.changes.len(), 1);
     assert_eq!(s.changes[0].action, "replaced");
     assert_eq!(s.payouts.differing, 1);
@@ -314,7 +314,7 @@ fn a_new_spif_inserted_mid_year_with_enrollments() {
     assert_eq!(spif.len(), 2, "{spif:?}");
     assert!(spif
         .iter()
-        .all(|e| e.partner_id == "P-2" && e.simulated_paid == "25.00"));
+        .all(|e| e.partner_id == "P-2" && e.figures.simulated_paid == "25.00"));
     assert_eq!(s.payouts.differing, 2);
 }
 

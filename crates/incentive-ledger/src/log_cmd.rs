@@ -18,8 +18,33 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Opens a data directory that exists, for a command that reads it: a missing one is
+/// an error ("no data directory at …"), never a new empty ledger; one held by a running
+/// service says so in one line.
 pub fn open(dir: &Path) -> Result<Log> {
-    Log::open(dir).with_context(|| format!("cannot open data directory {}", dir.display()))
+    Log::open_existing(dir).map_err(one_line)
+}
+
+/// Errors that say all there is to say in their own message (a missing or busy
+/// directory) pass as they are; others get the directory named.
+fn one_line(e: LogError) -> anyhow::Error {
+    match e {
+        LogError::NoDataDirectory { .. } | LogError::InUse { .. } => anyhow::Error::new(e),
+        other => {
+            let path = match &other {
+                LogError::Format { path, .. }
+                | LogError::Storage { path, .. }
+                | LogError::Corrupt { path, .. }
+                | LogError::Io { path, .. } => Some(path.clone()),
+                _ => None,
+            };
+            let e = anyhow::Error::new(other);
+            match path {
+                Some(p) => e.context(format!("cannot open data directory {}", p.display())),
+                None => e.context("cannot open the data directory"),
+            }
+        }
+    }
 }
 
 #[derive(Args)]
@@ -47,7 +72,12 @@ struct IngestCounts {
 }
 
 pub fn ingest(args: IngestArgs) -> Result<()> {
-    let mut log = open(&args.data_dir)?;
+    // Every input can be read before the directory is created or written.
+    for path in args.events.iter().filter(|p| p.as_os_str() != "-") {
+        std::fs::File::open(path)
+            .with_context(|| format!("cannot read events file {}", path.display()))?;
+    }
+    let mut log = Log::open(&args.data_dir).map_err(one_line)?;
     let total_bytes: u64 = args
         .events
         .iter()
@@ -235,8 +265,12 @@ pub struct VerifyArgs {
 
 /// Returns `Ok(false)` when damage was found (the caller exits non-zero).
 pub fn verify(args: VerifyArgs) -> Result<bool> {
-    let log = match Log::open(&args.data_dir) {
+    let log = match Log::open_existing(&args.data_dir) {
         Ok(log) => log,
+        // Nothing to verify, or nothing that may be read now: an error, not damage.
+        Err(e @ (LogError::NoDataDirectory { .. } | LogError::InUse { .. })) => {
+            return Err(e.into())
+        }
         Err(e) => {
             println!("DAMAGED: {e}");
             return Ok(false);

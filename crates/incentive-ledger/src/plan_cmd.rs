@@ -3,7 +3,7 @@
 //! writes into the directory.
 
 use crate::progress;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ledger_core::simulate::Plan;
 use std::io::Write;
@@ -45,18 +45,6 @@ pub struct SimulateArgs {
     pub rows: usize,
 }
 
-/// The data directory named by `--data-dir`, which must exist (a mistyped path must
-/// not pass for an empty ledger).
-pub fn existing_dir(dir: &Path) -> Result<&Path> {
-    if !dir.is_dir() {
-        bail!(
-            "no data directory at {}: give the directory `ingest` or `serve` wrote",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
 /// Reads the draft and the extra events and checks them as intake would.
 pub fn plan(program: &Path, from_seq: Option<u64>, events: Option<&Path>) -> Result<Plan> {
     let draft = std::fs::read(program)
@@ -82,9 +70,9 @@ pub fn plan(program: &Path, from_seq: Option<u64>, events: Option<&Path>) -> Res
 }
 
 pub fn simulate(args: SimulateArgs) -> Result<()> {
-    let dir = existing_dir(&args.data_dir)?;
-    let plan = plan(&args.program, args.from_seq, args.events.as_deref())?;
+    let dir = &args.data_dir;
     let log = crate::log_cmd::open(dir)?;
+    let plan = plan(&args.program, args.from_seq, args.events.as_deref())?;
     let bar = progress::bar(log.head().last_seq, "simulate");
     let simulated =
         ledger_log::simulation::simulate(&log.reader(), &plan, args.max_payouts, &mut |seq| {
@@ -128,7 +116,7 @@ pub struct ReportArgs {
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
-    let dir = existing_dir(&args.data_dir)?;
+    let dir = &args.data_dir;
     let log = crate::log_cmd::open(dir)?;
     let bound = match (args.as_of_seq, args.as_of_time.as_deref()) {
         (Some(n), _) => ledger_log::Bound::Seq(n),

@@ -441,3 +441,99 @@ fn a_damaged_checkpoint_falls_back_to_a_full_replay_with_a_warning() {
     let (code, text) = verify_output(&dir);
     assert_eq!(code, 0, "the rewritten checkpoint is valid again: {text}");
 }
+
+/// Commands that read a data directory never create one: a path without one is "no
+/// data directory at …" (exit 1), and `ingest` with an unreadable input writes nothing.
+#[test]
+fn read_commands_on_a_missing_directory_fail_and_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("mistyped");
+    let draft = tmp.path().join("draft.json");
+    std::fs::write(&draft, "{}").unwrap();
+    let commands: [&[&str]; 6] = [
+        &["verify"],
+        &["replay"],
+        &["export"],
+        &["rejected"],
+        &["report"],
+        &["simulate", "--program", draft.to_str().unwrap()],
+    ];
+    for args in commands {
+        let out = bin()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&missing)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("no data directory at {}", missing.display())),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("OK"),
+            "{args:?}"
+        );
+        assert!(!missing.exists(), "{args:?} created the directory");
+    }
+    let out = bin()
+        .args(["ingest", "--data-dir"])
+        .arg(&missing)
+        .arg("--events")
+        .arg(tmp.path().join("no-such-file.ndjson"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read events file"));
+    assert!(
+        !missing.exists(),
+        "ingest created the directory for nothing"
+    );
+}
+
+/// A directory held by another process (a running service) is named as such in one
+/// line, exit 1 — never "DAMAGED", never a storage-error dump.
+#[test]
+fn a_directory_in_use_says_so_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let held = open_log(&dir).unwrap();
+    for args in [
+        &["verify"][..],
+        &["replay"],
+        &["export"],
+        &["rejected"],
+        &["report"],
+    ] {
+        let out = bin()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("is in use by another incentive-ledger process"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("DAMAGED"),
+            "{args:?}"
+        );
+    }
+    drop(held);
+    let out = bin()
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

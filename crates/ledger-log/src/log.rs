@@ -40,6 +40,12 @@ const CHECKPOINT_KEY: &[u8] = b"state";
 /// What went wrong with the storage; the variants say what the caller can do.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// The path holds no data directory (a read must not create one).
+    #[error("no data directory at {path}: give the directory that `ingest` or `serve` wrote")]
+    NoDataDirectory { path: PathBuf },
+    /// Another process holds the directory (sled's exclusive lock).
+    #[error("{path} is in use by another incentive-ledger process, e.g. a running `serve`; ask it instead (`incentive-ledger status`, the HTTP API: `/v1/status`, `/v1/programs/{{id}}/report`, `POST /v1/simulations`), or stop it first")]
+    InUse { path: PathBuf },
     #[error("{path}: not an incentive-ledger data directory of format {expected}: {found}; use a directory written by this version, or a new one")]
     Format {
         path: PathBuf,
@@ -197,6 +203,18 @@ impl std::ops::Deref for Log {
 }
 
 impl Log {
+    /// Opens a data directory that exists (one `ingest` or `serve` wrote): what every
+    /// command that only reads uses, so that a mistyped path is an error, never a new
+    /// empty ledger.
+    pub fn open_existing(path: &Path) -> Result<Log, LogError> {
+        if !path.join(FORMAT_FILE).is_file() {
+            return Err(LogError::NoDataDirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        Log::open(path)
+    }
+
     /// Opens (or creates) a data directory.
     pub fn open(path: &Path) -> Result<Log, LogError> {
         let io = |source| LogError::Io {
@@ -978,6 +996,12 @@ fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
         // Durability comes from the explicit flush of every batch, not from a timer.
         .flush_every_ms(None);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+        // sled says so in its message only (an `Other` I/O error).
+        Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+            Err(LogError::InUse {
+                path: path.parent().unwrap_or(path).to_path_buf(),
+            })
+        }
         Ok(result) => result.map_err(|source| LogError::Storage {
             path: path.to_path_buf(),
             source: StorageError(source),

@@ -397,3 +397,44 @@ fn appending_the_suggested_sale_reaches_the_level_and_earns_what_was_said() {
     );
     assert!(kinds.len() >= 2, "{kinds:?}");
 }
+
+/// Every example program (`examples/programs/`) passes intake and is applied as a
+/// first version; every example draft is a usable simulation plan.
+#[test]
+fn the_example_programs_pass_intake_and_fold() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut replay = Replay::new();
+    for (i, entry) in std::fs::read_dir(root.join("programs"))
+        .unwrap()
+        .enumerate()
+    {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let data: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let event = serde_json::json!({
+            "specversion": "1.0", "id": format!("example-{i}"), "source": "examples",
+            "type": "program.published", "time": "2026-01-01T00:00:00Z", "data": data,
+        });
+        let step = replay.push(event.to_string().as_bytes(), i as u64 + 1);
+        assert!(
+            matches!(step, Step::Applied(_)),
+            "{}: {step:?} {:?}",
+            path.display(),
+            replay.rejections()
+        );
+        kinds.insert(data["kind"].as_str().unwrap().to_string());
+    }
+    assert_eq!(kinds.len(), 6, "one example per kind: {kinds:?}");
+    for entry in std::fs::read_dir(root.join("drafts")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            ledger_core::simulate::Plan::new(&bytes, None, vec![]).is_ok(),
+            "{}",
+            path.display()
+        );
+    }
+}

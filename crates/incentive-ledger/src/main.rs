@@ -9,6 +9,7 @@ mod generate_cmd;
 mod log_cmd;
 mod nats_cmd;
 mod plan_cmd;
+mod program_cmd;
 mod progress;
 mod replay_cmd;
 mod spool;
@@ -51,6 +52,10 @@ enum Command {
     Export(log_cmd::ExportArgs),
     /// List every refusal of a data directory (quarantine and business) with its message.
     Rejected(log_cmd::RejectedArgs),
+    /// Write programs: check one (printed back in plain words) or wrap it in a
+    /// program.published CloudEvent.
+    #[command(subcommand)]
+    Program(program_cmd::ProgramCommand),
     /// What a draft program would have earned and paid on the real log: a replay of
     /// the log with the draft in it, compared with the log as it is.
     Simulate(plan_cmd::SimulateArgs),
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
         },
         Command::Export(args) => log_cmd::export(args),
         Command::Rejected(args) => log_cmd::rejected(args),
+        Command::Program(command) => program_cmd::run(command),
         Command::Simulate(args) => plan_cmd::simulate(args),
         Command::Report(args) => plan_cmd::report(args),
         Command::Serve(args) => nats_cmd::serve(*args),

@@ -319,7 +319,6 @@ pub struct PublishArgs {
 }
 
 pub fn publish(args: PublishArgs) -> Result<()> {
-    let config = args.nats.config()?;
     let mut inputs = Vec::new();
     for path in &args.events {
         let bytes = if path.as_os_str() == "-" {
@@ -333,12 +332,24 @@ pub fn publish(args: PublishArgs) -> Result<()> {
         };
         inputs.extend(ledger_core::replay::ndjson_lines(&bytes, 1).map(|(_, l)| l.to_vec()));
     }
+    publish_events(&args.nats, &args.subject_prefix, args.window, inputs)
+}
+
+/// Sends `inputs` (one CloudEvent each) to the inbound subjects under `prefix`, at most
+/// `window` waiting for their JetStream acknowledgements, and says what was stored.
+pub fn publish_events(
+    nats: &NatsArgs,
+    prefix: &str,
+    window: usize,
+    inputs: Vec<Vec<u8>>,
+) -> Result<()> {
+    let config = nats.config()?;
     let count = inputs.len();
     let summary = runtime()?.block_on(async {
         let client = ledger_nats::connect(&config.nats()).await?;
         let js = async_nats::jetstream::new(client.clone());
         ledger_nats::ensure_inbound_stream(&js, &config.nats()).await?;
-        let s = ledger_nats::publish::publish_all(&js, &args.subject_prefix, inputs, args.window)
+        let s = ledger_nats::publish::publish_all(&js, prefix, inputs, window)
             .await
             .context("publishing failed")?;
         client.flush().await.ok();

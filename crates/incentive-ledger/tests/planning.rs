@@ -214,3 +214,66 @@ fn reports_as_json_csv_and_as_of_a_position() {
         "{csv}"
     );
 }
+
+/// `program check` prints what the ledger understood, in plain words, or intake's
+/// refusal with exit 1; `program publish` wraps the data in a CloudEvent that the
+/// ledger applies, with an id made of the program and the version.
+#[test]
+fn programs_are_checked_in_plain_words_and_published_as_events() {
+    let examples = root().join("examples/programs");
+    let out = succeeded(
+        bin()
+            .args(["program", "check"])
+            .arg(examples.join("rebate.json")),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("OK: a valid program.published"), "{text}");
+    assert!(
+        text.contains("retroactive rebate on net amount: 2 % from 0.00 EUR, 3 % from 100,000.00 EUR, 4 % from 250,000.00 EUR"),
+        "{text}"
+    );
+    assert!(
+        text.contains("product families switches, routers; regions EMEA"),
+        "{text}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.json");
+    let mut data: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(examples.join("spif.json")).unwrap())
+            .unwrap();
+    data["rules"]["rate"] = "0.05".into(); // per_unit and rate together
+    std::fs::write(&bad, data.to_string()).unwrap();
+    let out = bin().args(["program", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused: invalid_data: data.rules"), "{err}");
+    // Publish as version 2: one line, deterministic id, applied by a replay after v1.
+    let v1 = succeeded(
+        bin()
+            .args(["program", "publish"])
+            .arg(examples.join("rebate.json")),
+    );
+    let v2 = succeeded(
+        bin()
+            .args(["program", "publish", "--version", "2"])
+            .arg(examples.join("rebate.json")),
+    );
+    let again = succeeded(
+        bin()
+            .args(["program", "publish", "--version", "2"])
+            .arg(examples.join("rebate.json")),
+    );
+    assert_eq!(v2.stdout, again.stdout, "the same event every time");
+    let event: serde_json::Value = serde_json::from_slice(&v2.stdout).unwrap();
+    assert_eq!(event["id"], "program:REB-EMEA-2026:v2");
+    assert_eq!(event["data"]["version"], 2);
+    let file = tmp.path().join("programs.ndjson");
+    std::fs::write(&file, [v1.stdout, v2.stdout].concat()).unwrap();
+    let doc = common::document(&file);
+    assert_eq!(doc["events"]["applied"], 2, "{doc}");
+    // A whole event is checked as it is.
+    let whole = tmp.path().join("event.json");
+    std::fs::write(&whole, event.to_string()).unwrap();
+    let out = succeeded(bin().args(["program", "check"]).arg(&whole));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REB-EMEA-2026 version 2"));
+}

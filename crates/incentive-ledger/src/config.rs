@@ -64,6 +64,7 @@ impl Config {
             data_dir: self.data_dir.clone(),
             checkpoint_every: self.checkpoint_every,
             payout_subject_prefix: self.payouts.subject_prefix.clone(),
+            payout_source: self.payouts.source.clone(),
             publish_window: self.payouts.publish_window,
             publish_timeout: Duration::from_millis(self.payouts.publish_timeout_ms.max(1)),
             outbox_stall_after: Duration::from_secs(self.payouts.stall_alarm_secs.max(1)),
@@ -102,6 +103,7 @@ mod tests {
             fetch_batch = 256
             [payouts]
             stall_alarm_secs = 30
+            source = "acme/incentives"
             "#,
         )
         .unwrap();
@@ -110,6 +112,11 @@ mod tests {
         assert_eq!(c.inbound.fetch_batch, 256);
         assert_eq!(c.inbound.stream, "INCENTIVE_EVENTS");
         assert_eq!(c.payouts.subject_prefix, "incentive.payouts");
+        assert_eq!(c.service().payout_source, "acme/incentives");
+        assert_eq!(
+            Config::default().service().payout_source,
+            "incentive-ledger"
+        );
         assert_eq!(c.service().outbox_stall_after, Duration::from_secs(30));
         assert_eq!(c.service().checkpoint_every, 5000);
         assert_eq!(c.nats().inbound.fetch_batch, 256);

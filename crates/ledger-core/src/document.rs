@@ -117,17 +117,29 @@ impl From<&Payout> for PayoutRow {
     }
 }
 
+/// The `source` of `payout.issued` events unless configured otherwise.
+pub const PAYOUT_SOURCE: &str = "incentive-ledger";
+
+/// A payout event's `time`: the causing event's `time` in UTC with `Z` (as written if it
+/// would not parse, which intake does not let happen).
+fn payout_time(cause_time: &str) -> std::borrow::Cow<'_, str> {
+    match crate::values::normalize_time_utc(cause_time) {
+        Some(t) => std::borrow::Cow::Owned(t),
+        None => std::borrow::Cow::Borrowed(cause_time),
+    }
+}
+
 impl PayoutRow {
-    /// The `payout.issued` CloudEvent for this payout (schemas/payout-issued.schema.json).
-    /// `cause_time` is the `time` of the event that caused it, so that the message is
-    /// the same on every replay and redelivery.
-    pub fn cloudevent(&self, cause_time: &str) -> serde_json::Value {
+    /// The `payout.issued` CloudEvent for this payout (schemas/payout-issued.schema.json),
+    /// from `source`. Its `time` is the `time` of the event that caused it, in UTC, so
+    /// that the message is the same on every replay and redelivery.
+    pub fn cloudevent(&self, cause_time: &str, source: &str) -> serde_json::Value {
         serde_json::json!({
             "specversion": "1.0",
             "id": self.payout_id,
-            "source": "incentive-ledger",
+            "source": source,
             "type": "payout.issued",
-            "time": cause_time,
+            "time": payout_time(cause_time),
             "subject": format!("{}/{}/{}", self.partner_id, self.program_id, self.period),
             "datacontenttype": "application/json",
             "data": self,
@@ -136,10 +148,14 @@ impl PayoutRow {
 }
 
 /// The `payout.issued` CloudEvent of `p`, written straight into `out`: the same bytes
-/// as `serde_json::to_vec(&PayoutRow::from(p).cloudevent(&p.cause_time))` (members in
+/// as `serde_json::to_vec(&PayoutRow::from(p).cloudevent(&p.cause_time, source))` (members in
 /// key order at both levels, as a `serde_json::Value` prints them), without building
 /// the row and the value first — the service writes one per payout.
-pub fn write_payout_cloudevent(p: &Payout, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+pub fn write_payout_cloudevent(
+    p: &Payout,
+    source: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     /// Fields in key order: that is the order `Value` objects print in.
     #[derive(Serialize)]
     struct Data<'a> {
@@ -171,6 +187,7 @@ pub fn write_payout_cloudevent(p: &Payout, out: &mut Vec<u8>) -> Result<(), serd
     let amount = format_money(p.amount, p.currency);
     let currency = p.currency.to_string();
     let subject = format!("{}/{}/{}", p.partner_id, p.program_id, p.period);
+    let time = payout_time(&p.cause_time);
     serde_json::to_writer(
         out,
         &Event {
@@ -188,10 +205,10 @@ pub fn write_payout_cloudevent(p: &Payout, out: &mut Vec<u8>) -> Result<(), serd
             },
             datacontenttype: "application/json",
             id,
-            source: "incentive-ledger",
+            source,
             specversion: "1.0",
             subject: &subject,
-            time: &p.cause_time,
+            time: &time,
             event_type: "payout.issued",
         },
     )
@@ -505,14 +522,20 @@ mod tests {
         payouts.push(odd);
         for p in &payouts {
             let expected =
-                serde_json::to_vec(&PayoutRow::from(p).cloudevent(&p.cause_time)).unwrap();
+                serde_json::to_vec(&PayoutRow::from(p).cloudevent(&p.cause_time, "erp/x")).unwrap();
             let mut direct = Vec::new();
-            write_payout_cloudevent(p, &mut direct).unwrap();
+            write_payout_cloudevent(p, "erp/x", &mut direct).unwrap();
             assert_eq!(
                 String::from_utf8_lossy(&direct),
                 String::from_utf8_lossy(&expected)
             );
         }
+        // The time is the cause's, in UTC with `Z`; the source is the one given.
+        let mut odd_event = Vec::new();
+        write_payout_cloudevent(&payouts[payouts.len() - 1], "erp/x", &mut odd_event).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&odd_event).unwrap();
+        assert_eq!(v["time"], "2025-12-31T23:00:00.500Z");
+        assert_eq!(v["source"], "erp/x");
     }
 
     /// The direct writers give the bytes `write_jcs` gives for the rows' JSON values, on

@@ -156,6 +156,20 @@ pub fn format_exact(value: Decimal) -> String {
     value.normalize().to_string()
 }
 
+/// An RFC 3339 time (as intake accepts it: `T`/`Z` in either case, any offset, any
+/// number of fraction digits) written in UTC with `Z` and as few fraction digits as
+/// say it exactly (0, 3, 6 or 9): `2026-01-01t13:11:00.5+01:00` →
+/// `2026-01-01T12:11:00.500Z`. `None` if it does not parse.
+pub fn normalize_time_utc(time: &str) -> Option<String> {
+    let upper = time.to_ascii_uppercase();
+    let parsed = chrono::DateTime::parse_from_rfc3339(&upper).ok()?;
+    Some(
+        parsed
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    )
+}
+
 /// Parses `YYYY-MM-DD` (years 0001–9999, a real calendar day).
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
     let b = s.as_bytes();
@@ -417,6 +431,35 @@ pub mod bin_decimal {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn times_are_normalized_to_utc_with_z() {
+        for (written, utc) in [
+            ("2026-01-01t13:11:00.5z", "2026-01-01T13:11:00.500Z"),
+            ("2026-03-31T23:30:00-02:00", "2026-04-01T01:30:00Z"),
+            ("2026-01-01T00:30:00+01:00", "2025-12-31T23:30:00Z"),
+            (
+                "2026-05-05T10:00:00.123456789+00:00",
+                "2026-05-05T10:00:00.123456789Z",
+            ),
+            ("2026-05-05T10:00:00.1234Z", "2026-05-05T10:00:00.123400Z"),
+            ("2026-12-31T23:59:60Z", "2026-12-31T23:59:60Z"),
+        ] {
+            assert_eq!(
+                normalize_time_utc(written).as_deref(),
+                Some(utc),
+                "{written}"
+            );
+        }
+        assert_eq!(normalize_time_utc("2026-13-01T00:00:00Z"), None);
+        // Every time intake accepts normalizes.
+        for line in crate::gen::Generator::new(crate::gen::GenConfig::new(4, 2000)) {
+            if let Ok(e) = crate::intake::check_event(line.as_bytes()) {
+                assert!(normalize_time_utc(&e.time).is_some(), "{}", e.time);
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -150,7 +150,7 @@ fn payout_events_validate() {
     let doc = replay.document();
     assert!(!doc.payouts.is_empty());
     for p in &doc.payouts {
-        let event = PayoutRow::cloudevent(p, "2026-03-01T10:00:00Z");
+        let event = PayoutRow::cloudevent(p, "2026-03-01T10:00:00Z", "incentive-ledger");
         let errors: Vec<String> = v.iter_errors(&event).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{event}: {errors:?}");
     }

@@ -102,6 +102,8 @@ pub struct PayoutsConfig {
     pub stream: String,
     /// Payouts go to `<subject_prefix>.<kind>`.
     pub subject_prefix: String,
+    /// The `source` attribute of the `payout.issued` CloudEvents (read by the service).
+    pub source: String,
     pub replicas: usize,
     /// JetStream de-duplication window for `Nats-Msg-Id`.
     pub duplicate_window_secs: u64,
@@ -170,6 +172,7 @@ impl Default for PayoutsConfig {
         PayoutsConfig {
             stream: "INCENTIVE_PAYOUTS".into(),
             subject_prefix: "incentive.payouts".into(),
+            source: "incentive-ledger".into(),
             replicas: 1,
             duplicate_window_secs: 120,
             publish_window: 512,

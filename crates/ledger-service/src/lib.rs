@@ -56,6 +56,8 @@ pub struct ServiceConfig {
     pub checkpoint_every: u64,
     /// Payouts are published on `<payout_subject_prefix>.<kind>`.
     pub payout_subject_prefix: String,
+    /// The `source` of the `payout.issued` events.
+    pub payout_source: String,
     /// Payouts in flight (published, not yet acknowledged) at most.
     pub publish_window: usize,
     /// Longest wait for any one payout send or acknowledgement.
@@ -73,6 +75,7 @@ impl Default for ServiceConfig {
             data_dir: PathBuf::from("data"),
             checkpoint_every: 100_000,
             payout_subject_prefix: "incentive.payouts".into(),
+            payout_source: ledger_core::document::PAYOUT_SOURCE.into(),
             publish_window: 512,
             publish_timeout: Duration::from_secs(10),
             outbox_stall_after: Duration::from_secs(60),
@@ -129,8 +132,12 @@ impl Service {
     /// call it from a blocking thread or `block_in_place`.
     pub fn open(config: ServiceConfig) -> Result<(Service, Handle), ServiceError> {
         let log = Log::open(&config.data_dir)?;
-        let outbox = Outbox::new(log.outbox()?, &config.payout_subject_prefix)
-            .map_err(ServiceError::Outbox)?;
+        let outbox = Outbox::new(
+            log.outbox()?,
+            &config.payout_subject_prefix,
+            &config.payout_source,
+        )
+        .map_err(ServiceError::Outbox)?;
         let (rebuilt, stores) =
             history::rebuild_archived(&log, config.lookups_in_memory.max(1), &mut |_| {})?;
         let archive = stores

@@ -42,15 +42,18 @@ pub struct OutboxEntry {
 pub struct Outbox {
     store: OutboxStore,
     subject_prefix: String,
+    /// The `source` of the `payout.issued` events.
+    source: String,
     /// Payouts recorded and not yet acknowledged (counted once, then kept up to date).
     backlog: Arc<AtomicUsize>,
 }
 
 impl Outbox {
-    pub fn new(store: OutboxStore, subject_prefix: &str) -> Result<Outbox, LogError> {
+    pub fn new(store: OutboxStore, subject_prefix: &str, source: &str) -> Result<Outbox, LogError> {
         let outbox = Outbox {
             store,
             subject_prefix: subject_prefix.to_string(),
+            source: source.to_string(),
             backlog: Default::default(),
         };
         outbox.recount()?;
@@ -121,7 +124,7 @@ impl Outbox {
     /// `payout.issued` event.
     pub fn entry(&self, p: &Payout, number: u64) -> Result<OutboxEntry, EncodeError> {
         let mut payload = Vec::with_capacity(512);
-        write_payout_cloudevent(p, &mut payload).map_err(|source| EncodeError {
+        write_payout_cloudevent(p, &self.source, &mut payload).map_err(|source| EncodeError {
             payout_id: p.payout_id,
             source,
         })?;
@@ -160,7 +163,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = ledger_log::Log::open(dir.path()).unwrap();
         let n = 2 * ledger_log::outbox::RANGE_PAYOUTS + 5;
-        let outbox = Outbox::new(log.outbox().unwrap(), "incentive.payouts").unwrap();
+        let outbox = Outbox::new(
+            log.outbox().unwrap(),
+            "incentive.payouts",
+            "incentive-ledger",
+        )
+        .unwrap();
         outbox.record(0, 10, 7).unwrap();
         outbox.record(10, n - 10, 30_000).unwrap();
         assert_eq!(outbox.backlog(), n as usize);
@@ -197,14 +205,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = ledger_log::Log::open(dir.path()).unwrap();
         let replay = folded(1);
-        let outbox = Outbox::new(log.outbox().unwrap(), "acme.payouts").unwrap();
+        let outbox = Outbox::new(log.outbox().unwrap(), "acme.payouts", "acme/ledger").unwrap();
         for (i, p) in replay.payouts().iter().take(50).enumerate() {
             let e = outbox.entry(p, i as u64).unwrap();
             assert_eq!(e.number, i as u64);
             assert_eq!(e.subject, format!("acme.payouts.{}", p.kind.as_str()));
             assert_eq!(e.payout_id, p.payout_id.to_string());
             let mut expected = Vec::new();
-            write_payout_cloudevent(p, &mut expected).unwrap();
+            write_payout_cloudevent(p, "acme/ledger", &mut expected).unwrap();
             assert_eq!(e.payload, expected);
         }
     }

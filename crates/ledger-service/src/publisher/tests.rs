@@ -314,7 +314,12 @@ fn service_parts(dir: &std::path::Path) -> (Outbox, Handle, Vec<String>) {
         .collect();
     assert!(payouts.len() > 1000, "{} payouts", payouts.len());
     let log = ledger_log::Log::open(dir).unwrap();
-    let outbox = Outbox::new(log.outbox().unwrap(), "incentive.payouts").unwrap();
+    let outbox = Outbox::new(
+        log.outbox().unwrap(),
+        "incentive.payouts",
+        "incentive-ledger",
+    )
+    .unwrap();
     let mut at = 0u64;
     for step in [1usize, 7, 300, 5000, usize::MAX] {
         let n = step.min(payouts.len() - at as usize) as u64;

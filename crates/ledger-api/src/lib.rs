@@ -219,6 +219,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/health/ready", get(routes::ready))
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                message: format!("{} is not a method of {}", req.method(), req.uri().path()),
+            }
+        })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             position_header,

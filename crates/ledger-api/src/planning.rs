@@ -3,6 +3,7 @@
 //! itself, finance and admin). Simulations and past reports fold the data directory in
 //! the background, one at a time: a second answers 429 with `Retry-After`.
 
+use crate::routes::query;
 use crate::{ApiError, ApiResult, ApiState, Role};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -30,12 +31,6 @@ pub(crate) enum Format {
     Json,
     Csv,
     Table,
-}
-
-/// The query, or a JSON 400 that names what was wrong (an unknown parameter too).
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 fn text(content_type: &'static str, body: String) -> Response {

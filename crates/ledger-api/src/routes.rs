@@ -4,6 +4,7 @@
 
 use crate::views::{Program, StatementBody};
 use crate::{ApiError, ApiResult, ApiState, Role};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,14 @@ fn staff_only(role: &Role) -> Result<(), ApiError> {
         Role::Admin | Role::Finance => Ok(()),
         Role::Partner(_) => Err(ApiError::forbidden()),
     }
+}
+
+/// The query parameters, or a JSON 400 naming what was wrong: a value of the wrong
+/// type, or a parameter the route does not take (a mistyped filter must not widen the
+/// answer).
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 /// Runs a query that may read the whole state on a blocking thread.
@@ -60,7 +69,11 @@ async fn at(state: &ApiState, as_of_seq: Option<u64>) -> Result<Handle, ApiError
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct LeaderboardQuery {
+    /// Read-your-writes (the middleware's).
+    #[allow(dead_code)]
+    min_position: Option<u64>,
     period: Option<String>,
 }
 
@@ -69,8 +82,9 @@ pub(crate) async fn leaderboard(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
     Path(id): Path<String>,
-    Query(q): Query<LeaderboardQuery>,
+    q: Result<Query<LeaderboardQuery>, QueryRejection>,
 ) -> ApiResult {
+    let q = query(q)?;
     staff_only(&role)?;
     let Some(period) = q.period else {
         return Err(ApiError::bad_request(
@@ -303,7 +317,11 @@ pub(crate) async fn status(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct BalanceFilter {
+    /// Read-your-writes (the middleware's).
+    #[allow(dead_code)]
+    min_position: Option<u64>,
     program: Option<String>,
     period: Option<String>,
     kind: Option<String>,
@@ -314,8 +332,9 @@ pub(crate) async fn balances(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
     Path(partner): Path<String>,
-    Query(filter): Query<BalanceFilter>,
+    filter: Result<Query<BalanceFilter>, QueryRejection>,
 ) -> ApiResult {
+    let filter = query(filter)?;
     if !role.sees(&partner) {
         return Err(ApiError::not_found(format!("no partner {partner}")));
     }
@@ -338,7 +357,11 @@ pub(crate) async fn balances(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct StatementQuery {
+    /// Read-your-writes (the middleware's).
+    #[allow(dead_code)]
+    min_position: Option<u64>,
     program: Option<String>,
     period: Option<String>,
     as_of_seq: Option<u64>,
@@ -350,8 +373,9 @@ pub(crate) async fn statement(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
     Path(partner): Path<String>,
-    Query(q): Query<StatementQuery>,
+    q: Result<Query<StatementQuery>, QueryRejection>,
 ) -> ApiResult {
+    let q = query(q)?;
     if !role.sees(&partner) {
         return Err(ApiError::not_found(format!("no partner {partner}")));
     }
@@ -389,7 +413,11 @@ pub(crate) async fn claim(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Page {
+    /// Read-your-writes (the middleware's).
+    #[allow(dead_code)]
+    min_position: Option<u64>,
     partner: Option<String>,
     program: Option<String>,
     /// Cursor: the `next` of the previous page.
@@ -398,6 +426,29 @@ pub(crate) struct Page {
 }
 
 const MAX_LIMIT: usize = 1000;
+
+/// A page size: 100 by default, 1 to [`MAX_LIMIT`] when given (refused, not clamped).
+fn limit(given: Option<usize>) -> Result<usize, ApiError> {
+    match given {
+        None => Ok(100),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {n}"
+        ))),
+    }
+}
+
+/// A page of refusals: no filters (`rejected` lists every refusal in order).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RejectedPage {
+    /// Read-your-writes (the middleware's).
+    #[allow(dead_code)]
+    min_position: Option<u64>,
+    /// Cursor: the `next` of the previous page.
+    after: Option<String>,
+    limit: Option<usize>,
+}
 
 fn cursor(after: &Option<String>) -> Result<usize, ApiError> {
     match after {
@@ -413,8 +464,9 @@ fn cursor(after: &Option<String>) -> Result<usize, ApiError> {
 pub(crate) async fn payouts(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
-    Query(page): Query<Page>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult {
+    let page = query(page)?;
     let partner = match (&role, &page.partner) {
         (Role::Partner(own), Some(p)) if p != own => {
             return Err(ApiError::not_found(format!("no partner {p}")))
@@ -423,7 +475,7 @@ pub(crate) async fn payouts(
         (_, p) => p.clone(),
     };
     let start = cursor(&page.after)?;
-    let limit = page.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    let limit = limit(page.limit)?;
     let filter = PayoutFilter {
         partner,
         program: page.program,
@@ -442,11 +494,12 @@ pub(crate) async fn payouts(
 pub(crate) async fn rejected(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
-    Query(page): Query<Page>,
+    page: Result<Query<RejectedPage>, QueryRejection>,
 ) -> ApiResult {
     staff_only(&role)?;
+    let page = query(page)?;
     let start = cursor(&page.after)?;
-    let limit = page.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    let limit = limit(page.limit)?;
     let handle = state.handle.clone();
     let found = blocking(move || handle.rejections(start, limit))
         .await?

@@ -510,3 +510,61 @@ async fn programs_are_written_in_the_words_of_program_published() {
         assert!(!text.contains(rust), "{rust} leaked into {text}");
     }
 }
+
+/// Every refusal is JSON with a code and a message: a value of the wrong type, a
+/// parameter the route does not take (a mistyped filter must not widen the answer),
+/// a limit out of range (refused, not clamped), a method the route does not have.
+#[tokio::test]
+async fn bad_requests_are_refused_in_json() {
+    for (path, says) in [
+        ("/v1/payouts?limit=abc", "limit"),
+        ("/v1/payouts?partnr=P-1", "partnr"),
+        ("/v1/payouts?limit=0", "between 1 and 1000"),
+        ("/v1/payouts?limit=5000", "between 1 and 1000"),
+        ("/v1/rejected?partner=P-1", "partner"),
+        ("/v1/partners/P-1/balances?progam=X", "progam"),
+        (
+            "/v1/partners/P-1/statement?program=MDF-2026&period=2026-Q1&as_of=3",
+            "as_of",
+        ),
+        (
+            "/v1/programs/MDF-2026/leaderboard?period=2026-Q1&top=3",
+            "top",
+        ),
+    ] {
+        let (s, body, _) = get(path, Some("t-admin")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["code"], "bad_request", "{path}");
+        assert!(
+            body["message"].as_str().unwrap().contains(says),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(
+        get("/v1/payouts?limit=1000", Some("t-admin")).await.0,
+        StatusCode::OK
+    );
+    let resp = router(state())
+        .oneshot(
+            Request::builder()
+                .method("DELETE")
+                .uri("/v1/status")
+                .header("authorization", "Bearer t-admin")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = resp
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "method_not_allowed", "{body}");
+    assert!(
+        allow.as_deref().is_some_and(|a| a.contains("GET")),
+        "{allow:?}"
+    );
+}

@@ -346,7 +346,7 @@ pub fn publish_events(
     let config = nats.config()?;
     let count = inputs.len();
     let summary = runtime()?.block_on(async {
-        let client = ledger_nats::connect(&config.nats()).await?;
+        let client = ledger_nats::connect_now(&config.nats()).await?;
         let js = async_nats::jetstream::new(client.clone());
         ledger_nats::ensure_inbound_stream(&js, &config.nats()).await?;
         let s = ledger_nats::publish::publish_all(&js, prefix, inputs, window)
@@ -387,7 +387,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
         subject = format!("{subject}.{replica}");
     }
     let reply = runtime()?.block_on(async {
-        let client = ledger_nats::connect(&config.nats()).await?;
+        let client = ledger_nats::connect_now(&config.nats()).await?;
         let reply = tokio::time::timeout(
             Duration::from_secs(args.timeout),
             client.request(subject.clone(), "".into()),
@@ -424,7 +424,7 @@ pub fn payouts(args: PayoutsArgs) -> Result<()> {
         .clone()
         .unwrap_or(config.payouts.stream.clone());
     let lines = runtime()?.block_on(async {
-        let client = ledger_nats::connect(&config.nats()).await?;
+        let client = ledger_nats::connect_now(&config.nats()).await?;
         let js = async_nats::jetstream::new(client);
         let stream = js
             .get_stream(&name)

@@ -611,3 +611,122 @@ fn the_http_api_answers_from_the_live_projection() {
     assert_eq!(v["digest"], doc["digest"]);
     service.terminate();
 }
+
+/// The tools say in one line, within seconds, why they cannot reach NATS: nothing
+/// answering, credentials refused, no JetStream.
+#[test]
+fn nats_problems_are_named_at_once() {
+    let events = root().join("replay-fixtures/adjustments/events.ndjson");
+    let publish = |url: &str, extra: &[&str]| {
+        let started = Instant::now();
+        let out = bin()
+            .args(["publish", "--nats-url", url])
+            .args(extra)
+            .arg("--events")
+            .arg(&events)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let nobody = format!("nats://127.0.0.1:{}", free_port());
+    let err = publish(&nobody, &[]);
+    assert!(err.contains("nothing answers there"), "{err}");
+    for command in ["status", "payouts"] {
+        let out = bin()
+            .args([command, "--nats-url", &nobody])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("nothing answers there"),
+            "{command}: {err}"
+        );
+    }
+    // A server that wants a password, and another without JetStream.
+    let port = free_port();
+    let _auth = nats_server(&[
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "--user",
+        "ledger",
+        "--pass",
+        "right",
+    ]);
+    let url = format!("nats://127.0.0.1:{port}");
+    wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let err = publish(&url, &["--nats-user", "ledger", "--nats-password", "wrong"]);
+    assert!(err.contains("authorization violation"), "{err}");
+    let err = publish(&url, &["--nats-user", "ledger", "--nats-password", "right"]);
+    assert!(err.contains("has no JetStream"), "{err}");
+}
+
+/// `GET path` on a local port: the status code and the body.
+fn http_answer(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// A service started before NATS is not ready, and says why, until it connects.
+#[test]
+fn the_service_is_not_ready_while_nats_is_unreachable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let http = free_port();
+    let log = tmp.path().join("serve.log");
+    let mut serve = Service {
+        child: Some(
+            bin()
+                .args([
+                    "serve",
+                    "--nats-url",
+                    &format!("nats://127.0.0.1:{nats_port}"),
+                ])
+                .arg("--data-dir")
+                .arg(tmp.path().join("data"))
+                .args(["--http-addr", &format!("127.0.0.1:{http}")])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .dies_with_the_test()
+                .spawn()
+                .unwrap(),
+        ),
+    };
+    let mut answer = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            answer = http_answer(http, "/health/ready");
+            answer.is_some()
+        }),
+        "no HTTP answer: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, body) = answer.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not connected to NATS"), "{body}");
+    let _nats = Nats::start_on(&tmp.path().join("js"), nats_port);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            http_answer(http, "/health/ready").is_some_and(|(c, _)| c == 200)
+        }),
+        "never ready: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    serve.kill();
+}

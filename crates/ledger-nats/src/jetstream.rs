@@ -16,12 +16,108 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 /// Connects with the configured authentication and TLS.
+/// How long a tool waits for its first connection before it says why it has none.
+const TOOL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a failed first connection means, in the words an operator acts on.
+pub(crate) fn connect_hint(e: &async_nats::ConnectError) -> String {
+    use async_nats::ConnectErrorKind as K;
+    match e.kind() {
+        K::Io => "nothing answers there (connection refused or unreachable): is nats-server running, and is the URL right?".into(),
+        K::AuthorizationViolation => "the server refused these credentials (authorization violation): check the user and password, token, nkey seed or creds file".into(),
+        K::Authentication => "the credentials could not be used to sign the server's nonce: check the nkey seed or creds file".into(),
+        K::TimedOut => format!("no answer within {} s", TOOL_CONNECT_TIMEOUT.as_secs()),
+        K::Tls => "the TLS handshake failed: check the CA, the client certificate and whether the server expects TLS".into(),
+        K::Dns => "the host name does not resolve".into(),
+        K::ServerParse => "the URL is not a NATS server address (nats://host:port)".into(),
+        K::MaxReconnects => "gave up reconnecting".into(),
+    }
+}
+
+/// Connects for a command-line tool: once, failing within a few seconds with what went
+/// wrong (nothing answering, credentials refused, TLS), rather than retrying in the
+/// background while requests time out.
+pub async fn connect_now(config: &Config) -> Result<async_nats::Client, NatsError> {
+    let options = options(config)
+        .await?
+        .connection_timeout(TOOL_CONNECT_TIMEOUT);
+    finish_connect(config, options).await
+}
+
+/// Connects for the service: it keeps trying in the background (the service may start
+/// before the broker), reporting the broker unreachable on `handle` until it connects,
+/// and again whenever the connection drops, with the server's errors logged as they come.
+pub async fn connect_watched(
+    config: &Config,
+    handle: &ledger_service::Handle,
+) -> Result<async_nats::Client, NatsError> {
+    let urls = config.nats.urls.join(",");
+    handle.transport_fault(Some(format!("not connected to NATS at {urls} yet")));
+    let watcher = handle.clone();
+    let options = options(config)
+        .await?
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let handle = watcher.clone();
+            let urls = urls.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!(%urls, "connected to NATS");
+                        handle.transport_fault(None);
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(%urls, "the NATS connection is lost; reconnecting");
+                        handle.transport_fault(Some(format!(
+                            "the connection to NATS at {urls} is lost; reconnecting"
+                        )));
+                    }
+                    async_nats::Event::ServerError(e) => {
+                        tracing::error!(%urls, "the NATS server reports: {e}");
+                        if matches!(e, async_nats::ServerError::AuthorizationViolation) {
+                            handle.transport_fault(Some(format!(
+                                "NATS at {urls} refuses these credentials (authorization violation)"
+                            )));
+                        }
+                    }
+                    other => tracing::info!(%urls, "NATS: {other}"),
+                }
+            }
+        });
+    finish_connect(config, options).await
+}
+
+/// Connects as the service did before it reported its connection: retrying in the
+/// background (for callers without a handle).
 pub async fn connect(config: &Config) -> Result<async_nats::Client, NatsError> {
-    let n = &config.nats;
-    let mut options = async_nats::ConnectOptions::new()
-        .name(&n.name)
+    let options = options(config)
+        .await?
         .retry_on_initial_connect()
         .max_reconnects(None);
+    finish_connect(config, options).await
+}
+
+async fn finish_connect(
+    config: &Config,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, NatsError> {
+    let n = &config.nats;
+    // A list, one URL each (the client does not split a comma-separated string): it
+    // connects to one and fails over to the others.
+    options
+        .connect(n.urls.as_slice())
+        .await
+        .map_err(|cause| NatsError::Connect {
+            urls: n.urls.join(","),
+            cause,
+        })
+}
+
+/// The options every connection shares: name, credentials, TLS.
+async fn options(config: &Config) -> Result<async_nats::ConnectOptions, NatsError> {
+    let n = &config.nats;
+    let mut options = async_nats::ConnectOptions::new().name(&n.name);
     if let (Some(user), Some(password)) = (&n.user, &n.password) {
         options = options.user_and_password(user.clone(), password.clone());
     }
@@ -50,23 +146,23 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, NatsError> {
     if n.tls_required {
         options = options.require_tls(true);
     }
-    // A list, one URL each (the client does not split a comma-separated string): it
-    // connects to one and fails over to the others.
-    options
-        .connect(n.urls.as_slice())
-        .await
-        .map_err(|source| NatsError::Connect {
-            urls: n.urls.join(","),
-            source,
-        })
+    Ok(options)
 }
 
 pub(crate) fn js_err<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
 ) -> impl Fn(E) -> NatsError {
-    move |e| NatsError::JetStream {
-        what,
-        source: Box::new(e),
+    move |e| {
+        // A JetStream API request nobody answers: the server runs without JetStream.
+        let text = e.to_string();
+        let source: Box<dyn std::error::Error + Send + Sync> = if text.contains("no responders")
+            || text.contains("jetstream unavailable")
+        {
+            format!("{text}: the NATS server has no JetStream — start nats-server with -js (or `jetstream {{}}` in its configuration)").into()
+        } else {
+            Box::new(e)
+        };
+        NatsError::JetStream { what, source }
     }
 }
 
@@ -504,7 +600,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Status, NatsError> {
     let replica = crate::lease::replica_id(&config.replication, service.data_dir())?;
-    let client = connect(config).await?;
+    let client = connect_watched(config, &handle).await?;
     let js = jetstream::new(client.clone());
     let kv = setup_retried("the lease bucket", || {
         crate::lease::bucket(&js, &config.replication, config.inbound.replicas)

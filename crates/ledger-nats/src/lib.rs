@@ -18,16 +18,23 @@ pub mod notices;
 pub mod publish;
 
 pub use config::Config;
-pub use jetstream::{connect, ensure_consumer, ensure_inbound_stream, ensure_streams, serve};
+pub use jetstream::{
+    connect, connect_now, connect_watched, ensure_consumer, ensure_inbound_stream, ensure_streams,
+    serve,
+};
 
 /// What went wrong on the NATS side; the variants say what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
-    #[error("cannot connect to NATS at {urls}")]
+    #[error(
+        "cannot connect to NATS at {urls}: {} ({cause})",
+        jetstream::connect_hint(cause)
+    )]
     Connect {
         urls: String,
-        #[source]
-        source: async_nats::ConnectError,
+        /// Not a `#[source]`: its text is in the message once (the client's own chain
+        /// repeats itself).
+        cause: async_nats::ConnectError,
     },
     #[error("cannot read the NATS credentials file {path}")]
     Credentials {

@@ -252,6 +252,16 @@ impl Handle {
         &self.inner.leadership
     }
 
+    /// Reports the message broker unreachable (`Some(why)`) or reachable again (`None`):
+    /// `/health/ready` and `status` say so while it lasts.
+    pub fn transport_fault(&self, why: Option<String>) {
+        let mut h = self.health();
+        match why {
+            Some(message) => h.set_fault(crate::health::FaultSource::Transport, message),
+            None => h.clear_fault(crate::health::FaultSource::Transport),
+        }
+    }
+
     /// The data directory's log, where the handle has one (past states, simulations).
     pub(crate) fn log_reader(&self) -> Option<&LogReader> {
         self.inner.log.as_ref()

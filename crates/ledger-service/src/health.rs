@@ -19,6 +19,8 @@ pub enum FaultSource {
     /// The history archive cannot be written: the fold holds its history in memory
     /// and writes it at the next step.
     History,
+    /// The message broker cannot be reached: nothing comes in, nothing goes out.
+    Transport,
 }
 
 impl FaultSource {
@@ -28,6 +30,7 @@ impl FaultSource {
             FaultSource::Log => "log",
             FaultSource::Publish => "publish",
             FaultSource::History => "history",
+            FaultSource::Transport => "nats",
         }
     }
 }
@@ -67,7 +70,9 @@ impl Health {
         let cause = |s: FaultSource| match s {
             FaultSource::Log => 0,
             FaultSource::History => 1,
-            FaultSource::Publish => 2,
+            // An unreachable broker is why publishing stops.
+            FaultSource::Transport => 2,
+            FaultSource::Publish => 3,
         };
         if self
             .fault

@@ -96,9 +96,14 @@ pub struct Nats {
 
 impl Nats {
     pub fn start(store: &Path) -> Nats {
+        Nats::start_on(store, free_port())
+    }
+
+    /// A JetStream server on `port` (one a service was told of before it started).
+    pub fn start_on(store: &Path, port: u16) -> Nats {
         let mut n = Nats {
             child: None,
-            port: free_port(),
+            port,
             store: store.to_path_buf(),
         };
         n.restart();

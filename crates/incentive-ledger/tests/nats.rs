@@ -650,7 +650,7 @@ fn nats_problems_are_named_at_once() {
     }
     // A server that wants a password, and another without JetStream.
     let port = free_port();
-    let _auth = nats_server(&[
+    let _auth = Reaped(nats_server(&[
         "-a",
         "127.0.0.1",
         "-p",
@@ -659,7 +659,7 @@ fn nats_problems_are_named_at_once() {
         "ledger",
         "--pass",
         "right",
-    ]);
+    ]));
     let url = format!("nats://127.0.0.1:{port}");
     wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

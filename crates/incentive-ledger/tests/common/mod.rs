@@ -75,6 +75,16 @@ pub fn nats_server(args: &[&str]) -> Child {
         .expect("nats-server starts")
 }
 
+/// A child process killed and reaped when the guard goes (a test's helper server).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Where the NATS clients of a test connect: one server or a cluster.
 pub trait Endpoint {
     /// The client URL(s), comma-separated.

@@ -326,19 +326,13 @@ pub struct ExportArgs {
 pub fn export(args: ExportArgs) -> Result<()> {
     let log = open(&args.data_dir)?;
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    for record in log.records_from(1) {
-        let r = record?;
-        if args.with_chain {
-            let hash = ledger_core::hex(&r.hash);
-            write!(out, "{{\"seq\":{},\"hash\":\"{hash}\",\"event\":", r.seq)?;
-            out.write_all(&r.raw)?;
-            out.write_all(b"}\n")?;
-        } else {
-            out.write_all(&r.raw)?;
-            out.write_all(b"\n")?;
-        }
-    }
+    let mut out = stdout.lock();
+    let mut written = Ok(());
+    log.export(1, u64::MAX, args.with_chain, &mut |bytes| {
+        written = out.write_all(bytes);
+        written.is_ok()
+    })?;
+    written?;
     out.flush()?;
     Ok(())
 }

@@ -184,6 +184,7 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
         "/v1/simulations",
         &[200, 400, 401, 403, 422, 429, 503],
     ),
+    ("get", "/v1/export", &[200, 400, 401, 403, 503]),
 ];
 
 /// The HTTP router over `state`.
@@ -205,6 +206,7 @@ pub fn router(state: ApiState) -> Router {
             get(planning::opportunities),
         )
         .route("/v1/simulations", post(planning::simulate))
+        .route("/v1/export", get(routes::export))
         .route("/metrics", get(routes::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -508,6 +508,78 @@ pub(crate) async fn rejected(
     Ok(Json(json!({ "items": items, "next": found.next.map(|n| n.to_string()) })).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExportQuery {
+    /// Read-your-writes (the middleware's).
+    #[allow(dead_code)]
+    min_position: Option<u64>,
+    /// Wrap each event as `{"seq":N,"hash":"…","event":…}` (as `export --with-chain`).
+    #[serde(default)]
+    with_chain: bool,
+}
+
+/// `GET /v1/export`: the log as NDJSON, byte-identical to `incentive-ledger export`,
+/// through the last position stored when the request came (`X-Ledger-Export-Through`):
+/// what finance reads while the service holds the directory. Streamed from a thread
+/// of its own, a bounded number of chunks ahead of the client.
+pub(crate) async fn export(
+    State(state): State<ApiState>,
+    axum::Extension(role): axum::Extension<Role>,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> ApiResult {
+    staff_only(&role)?;
+    let q = query(q)?;
+    let handle = state.handle.clone();
+    let through = blocking(move || handle.stored_position())
+        .await?
+        .map_err(|e| match e {
+            HistoricError::NoDataDirectory => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "no_data_directory",
+                message: e.to_string(),
+            },
+            other => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "log_unavailable",
+                message: ledger_service::error_chain(&other),
+            },
+        })?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    let handle = state.handle.clone();
+    std::thread::Builder::new()
+        .name("export".into())
+        .spawn(move || {
+            let done = handle.export(through, q.with_chain, &mut |chunk| {
+                tx.blocking_send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+                    .is_ok()
+            });
+            if let Err(e) = done {
+                // The client sees the body end early, with an error.
+                let _ =
+                    tx.blocking_send(Err(std::io::Error::other(ledger_service::error_chain(&e))));
+            }
+        })
+        .map_err(|e| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "query_failed",
+            message: format!("the export could not start: {e}"),
+        })?;
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&through.to_string()) {
+        headers.insert("x-ledger-export-through", v);
+    }
+    Ok(response)
+}
+
 pub(crate) async fn programs(State(state): State<ApiState>) -> ApiResult {
     let items: Vec<Program> = state
         .handle

@@ -320,3 +320,51 @@ async fn metrics_expose_budget_utilization() {
     assert!(text.contains("ledger_program_budget_committed{program=\"REB-B\"} 600"));
     assert!(text.contains("ledger_program_budget_utilization{program=\"REB-B\"} 0.0075"));
 }
+
+/// `GET /v1/export` is the log byte for byte, as `export` prints it, while the service
+/// holds the directory; staff only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_exported_through_the_service() {
+    let (st, _dir) = state_over("rebate_retroactive_tiers");
+    let req = |path: &str, token: &str| {
+        Request::builder()
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let resp = router(st.clone())
+        .oneshot(req("/v1/export", "t-finance"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    assert_eq!(resp.headers()["x-ledger-export-through"], "16");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../replay-fixtures/rebate_retroactive_tiers/events.ndjson");
+    let expected: String = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&body), expected);
+    let resp = router(st.clone())
+        .oneshot(req("/v1/export?with_chain=true", "t-admin"))
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let lines: Vec<serde_json::Value> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 16);
+    assert_eq!(lines[15]["seq"], 16);
+    assert_eq!(lines[0]["hash"].as_str().map(str::len), Some(64));
+    let resp = router(st)
+        .oneshot(req("/v1/export", "t-p100"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}

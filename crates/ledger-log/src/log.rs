@@ -717,6 +717,49 @@ impl LogReader {
         }
     }
 
+    /// Writes the records `from ..= to` as `export` prints them: each event's bytes as
+    /// they were accepted, one a line — or, `with_chain`, wrapped as
+    /// `{"seq":N,"hash":"…","event":<the bytes>}` for an external audit of the chain.
+    /// `out` is called with a buffer of whole lines at a time and may stop the export
+    /// by returning false.
+    pub fn export(
+        &self,
+        from: u64,
+        to: u64,
+        with_chain: bool,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), LogError> {
+        let mut buf = Vec::with_capacity(1 << 16);
+        for record in self.records_from(from) {
+            let r = record?;
+            if r.seq > to {
+                break;
+            }
+            if with_chain {
+                buf.extend_from_slice(b"{\"seq\":");
+                buf.extend_from_slice(r.seq.to_string().as_bytes());
+                buf.extend_from_slice(b",\"hash\":\"");
+                buf.extend_from_slice(ledger_core::hex(&r.hash).as_bytes());
+                buf.extend_from_slice(b"\",\"event\":");
+                buf.extend_from_slice(&r.raw);
+                buf.extend_from_slice(b"}\n");
+            } else {
+                buf.extend_from_slice(&r.raw);
+                buf.push(b'\n');
+            }
+            if buf.len() >= 1 << 16 {
+                if !out(&buf) {
+                    return Ok(());
+                }
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            out(&buf);
+        }
+        Ok(())
+    }
+
     /// Every record with `seq ≥ from`, in order, segment by segment.
     pub fn records_from(&self, from: u64) -> impl Iterator<Item = Result<Record, LogError>> + '_ {
         self.segments_from(from).flat_map(move |segment| {

@@ -252,6 +252,27 @@ impl Handle {
         &self.inner.leadership
     }
 
+    /// The last log position stored on disk (with the inputs around it): what an export
+    /// started now can include in full.
+    pub fn stored_position(&self) -> Result<u64, HistoricError> {
+        let log = self.log_reader().ok_or(HistoricError::NoDataDirectory)?;
+        Ok(log.stored_head()?.last_seq)
+    }
+
+    /// The log's records `1 ..= through` as `incentive-ledger export` prints them
+    /// (byte-identical), handed to `out` a buffer of whole lines at a time; `out`
+    /// returning false stops it. Reads the data directory, never the projection: call
+    /// it from a blocking thread.
+    pub fn export(
+        &self,
+        through: u64,
+        with_chain: bool,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), HistoricError> {
+        let log = self.log_reader().ok_or(HistoricError::NoDataDirectory)?;
+        Ok(log.export(1, through, with_chain, out)?)
+    }
+
     /// Reports the message broker unreachable (`Some(why)`) or reachable again (`None`):
     /// `/health/ready` and `status` say so while it lasts.
     pub fn transport_fault(&self, why: Option<String>) {

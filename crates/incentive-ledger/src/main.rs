@@ -25,7 +25,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "incentive-ledger",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("INCENTIVE_LEDGER_REVISION"), ")"),
     about = "Event-sourced ledger for channel incentive programs",
     long_about = "Event-sourced ledger for channel incentive programs: rebates, MDF/co-op funds, \
 SPIFs, bonuses and training rewards. Balances are a pure function of the event log, so any \

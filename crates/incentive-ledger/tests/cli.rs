@@ -138,3 +138,25 @@ fn generated_streams_replay_and_help_is_there() {
         assert!(text.contains(cmd), "{text}");
     }
 }
+
+/// `--version` names the version and the git revision it was built from.
+#[test]
+fn the_version_names_the_revision() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let revision = text
+        .trim()
+        .strip_prefix(concat!(
+            "incentive-ledger ",
+            env!("CARGO_PKG_VERSION"),
+            " ("
+        ))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text}"));
+    let hex = revision.trim_end_matches("-dirty");
+    assert!(
+        hex == "unknown" || (hex.len() == 12 && hex.chars().all(|c| c.is_ascii_hexdigit())),
+        "{text}"
+    );
+}

@@ -39,6 +39,10 @@ pub struct NatsArgs {
     /// Refuse to connect without TLS.
     #[arg(long, env = "INCENTIVE_LEDGER_NATS_TLS_REQUIRED")]
     pub nats_tls_required: bool,
+    /// Prefix of this connection's reply subjects, e.g. `_INBOX_payments` for the
+    /// `payments` user of deploy/nats-accounts.conf (default `_INBOX`).
+    #[arg(long, env = "INCENTIVE_LEDGER_NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
     /// A TOML configuration file (see deploy/incentive-ledger.toml).
     #[arg(long, env = "INCENTIVE_LEDGER_CONFIG")]
     pub config: Option<PathBuf>,
@@ -70,6 +74,7 @@ impl NatsArgs {
         set(&mut n.tls_cert, &self.nats_tls_cert);
         set(&mut n.tls_key, &self.nats_tls_key);
         n.tls_required |= self.nats_tls_required;
+        set(&mut n.inbox_prefix, &self.nats_inbox_prefix);
         if n.user.is_some() != n.password.is_some() {
             bail!("--nats-user and --nats-password go together");
         }

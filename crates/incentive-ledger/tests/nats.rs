@@ -446,6 +446,8 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
                     "ledger",
                     "--nats-password",
                     "change-me-ledger",
+                    "--nats-inbox-prefix",
+                    "_INBOX_ledger",
                     "--nats-url",
                 ])
                 .arg(&url)
@@ -465,6 +467,8 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
                 "producer",
                 "--nats-password",
                 "change-me-producer",
+                "--nats-inbox-prefix",
+                "_INBOX_producer",
                 "--nats-url",
             ])
             .arg(&url)
@@ -501,6 +505,8 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
                 "payments",
                 "--nats-password",
                 "change-me-payments",
+                "--nats-inbox-prefix",
+                "_INBOX_payments",
                 "--nats-url",
             ])
             .arg(&url)
@@ -525,6 +531,81 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
         !forged.status.success(),
         "a producer published on incentive.payouts"
     );
+    // The payments user reads payouts, but cannot open a consumer on the inbound stream
+    // (every partner's sales), touch the ledger's consumer, or read others' replies.
+    let out = bin()
+        .args([
+            "payouts",
+            "--nats-user",
+            "payments",
+            "--nats-password",
+            "change-me-payments",
+            "--nats-inbox-prefix",
+            "_INBOX_payments",
+            "--nats-url",
+        ])
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.stdout.is_empty(), "payments read no payouts");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            "payments".into(),
+            "change-me-payments".into(),
+        )
+        .custom_inbox_prefix("_INBOX_payments")
+        .connect(&url)
+        .await
+        .unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        // The same call on its own stream succeeds: what fails below fails for want of
+        // the right.
+        let own = js
+            .create_consumer_on_stream(
+                async_nats::jetstream::consumer::pull::Config::default(),
+                "INCENTIVE_PAYOUTS",
+            )
+            .await;
+        assert!(own.is_ok(), "{:?}", own.err());
+        let inbound = tokio::time::timeout(Duration::from_secs(5), async {
+            js.create_consumer_on_stream(
+                async_nats::jetstream::consumer::pull::Config::default(),
+                "INCENTIVE_EVENTS",
+            )
+            .await
+        })
+        .await;
+        assert!(
+            !matches!(inbound, Ok(Ok(_))),
+            "payments opened a consumer on the inbound stream"
+        );
+        let delete = tokio::time::timeout(Duration::from_secs(5), async {
+            js.delete_consumer_from_stream("incentive-ledger", "INCENTIVE_EVENTS")
+                .await
+        })
+        .await;
+        assert!(
+            !matches!(delete, Ok(Ok(_))),
+            "payments deleted the ledger's consumer"
+        );
+        // Subscribing to another user's replies is refused by the server.
+        let mut foreign = client.subscribe("_INBOX_ledger.>").await.unwrap();
+        client.flush().await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), foreign.next()).await;
+        assert!(
+            !matches!(got, Ok(Some(_))),
+            "payments read the ledger's replies"
+        );
+    });
     service.terminate();
     let _ = server.kill();
     let _ = server.wait();

@@ -72,6 +72,10 @@ pub struct NatsConfig {
     pub tls_required: bool,
     /// Connection name shown by the server.
     pub name: String,
+    /// Prefix of this connection's reply subjects (default `_INBOX`). Give each user its
+    /// own (`_INBOX_<user>`, as `deploy/nats-accounts.conf` expects) so that no user may
+    /// subscribe to another's replies.
+    pub inbox_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -145,6 +149,7 @@ impl Default for NatsConfig {
             tls_key: None,
             tls_required: false,
             name: "incentive-ledger".into(),
+            inbox_prefix: None,
         }
     }
 }

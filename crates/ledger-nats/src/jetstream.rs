@@ -118,6 +118,9 @@ async fn finish_connect(
 async fn options(config: &Config) -> Result<async_nats::ConnectOptions, NatsError> {
     let n = &config.nats;
     let mut options = async_nats::ConnectOptions::new().name(&n.name);
+    if let Some(prefix) = &n.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
     if let (Some(user), Some(password)) = (&n.user, &n.password) {
         options = options.user_and_password(user.clone(), password.clone());
     }

@@ -109,8 +109,20 @@ pub(crate) fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
 
+/// Files this process creates are readable by its user alone (mode 0600, directories
+/// 0700): a ledger's log, checkpoints and history hold every partner's sales and
+/// payouts, and a shared host's other users have no business reading them.
+fn private_files() {
+    #[cfg(unix)]
+    // SAFETY: umask takes and returns a plain mode; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn main() -> ExitCode {
     disable_transparent_huge_pages();
+    private_files();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay_cmd::run(args),

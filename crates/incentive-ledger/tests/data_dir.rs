@@ -537,3 +537,52 @@ fn a_directory_in_use_says_so_in_one_line() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// What `ingest` writes is readable by its user alone: no file or directory of the
+/// data directory grants anything to the group or to others.
+#[test]
+fn data_files_are_private_to_their_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let events = tmp.path().join("events.ndjson");
+    let lines: Vec<String> = Generator::new(GenConfig::new(3, 500)).collect();
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    let out = bin()
+        .arg("ingest")
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--events")
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut seen = 0;
+    let mut stack = vec![dir.clone()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o077,
+            0,
+            "{} is {:o}",
+            path.display(),
+            meta.permissions().mode()
+        );
+        seen += 1;
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(seen > 5, "{seen}");
+}

@@ -138,6 +138,14 @@ mod tests {
         assert_eq!(c.inbound.subjects, vec!["incentive.events.>".to_string()]);
         assert_eq!(c.nats.user.as_deref(), Some("ledger"));
         assert_eq!(c.replication.lease_ttl_ms, 4_000);
+        // Its token entries are each well formed (the environment one names a variable).
+        assert_eq!(c.auth.tokens.len(), 3);
+        assert!(c.auth.tokens[0].resolve().is_ok());
+        assert!(c.auth.tokens[2].resolve().is_ok());
+        assert!(c.auth.tokens[1]
+            .resolve()
+            .unwrap_err()
+            .contains("INCENTIVE_LEDGER_FINANCE_TOKEN"));
     }
 
     /// The cluster sample names every node and asks for three replicas of everything.

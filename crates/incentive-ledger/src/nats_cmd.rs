@@ -240,20 +240,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let config = args.config()?;
-    let tokens: Vec<(String, ledger_api::Role)> = config
+    let tokens: Vec<(ledger_api::TokenDigest, ledger_api::Role)> = config
         .auth
         .tokens
         .iter()
-        .map(|t| {
-            ledger_api::Role::parse(&t.role)
-                .map(|r| (t.token.clone(), r))
-                .with_context(|| {
-                    format!(
-                        "auth token role {:?}: expected admin, finance or partner:<id>",
-                        t.role
-                    )
-                })
-        })
+        .map(|t| t.resolve().map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
     if tokens.is_empty() {
         tracing::warn!("no [[auth.tokens]] configured: the HTTP API answers only /health/*");
@@ -271,7 +262,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             }
         };
         let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = ledger_api::ApiState::new(handle, tokens);
+        let state = ledger_api::ApiState::with_digests(handle, tokens);
         let api = tokio::spawn(ledger_api::serve(listener, state, async move {
             let _ = stop_http_rx.await;
         }));

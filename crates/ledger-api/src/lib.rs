@@ -33,12 +33,99 @@ pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
 }
 
+/// One bearer token and its role. The token is given in exactly one way: as is
+/// (`token`), as the hex SHA-256 of it (`token_sha256`: the configuration then holds no
+/// secret), or read at start from an environment variable (`token_env`) or a file
+/// (`token_file`, its content without surrounding white space).
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    pub token: String,
+    pub token: Option<String>,
+    pub token_sha256: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<std::path::PathBuf>,
     /// `admin`, `finance` or `partner:<partner_id>`.
     pub role: String,
+}
+
+/// The SHA-256 of a bearer token: what the API keeps and compares.
+pub type TokenDigest = [u8; 32];
+
+/// The digest of `token`.
+pub fn token_digest(token: &str) -> TokenDigest {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+impl TokenConfig {
+    /// The token's digest and role, reading the environment or the file it names; an
+    /// error says which entry and what is wrong with it.
+    pub fn resolve(&self) -> Result<(TokenDigest, Role), String> {
+        let role = Role::parse(&self.role).ok_or_else(|| {
+            format!(
+                "auth token role {:?}: expected admin, finance or partner:<id>",
+                self.role
+            )
+        })?;
+        let given = [
+            self.token.is_some(),
+            self.token_sha256.is_some(),
+            self.token_env.is_some(),
+            self.token_file.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(format!(
+                "auth token for role {:?}: give exactly one of token, token_sha256, token_env, token_file",
+                self.role
+            ));
+        }
+        let plain = |t: &str| {
+            let t = t.trim();
+            if t.is_empty() {
+                Err(format!("auth token for role {:?} is empty", self.role))
+            } else {
+                Ok(token_digest(t))
+            }
+        };
+        let digest = if let Some(t) = &self.token {
+            plain(t)?
+        } else if let Some(hex) = &self.token_sha256 {
+            parse_hex_digest(hex).ok_or_else(|| {
+                format!(
+                    "auth token_sha256 for role {:?}: expected 64 hex digits (sha256sum of the token)",
+                    self.role
+                )
+            })?
+        } else if let Some(var) = &self.token_env {
+            let value = std::env::var(var)
+                .map_err(|_| format!("auth token_env {var:?} (role {:?}) is not set", self.role))?;
+            plain(&value)?
+        } else if let Some(path) = &self.token_file {
+            let value = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "auth token_file {} (role {:?}): {e}",
+                    path.display(),
+                    self.role
+                )
+            })?;
+            plain(&value)?
+        } else {
+            unreachable!("exactly one way was given");
+        };
+        Ok((digest, role))
+    }
+}
+
+fn parse_hex_digest(hex: &str) -> Option<TokenDigest> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Who a token speaks for.
@@ -74,8 +161,8 @@ impl Role {
 pub struct ApiState {
     /// The projection's queries (and, when it has a data directory, `?as_of_seq=`).
     pub handle: Handle,
-    /// token → role
-    pub tokens: Arc<Vec<(String, Role)>>,
+    /// SHA-256 of each token → role (no token is kept in the clear).
+    pub tokens: Arc<Vec<(TokenDigest, Role)>>,
     /// Request latency per route pattern.
     pub http_latency: Arc<
         std::sync::Mutex<std::collections::BTreeMap<String, ledger_service::histogram::Histogram>>,
@@ -83,7 +170,19 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// With tokens in the clear (tests, tools): they are hashed here.
     pub fn new(handle: Handle, tokens: Vec<(String, Role)>) -> ApiState {
+        ApiState::with_digests(
+            handle,
+            tokens
+                .into_iter()
+                .map(|(t, r)| (token_digest(&t), r))
+                .collect(),
+        )
+    }
+
+    /// With the tokens' SHA-256 digests ([`TokenConfig::resolve`]).
+    pub fn with_digests(handle: Handle, tokens: Vec<(TokenDigest, Role)>) -> ApiState {
         ApiState {
             handle,
             tokens: Arc::new(tokens),
@@ -242,11 +341,21 @@ async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Nex
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    // The presented token's digest against every known digest, each compared in full
+    // (no early exit on the first differing byte): the answer's timing says nothing
+    // about how close a guess was.
     let role = token.and_then(|t| {
+        let presented = token_digest(t);
         state
             .tokens
             .iter()
-            .find(|(known, _)| known == t)
+            .find(|(known, _)| {
+                known
+                    .iter()
+                    .zip(presented.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+            })
             .map(|(_, r)| r.clone())
     });
     match role {
@@ -331,4 +440,100 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(role: &str) -> TokenConfig {
+        TokenConfig {
+            role: role.into(),
+            ..TokenConfig::default()
+        }
+    }
+
+    /// A token given as is, as its SHA-256, from the environment or from a file resolves
+    /// to the same digest; a bad entry says which and why.
+    #[test]
+    fn tokens_resolve_from_every_source_to_one_digest() {
+        let secret = "s3cret-finance";
+        let expected = token_digest(secret);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        std::env::set_var("LEDGER_API_TEST_TOKEN", secret);
+        let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+        let forms = [
+            TokenConfig {
+                token: Some(secret.into()),
+                ..entry("finance")
+            },
+            TokenConfig {
+                token_sha256: Some(hex.to_uppercase()),
+                ..entry("finance")
+            },
+            TokenConfig {
+                token_env: Some("LEDGER_API_TEST_TOKEN".into()),
+                ..entry("finance")
+            },
+            TokenConfig {
+                token_file: Some(file.clone()),
+                ..entry("finance")
+            },
+        ];
+        for f in &forms {
+            assert_eq!(f.resolve(), Ok((expected, Role::Finance)), "{f:?}");
+        }
+        let bad = [
+            (entry("finance"), "exactly one"),
+            (
+                TokenConfig {
+                    token: Some("a".into()),
+                    token_env: Some("X".into()),
+                    ..entry("admin")
+                },
+                "exactly one",
+            ),
+            (
+                TokenConfig {
+                    token_sha256: Some("abc".into()),
+                    ..entry("admin")
+                },
+                "64 hex digits",
+            ),
+            (
+                TokenConfig {
+                    token_env: Some("LEDGER_API_TEST_UNSET".into()),
+                    ..entry("admin")
+                },
+                "is not set",
+            ),
+            (
+                TokenConfig {
+                    token_file: Some(dir.path().join("nope")),
+                    ..entry("admin")
+                },
+                "token_file",
+            ),
+            (
+                TokenConfig {
+                    token: Some("  ".into()),
+                    ..entry("admin")
+                },
+                "is empty",
+            ),
+            (
+                TokenConfig {
+                    token: Some("t".into()),
+                    ..entry("boss")
+                },
+                "expected admin, finance",
+            ),
+        ];
+        for (f, says) in bad {
+            let e = f.resolve().unwrap_err();
+            assert!(e.contains(says), "{f:?}: {e}");
+        }
+    }
 }

@@ -28,6 +28,28 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
+/// Whether the client asked for CSV (`Accept: text/csv`).
+fn wants_csv(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with("text/csv")))
+}
+
+/// A CSV answer; the next page's cursor, if any, in `X-Next-Cursor`.
+fn csv(body: String, next: Option<String>) -> Response {
+    let mut r = (
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        body,
+    )
+        .into_response();
+    if let Some(v) = next.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+        r.headers_mut().insert("x-next-cursor", v);
+    }
+    r
+}
+
 /// Runs a query that may read the whole state on a blocking thread.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -332,6 +354,7 @@ pub(crate) async fn balances(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
     Path(partner): Path<String>,
+    headers: axum::http::HeaderMap,
     filter: Result<Query<BalanceFilter>, QueryRejection>,
 ) -> ApiResult {
     let filter = query(filter)?;
@@ -352,6 +375,9 @@ pub(crate) async fn balances(
         && filter.kind.is_none()
     {
         return Err(ApiError::not_found(format!("no partner {partner}")));
+    }
+    if wants_csv(&headers) {
+        return Ok(csv(ledger_core::document::to_csv(&rows), None));
     }
     Ok(Json(json!({ "partner_id": partner, "balances": rows })).into_response())
 }
@@ -464,6 +490,7 @@ fn cursor(after: &Option<String>) -> Result<usize, ApiError> {
 pub(crate) async fn payouts(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
+    headers: axum::http::HeaderMap,
     page: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult {
     let page = query(page)?;
@@ -484,6 +511,12 @@ pub(crate) async fn payouts(
     let found = blocking(move || handle.payouts(&filter, start, limit))
         .await?
         .map_err(history_unavailable)?;
+    if wants_csv(&headers) {
+        return Ok(csv(
+            ledger_core::document::to_csv(&found.items),
+            found.next.map(|n| n.to_string()),
+        ));
+    }
     Ok(Json(json!({
         "items": found.items,
         "next": found.next.map(|n| n.to_string()),
@@ -494,6 +527,7 @@ pub(crate) async fn payouts(
 pub(crate) async fn rejected(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
+    headers: axum::http::HeaderMap,
     page: Result<Query<RejectedPage>, QueryRejection>,
 ) -> ApiResult {
     staff_only(&role)?;
@@ -504,6 +538,32 @@ pub(crate) async fn rejected(
     let found = blocking(move || handle.rejections(start, limit))
         .await?
         .map_err(history_unavailable)?;
+    if wants_csv(&headers) {
+        let mut out = String::new();
+        ledger_core::values::push_csv_record(
+            &mut out,
+            ["stage", "code", "message", "line", "source", "id"],
+        );
+        for r in &found.items {
+            let (source, id) = r
+                .identity
+                .as_ref()
+                .map_or(("", ""), |(s, i)| (s.as_str(), i.as_str()));
+            let line = r.line.to_string();
+            ledger_core::values::push_csv_record(
+                &mut out,
+                [
+                    r.stage(),
+                    r.code.as_str(),
+                    r.message.as_str(),
+                    &line,
+                    source,
+                    id,
+                ],
+            );
+        }
+        return Ok(csv(out, found.next.map(|n| n.to_string())));
+    }
     let items: Vec<serde_json::Value> = found.items.iter().map(|r| r.to_json()).collect();
     Ok(Json(json!({ "items": items, "next": found.next.map(|n| n.to_string()) })).into_response())
 }

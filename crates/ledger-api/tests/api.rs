@@ -568,3 +568,50 @@ async fn bad_requests_are_refused_in_json() {
         "{allow:?}"
     );
 }
+
+/// `Accept: text/csv` on the lists: a header line, one row per item (the JSON's), the
+/// next page's cursor in `X-Next-Cursor`.
+#[tokio::test]
+async fn lists_answer_csv_on_request() {
+    let fetch = |path: &'static str| async move {
+        let resp = router(state())
+            .oneshot(
+                Request::builder()
+                    .uri(path)
+                    .header("authorization", "Bearer t-finance")
+                    .header("accept", "text/csv")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+        let next = resp
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (String::from_utf8(body.to_vec()).unwrap(), next)
+    };
+    let (text, next) = fetch("/v1/payouts?limit=2").await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("payout_id,partner_id,program_id,period,kind,amount"),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(next.as_deref(), Some("2"));
+    let (json_status, json, _) = get("/v1/payouts?limit=2", Some("t-finance")).await;
+    assert_eq!(json_status, StatusCode::OK);
+    assert!(lines[1].starts_with(json["items"][0]["payout_id"].as_str().unwrap()));
+    let (text, _) = fetch("/v1/partners/P-1/balances").await;
+    assert!(text.starts_with("partner_id,program_id,period,kind,currency,basis,earned,paid,closed"));
+    assert_eq!(text.lines().count(), 4, "{text}");
+    let (text, _) = fetch("/v1/rejected").await;
+    assert!(
+        text.starts_with("stage,code,message,line,source,id"),
+        "{text}"
+    );
+    assert!(text.contains("claim_not_pending"), "{text}");
+}

@@ -226,6 +226,113 @@ pub struct RejectedRow {
     pub code: String,
 }
 
+/// A row that can be written as CSV (finance's spreadsheets): its header, and its
+/// fields in the header's order.
+pub trait CsvRow {
+    const HEADER: &'static [&'static str];
+    fn fields(&self) -> Vec<String>;
+}
+
+/// `rows` as CSV (RFC 4180, a header line, CRLF).
+pub fn to_csv<'a, R: CsvRow + 'a>(rows: impl IntoIterator<Item = &'a R>) -> String {
+    let mut out = String::new();
+    crate::values::push_csv_record(&mut out, R::HEADER.iter().copied());
+    for r in rows {
+        let fields = r.fields();
+        crate::values::push_csv_record(&mut out, fields.iter().map(String::as_str));
+    }
+    out
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(String::new, ToString::to_string)
+}
+
+impl CsvRow for BalanceRow {
+    const HEADER: &'static [&'static str] = &[
+        "partner_id",
+        "program_id",
+        "period",
+        "kind",
+        "currency",
+        "basis",
+        "earned",
+        "paid",
+        "closed",
+        "reserved",
+        "expired",
+        "available",
+        "expired_bucket",
+    ];
+    fn fields(&self) -> Vec<String> {
+        vec![
+            self.partner_id.clone(),
+            self.program_id.clone(),
+            self.period.clone(),
+            self.kind.clone(),
+            self.currency.clone(),
+            self.basis.clone(),
+            self.earned.clone(),
+            self.paid.clone(),
+            self.closed.to_string(),
+            opt(&self.reserved),
+            opt(&self.expired),
+            opt(&self.available),
+            opt(&self.expired_bucket),
+        ]
+    }
+}
+
+impl CsvRow for PayoutRow {
+    const HEADER: &'static [&'static str] = &[
+        "payout_id",
+        "partner_id",
+        "program_id",
+        "period",
+        "kind",
+        "amount",
+        "currency",
+        "reason",
+        "cause_source",
+        "cause_id",
+    ];
+    fn fields(&self) -> Vec<String> {
+        vec![
+            self.payout_id.clone(),
+            self.partner_id.to_string(),
+            self.program_id.to_string(),
+            self.period.to_string(),
+            self.kind.clone(),
+            self.amount.clone(),
+            self.currency.clone(),
+            self.reason.clone(),
+            self.cause_source.to_string(),
+            self.cause_id.to_string(),
+        ]
+    }
+}
+
+impl CsvRow for ClaimRow {
+    const HEADER: &'static [&'static str] = &[
+        "claim_id",
+        "partner_id",
+        "program_id",
+        "amount",
+        "status",
+        "approved_amount",
+    ];
+    fn fields(&self) -> Vec<String> {
+        vec![
+            self.claim_id.clone(),
+            self.partner_id.clone(),
+            self.program_id.clone(),
+            self.amount.clone(),
+            self.status.clone(),
+            opt(&self.approved_amount),
+        ]
+    }
+}
+
 /// The whole replay document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Document {

@@ -276,9 +276,7 @@ impl Log {
         let mut tries = 0;
         let store = loop {
             match open_store(&self.path) {
-                Err(LogError::Storage { source, .. })
-                    if tries < 100 && source.to_string().contains("could not acquire lock") =>
-                {
+                Err(LogError::InUse { .. }) if tries < 100 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -1060,6 +1058,21 @@ fn open_sled(path: &Path) -> Result<sled::Db, LogError> {
 pub(crate) mod tests {
     use super::*;
 
+    /// Opens `dir` again right after its last handle was dropped: sled's own threads may
+    /// hold its file lock a moment longer (as `reopen` knows), so an `InUse` is waited
+    /// out, a bounded while.
+    pub(crate) fn open_when_free(dir: &Path) -> Log {
+        for _ in 0..200 {
+            match Log::open(dir) {
+                Err(LogError::InUse { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("{} stayed locked for 4 s", dir.display());
+    }
+
     /// The identity index read back from its runs (and the log after them) finds every
     /// logged event's re-send, whether the runs are whole, damaged, gone or of another
     /// log; a rebuild of a long log holds one batch of identities in memory at a time.
@@ -1171,19 +1184,8 @@ pub(crate) mod tests {
         drop((log, reader, outbox));
         // sled's own threads may hold its file lock a moment after the last handle is
         // dropped (as `reopen` knows): wait for it, a bounded while.
-        let mut reopened = Log::open(dir.path());
-        for _ in 0..100 {
-            match &reopened {
-                Err(LogError::Storage { source, .. })
-                    if source.to_string().contains("could not acquire lock") =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    reopened = Log::open(dir.path());
-                }
-                _ => break,
-            }
-        }
-        assert_eq!(reopened.unwrap().records_from(1).count() as u64, records);
+        let reopened = open_when_free(dir.path());
+        assert_eq!(reopened.records_from(1).count() as u64, records);
     }
 
     #[test]

@@ -751,19 +751,6 @@ fn nats_problems_are_named_at_once() {
     assert!(err.contains("has no JetStream"), "{err}");
 }
 
-/// `GET path` on a local port: the status code and the body.
-fn http_answer(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
-
 /// A service started before NATS is not ready, and says why, until it connects.
 #[test]
 fn the_service_is_not_ready_while_nats_is_unreachable() {

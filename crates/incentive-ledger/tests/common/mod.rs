@@ -486,8 +486,8 @@ impl Drop for Cluster {
     }
 }
 
-/// `GET path` on a local monitoring port: the body of a 200 answer.
-pub fn http_get(port: u16, path: &str) -> Option<String> {
+/// `GET path` on a local port: the status code and the body.
+pub fn http_answer(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -495,9 +495,15 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_string())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// `GET path` on a local monitoring port: the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_answer(port, path)
+        .filter(|(code, _)| *code == 200)
+        .map(|(_, body)| body)
 }
 
 fn healthy(monitor: u16) -> bool {

@@ -1,7 +1,7 @@
 //! `replay`: read NDJSON event files (or stdin) or a data directory, fold them and print
 //! the document.
 
-use crate::spool::{for_each_line, Spool};
+use crate::spool::{for_each_line, History, Replayed, Spool};
 use anyhow::{Context, Result};
 use clap::Args;
 use ledger_core::Replay;
@@ -35,13 +35,45 @@ pub struct ReplayArgs {
     /// Print the document on one line instead of indented.
     #[arg(long)]
     pub compact: bool,
+    /// `json`: the replay document; `csv`: one of its tables (--table) for a spreadsheet.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// With --format csv: which table.
+    #[arg(long, value_enum, required_if_eq("format", "csv"))]
+    pub table: Option<Table>,
     /// With --events: lookups held in memory before they move to the temporary store
     /// (about 150–300 bytes each).
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     pub lookups_in_memory: usize,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Table {
+    Balances,
+    Claims,
+    Payouts,
+    Rejected,
+}
+
 pub fn run(args: ReplayArgs) -> Result<()> {
+    if let (Format::Csv, Some(table)) = (args.format, args.table) {
+        let mut replayed = match &args.data_dir {
+            Some(dir) => crate::log_cmd::replay_dir(
+                dir,
+                args.as_of_seq,
+                args.as_of_time.as_deref(),
+                !args.no_checkpoint,
+            )?,
+            None => fold_files(&args)?,
+        };
+        return write_csv(&mut replayed, table);
+    }
     match &args.data_dir {
         Some(dir) => {
             let mut replayed = crate::log_cmd::replay_dir(
@@ -67,9 +99,22 @@ pub fn run(args: ReplayArgs) -> Result<()> {
 }
 
 /// `replay --events`: folds the files line by line with its lookups in a temporary
-/// store and its payouts and refusals spooled to temporary files, so that memory holds
-/// the working set only (issue 15) — a file larger than memory replays.
+/// store and its payouts and refusals spooled to temporary files (see [`fold_files`]),
+/// then writes the document.
 fn replay_files(args: &ReplayArgs) -> Result<()> {
+    let replayed = fold_files(args)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    replayed.write_document(args.compact, &mut out)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Folds `--events` files line by line with the lookups in a temporary store and the
+/// payouts and refusals spooled to temporary files, so that memory holds the working
+/// set only (issue 15) — a file larger than memory replays.
+fn fold_files(args: &ReplayArgs) -> Result<Replayed> {
     let store = Arc::new(
         LookupStore::temporary(None)
             .context("cannot create the replay's temporary lookup store")?,
@@ -117,10 +162,82 @@ fn replay_files(args: &ReplayArgs) -> Result<()> {
         .with_context(|| format!("cannot read events file {}", path.display()))?;
         first_line += lines;
     }
+    // The replay holds the store (its backing) for as long as it lives.
+    drop(store);
+    Ok(Replayed {
+        replay,
+        history: History::Spool(spool),
+    })
+}
+
+/// One table of the document as CSV (RFC 4180, a header line): balances and claims from
+/// the working set, payouts and refusals streamed from disk.
+fn write_csv(replayed: &mut Replayed, table: Table) -> Result<()> {
+    use ledger_core::document::{BalanceRow, ClaimRow, CsvRow, PayoutRow};
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    spool.finish(&mut replay, args.compact, &mut out)?;
-    writeln!(out)?;
+    let mut line = String::new();
+    let mut row = |out: &mut dyn Write, fields: &mut dyn Iterator<Item = &str>| {
+        line.clear();
+        ledger_core::values::push_csv_record(&mut line, fields);
+        out.write_all(line.as_bytes())
+    };
+    match table {
+        Table::Balances => {
+            row(&mut out, &mut BalanceRow::HEADER.iter().copied())?;
+            for b in replayed.replay.ledger().balances_iter() {
+                let fields = BalanceRow::from(&b).fields();
+                row(&mut out, &mut fields.iter().map(String::as_str))?;
+            }
+        }
+        Table::Claims => {
+            row(&mut out, &mut ClaimRow::HEADER.iter().copied())?;
+            for c in replayed.replay.ledger().claims_iter() {
+                let fields = ClaimRow::from(&c).fields();
+                row(&mut out, &mut fields.iter().map(String::as_str))?;
+            }
+        }
+        Table::Payouts => {
+            row(&mut out, &mut PayoutRow::HEADER.iter().copied())?;
+            let mut written = Ok(());
+            replayed.for_each_payout(&mut |p| {
+                if written.is_ok() {
+                    let fields = PayoutRow::from(p).fields();
+                    written = row(&mut out, &mut fields.iter().map(String::as_str));
+                }
+            })?;
+            written?;
+        }
+        Table::Rejected => {
+            row(
+                &mut out,
+                &mut ["stage", "code", "message", "line", "source", "id"].into_iter(),
+            )?;
+            let mut written = Ok(());
+            replayed.for_each_rejection(&mut |r| {
+                if written.is_ok() {
+                    let (source, id) = r
+                        .identity
+                        .as_ref()
+                        .map_or(("", ""), |(s, i)| (s.as_str(), i.as_str()));
+                    let n = r.line.to_string();
+                    written = row(
+                        &mut out,
+                        &mut [
+                            r.stage(),
+                            r.code.as_str(),
+                            r.message.as_str(),
+                            &n,
+                            source,
+                            id,
+                        ]
+                        .into_iter(),
+                    );
+                }
+            })?;
+            written?;
+        }
+    }
     out.flush()?;
     Ok(())
 }

@@ -76,23 +76,35 @@ impl Spool {
 
     /// Calls `f` with every refusal spooled so far, in order.
     pub fn for_each_rejection(&mut self, f: &mut dyn FnMut(&Rejection)) -> Result<()> {
-        self.rejected.flush().context("cannot write a spool file")?;
-        let mut file = self
-            .rejected
-            .get_ref()
-            .try_clone()
-            .context("cannot read a spool file back")?;
-        file.rewind().context("cannot read a spool file back")?;
-        for r in read_from::<Rejection>(file)? {
-            f(&r?);
-        }
-        // The clone shares the file's offset: appends go on at the end.
-        self.rejected
-            .get_mut()
-            .seek(std::io::SeekFrom::End(0))
-            .context("cannot write a spool file")?;
-        Ok(())
+        for_each_spooled(&mut self.rejected, f)
     }
+
+    /// Calls `f` with every payout spooled so far, in order.
+    pub fn for_each_payout(&mut self, f: &mut dyn FnMut(&Payout)) -> Result<()> {
+        for_each_spooled(&mut self.payouts, f)
+    }
+}
+
+/// Calls `f` with every record of a spool file so far, in order; appends go on after.
+fn for_each_spooled<T: serde::de::DeserializeOwned>(
+    spooled: &mut BufWriter<File>,
+    f: &mut dyn FnMut(&T),
+) -> Result<()> {
+    spooled.flush().context("cannot write a spool file")?;
+    let mut file = spooled
+        .get_ref()
+        .try_clone()
+        .context("cannot read a spool file back")?;
+    file.rewind().context("cannot read a spool file back")?;
+    for r in read_from::<T>(file)? {
+        f(&r?);
+    }
+    // The clone shares the file's offset: appends go on at the end.
+    spooled
+        .get_mut()
+        .seek(std::io::SeekFrom::End(0))
+        .context("cannot write a spool file")?;
+    Ok(())
 }
 
 /// Where a replayed data directory's history is read back from: the directory's
@@ -113,6 +125,24 @@ pub struct Replayed {
 const ARCHIVE_CHUNK: u64 = 4096;
 
 impl Replayed {
+    /// Calls `f` with every payout, in order.
+    pub fn for_each_payout(&mut self, f: &mut dyn FnMut(&Payout)) -> Result<()> {
+        match &mut self.history {
+            History::Spool(spool) => {
+                spool.take(&self.replay.drain_history())?;
+                spool.for_each_payout(f)
+            }
+            History::Archive(archive) => {
+                for p in archived(archive.state().payouts, |from, n| {
+                    archive.payouts(from, from + n)
+                }) {
+                    f(&p?);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Calls `f` with every refusal, in order.
     pub fn for_each_rejection(&mut self, f: &mut dyn FnMut(&Rejection)) -> Result<()> {
         match &mut self.history {

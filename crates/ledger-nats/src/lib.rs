@@ -53,3 +53,57 @@ pub enum NatsError {
     #[error(transparent)]
     Service(#[from] ledger_service::ServiceError),
 }
+
+#[cfg(test)]
+mod asyncapi_tests {
+    /// `schemas/asyncapi.json` names the subjects this crate uses by default, every
+    /// operation's channel exists and has its NATS binding, every security scheme a
+    /// server names is defined.
+    #[test]
+    fn the_asyncapi_document_matches_the_subjects() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/asyncapi.json");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(doc["asyncapi"], "3.0.0");
+        let c = crate::Config::default();
+        let addresses: Vec<&str> = doc["channels"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|ch| ch["address"].as_str().unwrap())
+            .collect();
+        let inbound = c.inbound.subjects[0].trim_end_matches(".>");
+        for expected in [
+            format!("{inbound}.{{type}}"),
+            format!("{}.{{kind}}", c.payouts.subject_prefix),
+            c.rejected_subject.clone(),
+            c.status_subject.clone(),
+            format!("{}.{{replica}}", c.status_subject),
+        ] {
+            assert!(
+                addresses.contains(&expected.as_str()),
+                "{expected} not in {addresses:?}"
+            );
+        }
+        for (name, op) in doc["operations"].as_object().unwrap() {
+            let reference = op["channel"]["$ref"].as_str().unwrap();
+            let channel = reference.trim_start_matches("#/channels/");
+            assert!(
+                doc["channels"].get(channel).is_some(),
+                "{name}: {reference}"
+            );
+            assert_eq!(op["bindings"]["nats"]["bindingVersion"], "0.1.0", "{name}");
+        }
+        for s in doc["servers"]["nats"]["security"].as_array().unwrap() {
+            let name = s["$ref"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("#/components/securitySchemes/");
+            assert!(
+                doc["components"]["securitySchemes"].get(name).is_some(),
+                "{name}"
+            );
+        }
+    }
+}

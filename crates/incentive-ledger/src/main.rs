@@ -120,10 +120,25 @@ fn private_files() {
     }
 }
 
+/// A tool whose output is piped into `head` stops quietly when the reader goes, as
+/// Unix tools do (Rust ignores SIGPIPE, so a closed stdout was a panic). Not for the
+/// service: it writes to sockets, where a gone peer is an error to handle, not a reason
+/// to die.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restores a signal's default disposition; no handler is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     disable_transparent_huge_pages();
     private_files();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::BenchService(_)) {
+        default_sigpipe();
+    }
     let result = match cli.command {
         Command::Replay(args) => replay_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),

@@ -225,3 +225,30 @@ fn replay_writes_each_table_as_csv() {
         }
     }
 }
+
+/// A tool piped into a reader that stops early (`| head -1`) ends quietly by SIGPIPE,
+/// as Unix tools do — no panic about a broken pipe.
+#[test]
+fn a_closed_pipe_ends_a_tool_quietly() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = bin()
+        .args(["generate", "--events", "2000000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    // The reader is gone; the generator's next writes meet a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

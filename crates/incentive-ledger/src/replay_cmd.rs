@@ -174,6 +174,7 @@ fn fold_files(args: &ReplayArgs) -> Result<Replayed> {
 /// the working set, payouts and refusals streamed from disk.
 fn write_csv(replayed: &mut Replayed, table: Table) -> Result<()> {
     use ledger_core::document::{BalanceRow, ClaimRow, CsvRow, PayoutRow};
+    use ledger_core::replay::Rejection;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut line = String::new();
@@ -209,30 +210,12 @@ fn write_csv(replayed: &mut Replayed, table: Table) -> Result<()> {
             written?;
         }
         Table::Rejected => {
-            row(
-                &mut out,
-                &mut ["stage", "code", "message", "line", "source", "id"].into_iter(),
-            )?;
+            row(&mut out, &mut Rejection::HEADER.iter().copied())?;
             let mut written = Ok(());
             replayed.for_each_rejection(&mut |r| {
                 if written.is_ok() {
-                    let (source, id) = r
-                        .identity
-                        .as_ref()
-                        .map_or(("", ""), |(s, i)| (s.as_str(), i.as_str()));
-                    let n = r.line.to_string();
-                    written = row(
-                        &mut out,
-                        &mut [
-                            r.stage(),
-                            r.code.as_str(),
-                            r.message.as_str(),
-                            &n,
-                            source,
-                            id,
-                        ]
-                        .into_iter(),
-                    );
+                    let fields = r.fields();
+                    written = row(&mut out, &mut fields.iter().map(String::as_str));
                 }
             })?;
             written?;

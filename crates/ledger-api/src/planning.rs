@@ -3,7 +3,7 @@
 //! itself, finance and admin). Simulations and past reports fold the data directory in
 //! the background, one at a time: a second answers 429 with `Retry-After`.
 
-use crate::routes::query;
+use crate::routes::{query, staff_only};
 use crate::{ApiError, ApiResult, ApiState, Role};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -15,13 +15,6 @@ use ledger_service::HeavyError;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-
-fn staff_only(role: &Role) -> Result<(), ApiError> {
-    match role {
-        Role::Admin | Role::Finance => Ok(()),
-        Role::Partner(_) => Err(ApiError::forbidden()),
-    }
-}
 
 /// `json` (default), `csv`, or `table` (text for people).
 #[derive(Deserialize, Clone, Copy, Default, PartialEq)]
@@ -247,36 +240,10 @@ pub(crate) async fn accruals(
     };
     Ok(match q.format {
         Format::Json => Json(json!({ "position": position, "items": accruals })).into_response(),
-        Format::Csv | Format::Table => {
-            let mut out = String::new();
-            ledger_core::values::push_csv_record(
-                &mut out,
-                [
-                    "program_id",
-                    "kind",
-                    "currency",
-                    "earned",
-                    "paid",
-                    "accrued_liability",
-                    "budget",
-                ],
-            );
-            for a in &accruals {
-                ledger_core::values::push_csv_record(
-                    &mut out,
-                    [
-                        a.program_id.as_str(),
-                        a.kind,
-                        &a.currency,
-                        &a.earned,
-                        &a.paid,
-                        &a.accrued_liability,
-                        a.budget.as_deref().unwrap_or(""),
-                    ],
-                );
-            }
-            text("text/csv; charset=utf-8", out)
-        }
+        Format::Csv | Format::Table => text(
+            "text/csv; charset=utf-8",
+            ledger_core::document::to_csv(&accruals),
+        ),
     })
 }
 

@@ -13,7 +13,7 @@ use ledger_service::{Handle, HistoricError, PayoutFilter};
 use serde::Deserialize;
 use serde_json::json;
 
-fn staff_only(role: &Role) -> Result<(), ApiError> {
+pub(crate) fn staff_only(role: &Role) -> Result<(), ApiError> {
     match role {
         Role::Admin | Role::Finance => Ok(()),
         Role::Partner(_) => Err(ApiError::forbidden()),
@@ -539,30 +539,10 @@ pub(crate) async fn rejected(
         .await?
         .map_err(history_unavailable)?;
     if wants_csv(&headers) {
-        let mut out = String::new();
-        ledger_core::values::push_csv_record(
-            &mut out,
-            ["stage", "code", "message", "line", "source", "id"],
-        );
-        for r in &found.items {
-            let (source, id) = r
-                .identity
-                .as_ref()
-                .map_or(("", ""), |(s, i)| (s.as_str(), i.as_str()));
-            let line = r.line.to_string();
-            ledger_core::values::push_csv_record(
-                &mut out,
-                [
-                    r.stage(),
-                    r.code.as_str(),
-                    r.message.as_str(),
-                    &line,
-                    source,
-                    id,
-                ],
-            );
-        }
-        return Ok(csv(out, found.next.map(|n| n.to_string())));
+        return Ok(csv(
+            ledger_core::document::to_csv(&found.items),
+            found.next.map(|n| n.to_string()),
+        ));
     }
     let items: Vec<serde_json::Value> = found.items.iter().map(|r| r.to_json()).collect();
     Ok(Json(json!({ "items": items, "next": found.next.map(|n| n.to_string()) })).into_response())

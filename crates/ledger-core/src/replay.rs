@@ -25,6 +25,28 @@ pub struct Rejection {
     pub line: u64,
 }
 
+/// A refusal as finance lists it: stage, code, message, line, and source and id where
+/// it has them (`rejected --json`'s fields).
+impl crate::document::CsvRow for Rejection {
+    const HEADER: &'static [&'static str] = &["stage", "code", "message", "line", "source", "id"];
+    fn fields(&self) -> Vec<String> {
+        let (source, id) = self
+            .identity
+            .as_ref()
+            .map_or((String::new(), String::new()), |(s, i)| {
+                (s.clone(), i.clone())
+            });
+        vec![
+            self.stage().to_string(),
+            self.code.as_str().to_string(),
+            self.message.clone(),
+            self.line.to_string(),
+            source,
+            id,
+        ]
+    }
+}
+
 impl Rejection {
     /// `quarantine` for refusals at intake, `business` for refusals by the fold.
     pub fn stage(&self) -> &'static str {

@@ -19,6 +19,29 @@ pub struct Accrual {
     pub budget: Option<String>,
 }
 
+impl crate::document::CsvRow for Accrual {
+    const HEADER: &'static [&'static str] = &[
+        "program_id",
+        "kind",
+        "currency",
+        "earned",
+        "paid",
+        "accrued_liability",
+        "budget",
+    ];
+    fn fields(&self) -> Vec<String> {
+        vec![
+            self.program_id.clone(),
+            self.kind.to_string(),
+            self.currency.clone(),
+            self.earned.clone(),
+            self.paid.clone(),
+            self.accrued_liability.clone(),
+            self.budget.clone().unwrap_or_default(),
+        ]
+    }
+}
+
 /// Reports of one or every program, as of one log position.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {

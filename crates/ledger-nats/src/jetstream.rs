@@ -88,16 +88,6 @@ pub async fn connect_watched(
     finish_connect(config, options).await
 }
 
-/// Connects as the service did before it reported its connection: retrying in the
-/// background (for callers without a handle).
-pub async fn connect(config: &Config) -> Result<async_nats::Client, NatsError> {
-    let options = options(config)
-        .await?
-        .retry_on_initial_connect()
-        .max_reconnects(None);
-    finish_connect(config, options).await
-}
-
 async fn finish_connect(
     config: &Config,
     options: async_nats::ConnectOptions,

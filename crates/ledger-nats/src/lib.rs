@@ -19,8 +19,7 @@ pub mod publish;
 
 pub use config::Config;
 pub use jetstream::{
-    connect, connect_now, connect_watched, ensure_consumer, ensure_inbound_stream, ensure_streams,
-    serve,
+    connect_now, connect_watched, ensure_consumer, ensure_inbound_stream, ensure_streams, serve,
 };
 
 /// What went wrong on the NATS side; the variants say what to check.

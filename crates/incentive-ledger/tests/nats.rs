@@ -478,6 +478,22 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
             .output()
             .unwrap()
     };
+    // A command run as the `payments` user of deploy/nats-accounts.conf.
+    let as_payments = |command: &str| {
+        let mut c = bin();
+        c.args([
+            command,
+            "--nats-user",
+            "payments",
+            "--nats-password",
+            "change-me-payments",
+            "--nats-inbox-prefix",
+            "_INBOX_payments",
+            "--nats-url",
+        ])
+        .arg(&url);
+        c
+    };
     let file = root().join("replay-fixtures/rebate_retroactive_tiers/events.ndjson");
     // Wait until the service created its streams, then publish as a producer.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -496,20 +512,8 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
     let doc = document(&file);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = bin()
-            .args([
-                "status",
-                "--timeout",
-                "2",
-                "--nats-user",
-                "payments",
-                "--nats-password",
-                "change-me-payments",
-                "--nats-inbox-prefix",
-                "_INBOX_payments",
-                "--nats-url",
-            ])
-            .arg(&url)
+        let out = as_payments("status")
+            .args(["--timeout", "2"])
             .output()
             .unwrap();
         if out.status.success() {
@@ -533,20 +537,7 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
     );
     // The payments user reads payouts, but cannot open a consumer on the inbound stream
     // (every partner's sales), touch the ledger's consumer, or read others' replies.
-    let out = bin()
-        .args([
-            "payouts",
-            "--nats-user",
-            "payments",
-            "--nats-password",
-            "change-me-payments",
-            "--nats-inbox-prefix",
-            "_INBOX_payments",
-            "--nats-url",
-        ])
-        .arg(&url)
-        .output()
-        .unwrap();
+    let out = as_payments("payouts").output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -839,28 +839,46 @@ impl Simulation {
 
     /// The entries that differ as CSV (RFC 4180, a header line): what tools load.
     pub fn csv(&self) -> String {
-        let mut out = String::from(
-            "partner_id,program_id,period,kind,currency,actual_basis,simulated_basis,actual_earned,simulated_earned,earned_difference,actual_paid,simulated_paid,paid_difference\r\n",
-        );
-        for e in &self.entries {
-            let fields = [
-                &e.partner_id,
-                &e.program_id,
-                &e.period,
-                &e.kind,
-                &e.currency,
-                &e.actual_basis,
-                &e.simulated_basis,
-                &e.figures.actual_earned,
-                &e.figures.simulated_earned,
-                &e.figures.earned_difference,
-                &e.figures.actual_paid,
-                &e.figures.simulated_paid,
-                &e.figures.paid_difference,
-            ];
-            crate::values::push_csv_record(&mut out, fields.iter().map(|s| s.as_str()));
-        }
-        out
+        crate::document::to_csv(&self.entries)
+    }
+}
+
+impl crate::document::CsvRow for EntryDiff {
+    const HEADER: &'static [&'static str] = &[
+        "partner_id",
+        "program_id",
+        "period",
+        "kind",
+        "currency",
+        "actual_basis",
+        "simulated_basis",
+        "actual_earned",
+        "simulated_earned",
+        "earned_difference",
+        "actual_paid",
+        "simulated_paid",
+        "paid_difference",
+    ];
+    fn fields(&self) -> Vec<String> {
+        let f = &self.figures;
+        [
+            &self.partner_id,
+            &self.program_id,
+            &self.period,
+            &self.kind,
+            &self.currency,
+            &self.actual_basis,
+            &self.simulated_basis,
+            &f.actual_earned,
+            &f.simulated_earned,
+            &f.earned_difference,
+            &f.actual_paid,
+            &f.simulated_paid,
+            &f.paid_difference,
+        ]
+        .into_iter()
+        .cloned()
+        .collect()
     }
 }
 

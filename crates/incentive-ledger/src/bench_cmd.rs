@@ -227,6 +227,7 @@ fn bench_ingest(log: &mut ledger_log::Log, lines: &[String], batch_size: usize) 
                     raw: l.as_bytes(),
                     line: Some(line_no),
                     time_ns: 0,
+                    transport: ledger_log::Transport::None,
                 }
             })
             .collect();

@@ -105,6 +105,7 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
                 raw,
                 line: Some(*line),
                 time_ns,
+                transport: ledger_log::Transport::None,
             })
             .collect();
         let outcomes = log.append_batch(&inputs)?;

@@ -262,7 +262,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             }
         };
         let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = ledger_api::ApiState::with_digests(handle, tokens);
+        let mut state = ledger_api::ApiState::with_digests(handle, tokens);
+        if let Some(sink) = http_events(&config).await? {
+            state = state.with_events(sink);
+        }
         let api = tokio::spawn(ledger_api::serve(listener, state, async move {
             let _ = stop_http_rx.await;
         }));
@@ -273,6 +276,61 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     })?;
     tracing::info!(position = status.position, digest = ?status.digest, outbox_backlog = status.outbox_backlog, "final status");
     Ok(())
+}
+
+/// Publishes the events posted over HTTP to the inbound stream, on a connection of its
+/// own (it keeps trying in the background: a post while NATS is away fails at once,
+/// with the reason, instead of waiting for the service's connection).
+struct NatsEvents {
+    js: async_nats::jetstream::Context,
+    prefix: String,
+    stream: String,
+}
+
+impl ledger_api::events::EventSink for NatsEvents {
+    fn publish(
+        &self,
+        e: ledger_api::events::Outgoing,
+    ) -> futures::future::BoxFuture<'_, Result<ledger_api::events::Stored, String>> {
+        Box::pin(async move {
+            ledger_nats::publish::publish_event(
+                &self.js,
+                &self.prefix,
+                e.event_type.as_str(),
+                &e.source,
+                &e.id,
+                e.raw,
+            )
+            .await
+            .map(|(stream_sequence, duplicate)| ledger_api::events::Stored {
+                stream_sequence,
+                duplicate,
+            })
+            .map_err(|e| ledger_service::error_chain(&e))
+        })
+    }
+
+    fn stream(&self) -> &str {
+        &self.stream
+    }
+}
+
+/// The sink of `POST /v1/events`, unless the inbound subjects have no `<prefix>.>` to
+/// publish under.
+async fn http_events(
+    config: &Config,
+) -> Result<Option<std::sync::Arc<dyn ledger_api::events::EventSink>>> {
+    let nats = config.nats();
+    let Some(prefix) = ledger_nats::inbound_prefix(&nats) else {
+        tracing::warn!("no inbound subject of the form <prefix>.>: POST /v1/events is off");
+        return Ok(None);
+    };
+    let client = ledger_nats::connect_background(&nats).await?;
+    Ok(Some(std::sync::Arc::new(NatsEvents {
+        js: async_nats::jetstream::new(client),
+        prefix,
+        stream: config.inbound.stream.clone(),
+    })))
 }
 
 /// The service as it runs in this process.
@@ -341,7 +399,7 @@ pub fn publish_events(
 ) -> Result<()> {
     let config = nats.config()?;
     let count = inputs.len();
-    let summary = runtime()?.block_on(async {
+    let summary = runtime()?.block_on(named_refusal(async {
         let client = ledger_nats::connect_now(&config.nats()).await?;
         let js = async_nats::jetstream::new(client.clone());
         ledger_nats::ensure_inbound_stream(&js, &config.nats()).await?;
@@ -350,12 +408,21 @@ pub fn publish_events(
             .context("publishing failed")?;
         client.flush().await.ok();
         anyhow::Ok(s)
-    })?;
+    }))?;
     println!(
         "sent {count}: {} stored by JetStream, {} dropped as exact re-sends",
         summary.published, summary.duplicates
     );
     Ok(())
+}
+
+/// A tool's NATS work, whose failure names the permission the server refused, if it
+/// refused one (the request itself only times out).
+async fn named_refusal<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    work.await.map_err(|e| match ledger_nats::server_refusal() {
+        Some(refusal) => e.context(refusal),
+        None => e,
+    })
 }
 
 #[derive(Args)]
@@ -382,7 +449,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
     if let Some(replica) = &args.replica {
         subject = format!("{subject}.{replica}");
     }
-    let reply = runtime()?.block_on(async {
+    let reply = runtime()?.block_on(named_refusal(async {
         let client = ledger_nats::connect_now(&config.nats()).await?;
         let reply = tokio::time::timeout(
             Duration::from_secs(args.timeout),
@@ -397,7 +464,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
         })?
         .map_err(|e| anyhow::anyhow!("status request on {subject} failed: {e}"))?;
         anyhow::Ok(reply.payload)
-    })?;
+    }))?;
     let status: ledger_service::Status =
         serde_json::from_slice(&reply).context("the status reply is not a status document")?;
     println!("{}", serde_json::to_string_pretty(&status)?);
@@ -419,7 +486,7 @@ pub fn payouts(args: PayoutsArgs) -> Result<()> {
         .payout_stream
         .clone()
         .unwrap_or(config.payouts.stream.clone());
-    let lines = runtime()?.block_on(async {
+    let lines = runtime()?.block_on(named_refusal(async {
         let client = ledger_nats::connect_now(&config.nats()).await?;
         let js = async_nats::jetstream::new(client);
         let stream = js
@@ -437,7 +504,7 @@ pub fn payouts(args: PayoutsArgs) -> Result<()> {
             }
         }
         anyhow::Ok(lines)
-    })?;
+    }))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for l in lines {

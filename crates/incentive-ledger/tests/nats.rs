@@ -459,18 +459,15 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
                 .unwrap(),
         ),
     };
-    let as_producer = |extra: &[&str], file: &Path| {
+    // `publish` run as `user` of deploy/nats-accounts.conf (its password is
+    // change-me-<user>).
+    let publish_as = |user: &str, extra: &[&str], file: &Path| {
         bin()
-            .args([
-                "publish",
-                "--nats-user",
-                "producer",
-                "--nats-password",
-                "change-me-producer",
-                "--nats-inbox-prefix",
-                "_INBOX_producer",
-                "--nats-url",
-            ])
+            .args(["publish", "--nats-user", user, "--nats-password"])
+            .arg(format!("change-me-{user}"))
+            .arg("--nats-inbox-prefix")
+            .arg(format!("_INBOX_{user}"))
+            .arg("--nats-url")
             .arg(&url)
             .args(extra)
             .arg("--events")
@@ -495,10 +492,37 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
         c
     };
     let file = root().join("replay-fixtures/rebate_retroactive_tiers/events.ndjson");
-    // Wait until the service created its streams, then publish as a producer.
+    // The fixture in runs of one user each (programs, producer, finance), in order.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let user_of = |line: &str| match serde_json::from_str::<serde_json::Value>(line).unwrap()
+        ["type"]
+        .as_str()
+        .unwrap()
+    {
+        "program.published" => "programs",
+        "adjustment.posted" | "claim.decided" | "period.closed" => "finance",
+        "claim.submitted" => "portal",
+        _ => "producer",
+    };
+    let mut runs: Vec<(&str, Vec<&str>)> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match runs.last_mut() {
+            Some((user, lines)) if *user == user_of(line) => lines.push(line),
+            _ => runs.push((user_of(line), vec![line])),
+        }
+    }
+    assert!(
+        runs.len() >= 3,
+        "the fixture has programs, sales and closes"
+    );
+    // A user may not publish another's event types on their subjects: the producer
+    // cannot publish a program, nor finance a sale.
+    let program_file = tmp.path().join("program.ndjson");
+    std::fs::write(&program_file, runs[0].1.join("\n")).unwrap();
+    // Wait until the service created its streams, then publish each run as its user.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = as_producer(&[], &file);
+        let out = publish_as("programs", &[], &program_file);
         if out.status.success() {
             break;
         }
@@ -508,6 +532,31 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
             String::from_utf8_lossy(&out.stderr)
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    let denied = publish_as("producer", &[], &program_file);
+    let said = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        !denied.status.success()
+            && said.contains(
+                "Permissions Violation for Publish to \"incentive.events.program.published\""
+            ),
+        "the producer published a program, or was not told why not: {said}"
+    );
+    for (n, (user, lines)) in runs.iter().enumerate().skip(1) {
+        let run = tmp.path().join(format!("run-{n}.ndjson"));
+        std::fs::write(&run, lines.join("\n")).unwrap();
+        let out = publish_as(user, &[], &run);
+        assert!(
+            out.status.success(),
+            "{user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if *user == "producer" {
+            assert!(
+                !publish_as("finance", &[], &run).status.success(),
+                "finance published sales"
+            );
+        }
     }
     let doc = document(&file);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -530,7 +579,11 @@ fn deploy_permissions_let_each_user_do_only_its_part() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // A producer may not publish payouts.
-    let forged = as_producer(&["--subject-prefix", "incentive.payouts"], &file);
+    let forged = publish_as(
+        "producer",
+        &["--subject-prefix", "incentive.payouts"],
+        &program_file,
+    );
     assert!(
         !forged.status.success(),
         "a producer published on incentive.payouts"

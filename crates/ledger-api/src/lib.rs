@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
+pub mod events;
 mod planning;
 mod routes;
 pub mod views;
@@ -44,7 +45,7 @@ pub struct TokenConfig {
     pub token_sha256: Option<String>,
     pub token_env: Option<String>,
     pub token_file: Option<std::path::PathBuf>,
-    /// `admin`, `finance` or `partner:<partner_id>`.
+    /// `admin`, `finance`, `producer` or `partner:<partner_id>`.
     pub role: String,
 }
 
@@ -63,7 +64,7 @@ impl TokenConfig {
     pub fn resolve(&self) -> Result<(TokenDigest, Role), String> {
         let role = Role::parse(&self.role).ok_or_else(|| {
             format!(
-                "auth token role {:?}: expected admin, finance or partner:<id>",
+                "auth token role {:?}: expected admin, finance, producer or partner:<id>",
                 self.role
             )
         })?;
@@ -133,6 +134,8 @@ fn parse_hex_digest(hex: &str) -> Option<TokenDigest> {
 pub enum Role {
     Admin,
     Finance,
+    /// A system that feeds events (ERP, CRM, LMS): posts them, reads nothing.
+    Producer,
     Partner(String),
 }
 
@@ -141,6 +144,7 @@ impl Role {
         match s {
             "admin" => Some(Role::Admin),
             "finance" => Some(Role::Finance),
+            "producer" => Some(Role::Producer),
             _ => s
                 .strip_prefix("partner:")
                 .filter(|id| !id.is_empty())
@@ -152,6 +156,7 @@ impl Role {
     pub(crate) fn sees(&self, partner_id: &str) -> bool {
         match self {
             Role::Admin | Role::Finance => true,
+            Role::Producer => false,
             Role::Partner(own) => own == partner_id,
         }
     }
@@ -163,6 +168,8 @@ pub struct ApiState {
     pub handle: Handle,
     /// SHA-256 of each token → role (no token is kept in the clear).
     pub tokens: Arc<Vec<(TokenDigest, Role)>>,
+    /// Where `POST /v1/events` publishes (`None`: events are not taken over HTTP).
+    pub events: Option<Arc<dyn events::EventSink>>,
     /// Request latency per route pattern.
     pub http_latency: Arc<
         std::sync::Mutex<std::collections::BTreeMap<String, ledger_service::histogram::Histogram>>,
@@ -186,8 +193,15 @@ impl ApiState {
         ApiState {
             handle,
             tokens: Arc::new(tokens),
+            events: None,
             http_latency: Default::default(),
         }
+    }
+
+    /// Takes events over HTTP, publishing them through `sink`.
+    pub fn with_events(mut self, sink: Arc<dyn events::EventSink>) -> ApiState {
+        self.events = Some(sink);
+        self
     }
 }
 
@@ -284,6 +298,11 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
         &[200, 400, 401, 403, 422, 429, 503],
     ),
     ("get", "/v1/export", &[200, 400, 401, 403, 503]),
+    (
+        "post",
+        "/v1/events",
+        &[200, 202, 400, 401, 403, 413, 415, 422, 503],
+    ),
 ];
 
 /// The HTTP router over `state`.
@@ -306,6 +325,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/simulations", post(planning::simulate))
         .route("/v1/export", get(routes::export))
+        .route("/v1/events", post(events::post))
         .route("/metrics", get(routes::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -359,6 +379,13 @@ async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Nex
             .map(|(_, r)| r.clone())
     });
     match role {
+        // A producer's token posts events and reads nothing.
+        Some(Role::Producer) if req.uri().path() != "/v1/events" => ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: "a producer token may only post events (POST /v1/events)".into(),
+        }
+        .into_response(),
         Some(role) => {
             req.extensions_mut().insert(role);
             next.run(req).await

@@ -16,7 +16,7 @@ use serde_json::json;
 pub(crate) fn staff_only(role: &Role) -> Result<(), ApiError> {
     match role {
         Role::Admin | Role::Finance => Ok(()),
-        Role::Partner(_) => Err(ApiError::forbidden()),
+        Role::Producer | Role::Partner(_) => Err(ApiError::forbidden()),
     }
 }
 

@@ -8,6 +8,7 @@
 //! This crate does no IO: no files, no network, no clock, no randomness. Everything it
 //! computes is a function of its inputs, so any log replays to the same digest anywhere.
 
+pub mod binding;
 pub mod describe;
 pub mod document;
 pub mod event;

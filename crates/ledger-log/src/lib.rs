@@ -34,7 +34,9 @@ pub use canon::PayoutCanon;
 pub use history::{
     fold_read_only, rebuild, rebuild_with_journal, save_checkpoint, Bound, ReadOnlyFold, Rebuilt,
 };
-pub use log::{Input, Log, LogError, LogReader, Outcome, Segment, StorageError, FORMAT_VERSION};
+pub use log::{
+    Input, Log, LogError, LogReader, Outcome, Segment, StorageError, Transport, FORMAT_VERSION,
+};
 pub use lookups::LookupStore;
 pub use outbox::{OutboxStore, Range};
 pub use runs::RunName;

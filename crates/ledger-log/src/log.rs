@@ -99,6 +99,69 @@ pub struct Input<'a> {
     pub line: Option<u64>,
     /// Wall-clock arrival time, nanoseconds since the Unix epoch.
     pub time_ns: u64,
+    /// What the transport knows of it that its bytes do not say.
+    pub transport: Transport<'a>,
+}
+
+/// What the transport knows of an input: checked with intake, and refused the same way
+/// (quarantined, with a message that says what to send instead).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport<'a> {
+    /// Nothing (a file, or a subject that names no type).
+    #[default]
+    None,
+    /// It came on `subject`, the inbound subject of `event_type` (`<prefix>.<type>`): an
+    /// event of another `type` is refused, so that the subject permissions of each NATS
+    /// user (DECISIONS 71) hold.
+    Subject {
+        subject: &'a str,
+        event_type: &'a str,
+    },
+    /// The transport could not read the message as an event (a binary-mode CloudEvent
+    /// whose headers or body are not one): refused with this code and message.
+    Refused(Code, &'a str),
+}
+
+impl Transport<'_> {
+    /// Intake of `raw` with what the transport knows.
+    fn check(&self, raw: &[u8]) -> Result<Accepted, ledger_core::IntakeRefusal> {
+        let refusal = |code, message: String| ledger_core::IntakeRefusal {
+            code,
+            message,
+            identity: None,
+            event_type: None,
+        };
+        match *self {
+            Transport::None => intake::check(raw),
+            Transport::Refused(code, message) => Err(refusal(code, message.to_string())),
+            Transport::Subject {
+                subject,
+                event_type: expected,
+            } => {
+                let accepted = intake::check(raw)?;
+                let found = accepted.event.event_type();
+                if found.as_str() == expected {
+                    return Ok(accepted);
+                }
+                Err(ledger_core::IntakeRefusal {
+                    identity: Some((
+                        accepted.event.source.to_string(),
+                        accepted.event.id.to_string(),
+                    )),
+                    event_type: Some(found),
+                    ..refusal(
+                        Code::InvalidEnvelope,
+                        format!(
+                            "`type` is {:?} but the event came on {subject}: publish each event on the subject of its own type, {}{}",
+                            found.as_str(),
+                            subject.strip_suffix(expected).unwrap_or_default(),
+                            found.as_str()
+                        ),
+                    )
+                })
+            }
+        }
+    }
 }
 
 /// What became of one input of a batch.
@@ -978,7 +1041,7 @@ fn check_all(inputs: &[Input<'_>]) -> Vec<Result<Accepted, ledger_core::IntakeRe
         .min(inputs.len() / PARALLEL_INTAKE_MIN)
         .max(1);
     if threads == 1 {
-        return inputs.iter().map(|i| intake::check(i.raw)).collect();
+        return inputs.iter().map(|i| i.transport.check(i.raw)).collect();
     }
     let per_thread = inputs.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -988,12 +1051,12 @@ fn check_all(inputs: &[Input<'_>]) -> Vec<Result<Accepted, ledger_core::IntakeRe
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|i| intake::check(i.raw))
+                        .map(|i| i.transport.check(i.raw))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut all: Vec<_> = first.iter().map(|i| intake::check(i.raw)).collect();
+        let mut all: Vec<_> = first.iter().map(|i| i.transport.check(i.raw)).collect();
         for handle in others {
             match handle.join() {
                 Ok(part) => all.extend(part),
@@ -1154,6 +1217,7 @@ pub(crate) mod tests {
                 raw: l.as_bytes(),
                 line: Some(i as u64 + 1),
                 time_ns: 0,
+                transport: Transport::None,
             })
             .collect()
     }

@@ -8,6 +8,8 @@ use crate::notices::JetStreamNotices;
 use crate::NatsError;
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
 use futures::StreamExt;
+use ledger_core::{binding, Code};
+use ledger_service::Transport;
 use ledger_service::{
     Delivery, Expect, Handle, InStream, Inbound, OutboxEntry, PayoutSink, Service, Status,
     StreamTail, TransportError,
@@ -40,8 +42,32 @@ pub(crate) fn connect_hint(e: &async_nats::ConnectError) -> String {
 pub async fn connect_now(config: &Config) -> Result<async_nats::Client, NatsError> {
     let options = options(config)
         .await?
-        .connection_timeout(TOOL_CONNECT_TIMEOUT);
+        .connection_timeout(TOOL_CONNECT_TIMEOUT)
+        .event_callback(|event| async move {
+            if let async_nats::Event::ServerError(e) = event {
+                let text = e.to_string();
+                tracing::debug!("the NATS server reports: {text}");
+                if text.to_ascii_lowercase().contains("permissions violation") {
+                    if let Ok(mut last) = SERVER_REFUSAL.lock() {
+                        *last = Some(text);
+                    }
+                }
+            }
+        });
     finish_connect(config, options).await
+}
+
+/// The last permission the server refused a tool's connection (its requests then only
+/// time out: the refusal comes as an asynchronous server error).
+static SERVER_REFUSAL: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// What the server last refused this process's tool connection, in one line that says
+/// where to look — for a failure that otherwise reads as a timeout.
+pub fn server_refusal() -> Option<String> {
+    let last = SERVER_REFUSAL.lock().ok()?.clone()?;
+    Some(format!(
+        "NATS refused it: {last} — the user lacks that permission (see its permissions in the server configuration, e.g. deploy/nats-accounts.conf)"
+    ))
 }
 
 /// Connects for the service: it keeps trying in the background (the service may start
@@ -86,6 +112,24 @@ pub async fn connect_watched(
             }
         });
     finish_connect(config, options).await
+}
+
+/// Connects in the background (the caller goes on at once; the client keeps trying):
+/// for a second connection of the service, whose users see failures as they come.
+pub async fn connect_background(config: &Config) -> Result<async_nats::Client, NatsError> {
+    let options = options(config)
+        .await?
+        .retry_on_initial_connect()
+        .max_reconnects(None);
+    finish_connect(config, options).await
+}
+
+/// The subject prefix of the inbound stream's first subject given as `<prefix>.>`
+/// (`incentive.events`): events are published to `<prefix>.<type>`.
+pub fn inbound_prefix(config: &Config) -> Option<String> {
+    type_prefixes(config)
+        .first()
+        .map(|p| p.trim_end_matches('.').to_string())
 }
 
 async fn finish_connect(
@@ -288,6 +332,8 @@ pub struct JetStreamInbound {
     linger: Duration,
     /// To re-create the consumer from a position ([`Inbound::rewind`]).
     js: jetstream::Context,
+    /// See [`type_prefixes`].
+    prefixes: Vec<String>,
     config: Config,
     replica: String,
 }
@@ -307,37 +353,115 @@ impl JetStreamInbound {
             fetch_wait: Duration::from_millis(config.inbound.fetch_wait_ms.max(10)),
             linger: Duration::from_millis(config.inbound.linger_ms),
             js,
+            prefixes: type_prefixes(config),
             config: config.clone(),
             replica: replica.to_string(),
         })
     }
 }
 
-/// One JetStream message.
-pub struct JetStreamMessage(jetstream::Message);
+/// One JetStream message, with what its subject and headers say of it.
+pub struct JetStreamMessage {
+    message: jetstream::Message,
+    /// A binary-mode CloudEvent rewritten as the structured object (`None`: the payload
+    /// is the event).
+    structured: Option<Vec<u8>>,
+    /// Why a binary-mode message is not an event.
+    refused: Option<(Code, String)>,
+    /// The event type its subject is the inbound subject of.
+    subject_type: Option<String>,
+}
+
+/// The prefixes (`incentive.events.`) of the inbound subjects given as `<prefix>.>`:
+/// what follows one in a message's subject is the type of the event it must carry.
+fn type_prefixes(config: &Config) -> Vec<String> {
+    config
+        .inbound
+        .subjects
+        .iter()
+        .filter_map(|s| s.strip_suffix('>'))
+        .filter(|p| p.ends_with('.'))
+        .map(str::to_string)
+        .collect()
+}
+
+impl JetStreamMessage {
+    /// Reads the message's subject against the inbound `prefixes`, and a binary-mode
+    /// CloudEvent (NATS binding: `ce-*` headers, the body as data) into the structured
+    /// object the log keeps.
+    fn new(message: jetstream::Message, prefixes: &[String]) -> JetStreamMessage {
+        let subject_type = prefixes
+            .iter()
+            .find_map(|p| message.subject.as_str().strip_prefix(p.as_str()))
+            .map(str::to_string);
+        let (mut structured, mut refused) = (None, None);
+        if let Some(headers) = &message.headers {
+            let all = || {
+                headers.iter().flat_map(|(name, values)| {
+                    values
+                        .iter()
+                        .map(move |v| (name.as_ref(), v.as_str().as_bytes()))
+                })
+            };
+            if binding::is_binary(all().map(|(n, _)| n)) {
+                match binding::structured(all(), &message.payload, binding::Encoding::Plain) {
+                    Ok(raw) => structured = Some(raw),
+                    Err(r) => {
+                        refused = Some((
+                            r.code,
+                            format!(
+                                "a binary-mode CloudEvent (ce-* headers) that is not an event: {}",
+                                r.message
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        JetStreamMessage {
+            message,
+            structured,
+            refused,
+            subject_type,
+        }
+    }
+}
 
 impl Delivery for JetStreamMessage {
     fn payload(&self) -> &[u8] {
-        &self.0.payload
+        self.structured.as_deref().unwrap_or(&self.message.payload)
+    }
+
+    fn transport(&self) -> Transport<'_> {
+        if let Some((code, message)) = &self.refused {
+            return Transport::Refused(*code, message);
+        }
+        match &self.subject_type {
+            Some(t) => Transport::Subject {
+                subject: self.message.subject.as_str(),
+                event_type: t,
+            },
+            None => Transport::None,
+        }
     }
 
     fn position(&self) -> Option<u64> {
-        self.0.info().ok().map(|i| i.stream_sequence)
+        self.message.info().ok().map(|i| i.stream_sequence)
     }
 
     async fn ack(&self) -> Result<(), TransportError> {
-        self.0
+        self.message
             .ack()
             .await
             .map_err(|e| TransportError::message(e.to_string()))
     }
 
     async fn in_progress(&self) {
-        let _ = self.0.ack_with(AckKind::Progress).await;
+        let _ = self.message.ack_with(AckKind::Progress).await;
     }
 
     async fn nak(&self) {
-        let _ = self.0.ack_with(AckKind::Nak(None)).await;
+        let _ = self.message.ack_with(AckKind::Nak(None)).await;
     }
 }
 
@@ -365,7 +489,7 @@ impl Inbound for JetStreamInbound {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Ok(Some(Ok(m))) => {
-                messages.push(JetStreamMessage(m));
+                messages.push(JetStreamMessage::new(m, &self.prefixes));
                 while messages.len() < self.fetch_batch {
                     let next = match futures::FutureExt::now_or_never(self.incoming.next()) {
                         Some(n) => Some(n),
@@ -375,7 +499,9 @@ impl Inbound for JetStreamInbound {
                             .ok(),
                     };
                     match next {
-                        Some(Some(Ok(m))) => messages.push(JetStreamMessage(m)),
+                        Some(Some(Ok(m))) => {
+                            messages.push(JetStreamMessage::new(m, &self.prefixes))
+                        }
                         Some(Some(Err(e))) => {
                             warn!("message stream error: {e}");
                             break;

@@ -44,15 +44,48 @@ pub fn route(prefix: &str, raw: &[u8]) -> (String, String) {
         None => format!("{prefix}.unparsed"),
     };
     let msg_id = match (field("source"), field("id")) {
-        (Some(source), Some(id)) => {
-            format!(
-                "{}-{content}",
-                hex(&ledger_core::identity_key(&source, &id))
-            )
-        }
+        (Some(source), Some(id)) => message_id(&source, &id, raw),
         _ => format!("raw-{content}"),
     };
     (subject, msg_id)
+}
+
+/// The `Nats-Msg-Id` of an event: its identity and a hash of its content, so that
+/// JetStream drops an exact re-send, while a conflicting one (same identity, other
+/// content) reaches the ledger and is quarantined.
+pub fn message_id(source: &str, id: &str, raw: &[u8]) -> String {
+    format!(
+        "{}-{}",
+        hex(&ledger_core::identity_key(source, id)),
+        hex(&Sha256::digest(raw)[..16])
+    )
+}
+
+/// Publishes one checked event to `<prefix>.<its type>` and waits for the stream to
+/// store it: (stream sequence, whether it was a re-send JetStream already had).
+pub async fn publish_event(
+    js: &jetstream::Context,
+    prefix: &str,
+    event_type: &str,
+    source: &str,
+    id: &str,
+    raw: Vec<u8>,
+) -> Result<(u64, bool), PublishFailed> {
+    let subject = format!("{prefix}.{event_type}");
+    let msg_id = message_id(source, id, &raw);
+    let raw = bytes::Bytes::from(raw);
+    let ack = send(js, &subject, &msg_id, raw.clone()).await?;
+    let ack = settle(
+        js,
+        InFlight {
+            ack,
+            subject,
+            msg_id,
+            raw,
+        },
+    )
+    .await?;
+    Ok((ack.sequence, ack.duplicate))
 }
 
 /// Why publishing inputs stopped (what was acknowledged before is stored).

@@ -147,6 +147,9 @@ struct Inner {
     health: Mutex<Health>,
     /// The last position folded, for waiters (`min_position`).
     position: tokio::sync::watch::Sender<u64>,
+    /// The upstream position (stream sequence) of the last message folded, for waiters
+    /// on an event just published (`POST /v1/events?wait=true`).
+    source_position: tokio::sync::watch::Sender<u64>,
     /// What `status` shows of the projection, copied after every fold step: under a
     /// lock of its own, so a status never waits for the fold's lock (nor for a writer
     /// queued behind a long read of it, such as the digest's copy).
@@ -213,6 +216,11 @@ impl Handle {
         stall_after: Duration,
     ) -> Handle {
         let (position, _) = tokio::sync::watch::channel(projection.seq);
+        let source_position = tokio::sync::watch::Sender::new(
+            log.as_ref()
+                .and_then(|l| l.stored_head().ok())
+                .map_or(0, |h| h.source_position),
+        );
         let summary = Mutex::new(Summary::of(&projection));
         let archive = projection.archive.clone();
         let handle = Handle {
@@ -221,6 +229,7 @@ impl Handle {
                 projection: RwLock::new(projection),
                 health: Mutex::new(Health::new(stall_after)),
                 position,
+                source_position,
                 digest: Mutex::new(DigestCache::default()),
                 canon: Mutex::new(None),
                 log,
@@ -347,6 +356,29 @@ impl Handle {
     /// The last log position folded.
     pub fn position(&self) -> u64 {
         *self.inner.position.borrow()
+    }
+
+    /// The upstream position (stream sequence) of the last message folded: every
+    /// message of the source up to it is in the log and folded (or quarantined).
+    pub fn source_position(&self) -> u64 {
+        *self.inner.source_position.borrow()
+    }
+
+    /// The fold has taken every message of the source up to `position`.
+    pub(crate) fn source_folded(&self, position: u64) {
+        self.inner.source_position.send_if_modified(|p| {
+            let newer = position > *p;
+            *p = (*p).max(position);
+            newer
+        });
+    }
+
+    /// Waits until the fold has taken the source's message at `position`, at most
+    /// `limit`; whether it did.
+    pub async fn wait_for_source(&self, position: u64, limit: Duration) -> bool {
+        let mut rx = self.inner.source_position.subscribe();
+        let reached = tokio::time::timeout(limit, rx.wait_for(|&p| p >= position)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 
     /// Waits until the fold has reached `position`, at most `limit`; whether it did.

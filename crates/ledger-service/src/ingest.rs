@@ -11,7 +11,7 @@ use crate::health::FaultSource;
 use crate::outbox::Outbox;
 use crate::projector::FoldJob;
 use crate::{ServiceError, TransportError};
-use ledger_log::{Input, Log};
+use ledger_log::{Input, Log, Transport};
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
@@ -44,6 +44,10 @@ pub trait Inbound: Send {
 /// One inbound message and what the loop can answer about it.
 pub trait Delivery: Send + Sync {
     fn payload(&self) -> &[u8];
+    /// What the transport knows of it that its payload does not say.
+    fn transport(&self) -> Transport<'_> {
+        Transport::None
+    }
     /// Its position in the source (the JetStream stream sequence), if known.
     fn position(&self) -> Option<u64>;
     /// It is durable in the log: the source may forget it.
@@ -267,6 +271,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
                 raw: m.payload(),
                 line: None,
                 time_ns,
+                transport: m.transport(),
             })
             .collect();
         let last_position = messages.iter().filter_map(Delivery::position).max();
@@ -280,7 +285,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
                     self.handle.health().clear_fault(FaultSource::Log);
                     self.timing.append += t.elapsed();
                     self.handle.health().batch_flush.observe(t.elapsed());
-                    return Ok(Some(FoldJob::Outcomes(outcomes)));
+                    return Ok(Some(FoldJob::Outcomes(outcomes, last_position)));
                 }
                 Err(e) => {
                     let message = crate::error_chain(&e);
@@ -301,7 +306,7 @@ impl<'a, I: Inbound> Ingest<'a, I> {
                         warn!(position = self.log.head().last_seq, "the batch had become durable before the fault; folding it from the log");
                         self.handle.health().clear_all();
                         self.timing.append += t.elapsed();
-                        return Ok(Some(FoldJob::Landed));
+                        return Ok(Some(FoldJob::Landed(self.log.head().source_position)));
                     }
                 }
             }

@@ -25,11 +25,12 @@ const FOLD_SLICE: usize = 64;
 /// Work for the projector, in log order; the first two are what a committed batch came
 /// to.
 pub(crate) enum FoldJob {
-    /// Appended now, with what intake made of each input.
-    Outcomes(Vec<Outcome>),
+    /// Appended now, with what intake made of each input, and the upstream position of
+    /// its last message.
+    Outcomes(Vec<Outcome>, Option<u64>),
     /// Found durable in the log after a re-open (the fault came after the flush): fold
-    /// it from there.
-    Landed,
+    /// it from there; the upstream position the log then held.
+    Landed(u64),
     /// Answered once everything sent before it is folded and recorded.
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
@@ -62,7 +63,7 @@ impl<N: Notices> Projector<N> {
             let job = if held {
                 match tokio::time::timeout(ARCHIVE_RETRY, jobs.recv()).await {
                     Ok(job) => job,
-                    Err(_) => Some(FoldJob::Outcomes(Vec::new())),
+                    Err(_) => Some(FoldJob::Outcomes(Vec::new(), None)),
                 }
             } else {
                 jobs.recv().await
@@ -71,15 +72,18 @@ impl<N: Notices> Projector<N> {
                 break;
             };
             let t = Instant::now();
-            let outcomes = match job {
+            let (outcomes, source) = match job {
                 FoldJob::Barrier(done) => {
                     let _ = done.send(());
                     continue;
                 }
-                FoldJob::Outcomes(o) => Some(o),
-                FoldJob::Landed => None,
+                FoldJob::Outcomes(o, source) => (Some(o), source),
+                FoldJob::Landed(source) => (None, Some(source)),
             };
             let refused = tokio::task::block_in_place(|| self.fold(outcomes))?;
+            if let Some(p) = source {
+                self.handle.source_folded(p);
+            }
             self.wake.notify_one();
             self.fold_time += t.elapsed();
             if !refused.is_empty() {

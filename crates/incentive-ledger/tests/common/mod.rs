@@ -673,3 +673,70 @@ pub fn paused_active_replica(server: &impl Endpoint, dir: &Path, extra: &[&str])
         a.logs()
     );
 }
+
+/// A minimal HTTP/1.1 request over loopback: (status, body). `headers` are sent as
+/// given; the body with its length.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// `serve` with a configuration file of `toml` (its `http_addr` on `http_port`).
+pub fn serve_with_config(
+    nats: &impl Endpoint,
+    dir: &Path,
+    http_port: u16,
+    toml: &str,
+    log: &Path,
+) -> Service {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!("http_addr = \"127.0.0.1:{http_port}\"\n{toml}"),
+    )
+    .unwrap();
+    let stderr = std::fs::File::create(log).unwrap();
+    Service {
+        child: Some(
+            bin()
+                .arg("serve")
+                .arg("--config")
+                .arg(&config)
+                .arg("--nats-url")
+                .arg(nats.url())
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .dies_with_the_test()
+                .spawn()
+                .unwrap(),
+        ),
+    }
+}

@@ -18,6 +18,7 @@ pub fn logged_fixture(
             raw,
             line: Some(n),
             time_ns: n,
+            transport: ledger_log::Transport::None,
         })
         .collect();
     log.append_batch(&inputs).unwrap();

@@ -397,6 +397,7 @@ fn a_simulation_reads_the_checkpoint_and_writes_nothing() {
             raw: l.as_bytes(),
             line: Some(2001 + i as u64),
             time_ns: 0,
+            transport: crate::Transport::None,
         })
         .collect();
     log.append_batch(&inputs).unwrap();

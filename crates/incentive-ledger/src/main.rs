@@ -11,6 +11,7 @@ mod nats_cmd;
 mod plan_cmd;
 mod program_cmd;
 mod progress;
+mod redrive_cmd;
 mod replay_cmd;
 mod spool;
 
@@ -52,6 +53,9 @@ enum Command {
     Export(log_cmd::ExportArgs),
     /// List every refusal of a data directory (quarantine and business) with its message.
     Rejected(log_cmd::RejectedArgs),
+    /// List refused events by code, stage, program, partner or arrival, and send the
+    /// chosen ones again (a business refusal under a new id derived from its own).
+    Redrive(redrive_cmd::RedriveArgs),
     /// Write programs: check one (printed back in plain words) or wrap it in a
     /// program.published CloudEvent.
     #[command(subcommand)]
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
         },
         Command::Export(args) => log_cmd::export(args),
         Command::Rejected(args) => log_cmd::rejected(args),
+        Command::Redrive(args) => redrive_cmd::redrive(args),
         Command::Program(command) => program_cmd::run(command),
         Command::Simulate(args) => plan_cmd::simulate(args),
         Command::Report(args) => plan_cmd::report(args),

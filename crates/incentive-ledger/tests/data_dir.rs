@@ -586,3 +586,98 @@ fn data_files_are_private_to_their_user() {
     }
     assert!(seen > 5, "{seen}");
 }
+
+/// `redrive`: an enrollment refused because its program came later is sent again under
+/// a derived id naming the original, chosen by code and program; a quarantined input
+/// intake still refuses is listed with why; a second run re-drives nothing twice.
+#[test]
+fn redrive_sends_refused_events_again_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let enroll = r#"{"specversion":"1.0","id":"enr-1","source":"crm","type":"partner.enrolled","time":"2026-01-02T00:00:00Z","data":{"partner_id":"P-1","program_id":"LATE"}}"#;
+    let other = r#"{"specversion":"1.0","id":"enr-2","source":"crm","type":"partner.enrolled","time":"2026-01-02T00:00:00Z","data":{"partner_id":"P-2","program_id":"NEVER"}}"#;
+    let program = r#"{"specversion":"1.0","id":"p1","source":"admin","type":"program.published","time":"2026-01-01T00:00:00Z","data":{"program_id":"LATE","version":1,"name":"Late","kind":"rebate","currency":"EUR","start_date":"2026-01-01","end_date":"2026-12-31","period":"quarter","rules":{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"}]}}}"#;
+    let sale = r#"{"specversion":"1.0","id":"s1","source":"erp","type":"sale.recorded","time":"2026-02-01T10:00:00Z","data":{"sale_id":"S1","partner_id":"P-1","lines":[{"line_id":"1","sku":"A","quantity":1,"net_amount":"100.00","currency":"EUR"}]}}"#;
+    let file = tmp.path().join("events.ndjson");
+    std::fs::write(
+        &file,
+        [enroll, other, program, "{broken", sale].join("\n") + "\n",
+    )
+    .unwrap();
+    ingest(&dir, &file);
+    let before = replay_dir(&dir, &[]);
+    let earned = |doc: &serde_json::Value| {
+        doc["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["partner_id"] == "P-1")
+            .map(|b| b["earned"].clone())
+    };
+    assert_eq!(
+        earned(&before),
+        None,
+        "P-1 is not enrolled: its sale counts nowhere"
+    );
+    let redrive = |extra: &[&str]| {
+        let out = ok(bin()
+            .arg("redrive")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap());
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Listing only: the quarantined line says why it stays, nothing is written.
+    let (listed, said) = redrive(&[]);
+    assert!(listed.contains("re-drive as redrive:enr-1"), "{listed}");
+    assert!(listed.contains("re-drive as redrive:enr-2"), "{listed}");
+    assert!(
+        listed.contains("malformed_json") && listed.contains("skip: intake still refuses it"),
+        "{listed}"
+    );
+    assert!(said.contains("would be re-driven"), "{said}");
+    // The chosen ones: the program's, by code and program.
+    let out = tmp.path().join("redrive.ndjson");
+    let (listed, _) = redrive(&[
+        "--code",
+        "unknown_program",
+        "--program",
+        "LATE",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!listed.contains("enr-2"), "{listed}");
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(written.lines().count(), 1, "{written}");
+    let event: serde_json::Value = serde_json::from_str(written.trim()).unwrap();
+    assert_eq!(event["id"], "redrive:enr-1");
+    assert_eq!(event["redrivessource"], "crm");
+    assert_eq!(event["redrivesid"], "enr-1");
+    ingest(&dir, &out);
+    // The re-driven enrollment is applied.
+    let after = replay_dir(&dir, &[]);
+    assert_eq!(
+        after["events"]["applied"].as_u64().unwrap(),
+        before["events"]["applied"].as_u64().unwrap() + 1
+    );
+    // Run again: the enrollment is re-driven already; nothing is sent twice.
+    let (listed, said) = redrive(&["--code", "unknown_program", "--program", "LATE"]);
+    assert!(
+        listed.contains("skip: re-driven already as redrive:enr-1 (log position"),
+        "{listed}"
+    );
+    assert!(said.contains("0 events would be re-driven"), "{said}");
+    // A code that does not exist is refused by name.
+    let bad = bin()
+        .args(["redrive", "--code", "no_such_code", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a refusal code"));
+}

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod intake;
 pub mod json;
 pub mod ledger;
+pub mod redrive;
 pub mod refusal;
 pub mod replay;
 pub mod report;

@@ -25,6 +25,9 @@ use std::fmt;
 /// Largest input accepted, in bytes (an NDJSON line without its line ending).
 pub const MAX_INPUT_BYTES: usize = 65_536;
 
+/// Longest `id`, in Unicode scalar values.
+pub const MAX_ID_CHARS: usize = 128;
+
 /// An input that passed intake: the typed event and the digest of its JSON content.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -112,7 +115,8 @@ fn check_inner(raw: &[u8], digest: bool) -> Result<(Event, Option<[u8; 32]>), In
 fn identity_of(root: &Json) -> Option<(String, String)> {
     match (root.get("source"), root.get("id")) {
         (Some(Json::Str(source)), Some(Json::Str(id)))
-            if (1..=256).contains(&char_len(source)) && (1..=128).contains(&char_len(id)) =>
+            if (1..=256).contains(&char_len(source))
+                && (1..=MAX_ID_CHARS).contains(&char_len(id)) =>
         {
             Some((source.to_string(), id.to_string()))
         }
@@ -182,7 +186,7 @@ fn envelope<'a>(root: &'a Json<'a>) -> Result<Envelope<'a>, String> {
             "attribute specversion must be \"1.0\", got {specversion:?}"
         ));
     }
-    let id = string_attr("id", 1, 128)?;
+    let id = string_attr("id", 1, MAX_ID_CHARS)?;
     let source = string_attr("source", 1, 256)?;
     let type_name = string_attr("type", 0, usize::MAX)?;
     let time = string_attr("time", 0, usize::MAX)?;

@@ -6,6 +6,7 @@ mod bench_memory;
 mod bench_service;
 mod config;
 mod generate_cmd;
+mod import_cmd;
 mod log_cmd;
 mod nats_cmd;
 mod plan_cmd;
@@ -51,6 +52,9 @@ enum Command {
     Verify(log_cmd::VerifyArgs),
     /// Print a data directory's log as NDJSON, byte-identical to what was accepted.
     Export(log_cmd::ExportArgs),
+    /// Turn a CSV export of sales or returns into CloudEvents (NDJSON, or sent to NATS),
+    /// by a column mapping; bad rows are listed with their line and nothing is imported.
+    Import(import_cmd::ImportArgs),
     /// List every refusal of a data directory (quarantine and business) with its message.
     Rejected(log_cmd::RejectedArgs),
     /// List refused events by code, stage, program, partner or arrival, and send the
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
         Command::Export(args) => log_cmd::export(args),
         Command::Rejected(args) => log_cmd::rejected(args),
         Command::Redrive(args) => redrive_cmd::redrive(args),
+        Command::Import(args) => import_cmd::import(args),
         Command::Program(command) => program_cmd::run(command),
         Command::Simulate(args) => plan_cmd::simulate(args),
         Command::Report(args) => plan_cmd::report(args),

@@ -252,3 +252,102 @@ fn a_closed_pipe_ends_a_tool_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `import` of the example exports, piped into `ingest` after a program and its
+/// enrollments: the sales and the return fold as the same events written by hand would;
+/// a bad row stops everything with its line named, and nothing reaches stdout.
+#[test]
+fn imported_csv_exports_fold_like_hand_written_events() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/import");
+    let import = |name: &str| {
+        let out = bin()
+            .arg("import")
+            .arg("--csv")
+            .arg(examples.join(format!("{name}.csv")))
+            .arg("--mapping")
+            .arg(examples.join(format!("{name}.toml")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let setup: String =
+        std::fs::read_to_string(fixtures().join("rebate_retroactive_tiers/events.ndjson"))
+            .unwrap()
+            .lines()
+            .take(3)
+            .map(|l| format!("{l}\n"))
+            .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut ingest = bin()
+        .args(["ingest", "--events", "-", "--data-dir"])
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stream = format!("{setup}{}{}", import("sales"), import("returns"));
+    ingest
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stream.as_bytes())
+        .unwrap();
+    assert!(ingest.wait_with_output().unwrap().status.success());
+    let from_dir = json(
+        &bin()
+            .args(["replay", "--data-dir"])
+            .arg(&dir)
+            .output()
+            .unwrap(),
+    );
+    // The same business facts written by hand.
+    let by_hand = format!(
+        "{setup}{}\n{}\n{}\n",
+        r#"{"specversion":"1.0","id":"h1","source":"erp","type":"sale.recorded","time":"2026-01-15T00:00:00Z","data":{"sale_id":"INV-2026-0001","partner_id":"P-100","region":"EMEA","lines":[{"line_id":"1","sku":"SKU-SW","product_family":"switches","quantity":10,"net_amount":"60000.00","currency":"EUR"},{"line_id":"2","sku":"SKU-FW","product_family":"firewalls","quantity":2,"net_amount":"5000.00","currency":"EUR"}]}}"#,
+        r#"{"specversion":"1.0","id":"h2","source":"erp","type":"sale.recorded","time":"2026-02-03T00:00:00Z","data":{"sale_id":"INV-2026-0002","partner_id":"P-200","region":"EMEA","lines":[{"line_id":"1","sku":"SKU-RT","product_family":"routers","quantity":4,"net_amount":"12500.50","currency":"EUR"}]}}"#,
+        r#"{"specversion":"1.0","id":"h3","source":"erp","type":"sale.returned","time":"2026-03-02T09:30:00+01:00","data":{"return_id":"CN-77","sale_id":"INV-2026-0001","partner_id":"P-100","lines":[{"line_id":"1","quantity":2,"net_amount":"12000.00"}]}}"#
+    );
+    let file = tmp.path().join("by-hand.ndjson");
+    std::fs::write(&file, by_hand).unwrap();
+    let expected = json(
+        &bin()
+            .arg("replay")
+            .arg("--events")
+            .arg(&file)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(from_dir["events"]["applied"], 6, "{from_dir}");
+    assert_eq!(from_dir["balances"], expected["balances"]);
+    assert!(
+        !expected["balances"].as_array().unwrap().is_empty(),
+        "the imported sales count"
+    );
+    // A bad row: nothing on stdout, the line and the reason on stderr, exit 1.
+    let bad = tmp.path().join("bad.csv");
+    let mut text = std::fs::read_to_string(examples.join("sales.csv")).unwrap();
+    text = text.replacen(";10;", ";zehn;", 1);
+    std::fs::write(&bad, text).unwrap();
+    let out = bin()
+        .arg("import")
+        .arg("--csv")
+        .arg(&bad)
+        .arg("--mapping")
+        .arg(examples.join("sales.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.contains("line 2: quantity (column Menge) \"zehn\": is not a number")
+            && err.contains("nothing was imported"),
+        "{err}"
+    );
+}

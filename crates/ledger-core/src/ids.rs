@@ -39,6 +39,18 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// An id made of `prefix` and `key` (`redrive:` + an event's id, `sale:` + a sale id),
+/// or, when that would be longer than an id may be (CONTRACT §1), `prefix` and the hash
+/// of `(source, key)`: a function of its inputs either way.
+pub fn fitting_id(prefix: &str, key: &str, source: &str) -> String {
+    let plain = format!("{prefix}{key}");
+    if plain.chars().count() <= crate::intake::MAX_ID_CHARS {
+        plain
+    } else {
+        format!("{prefix}{}", hex(&identity_key(source, key)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

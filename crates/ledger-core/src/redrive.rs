@@ -10,8 +10,7 @@
 //! is a function of the old, so re-driving twice sends the same event twice — an exact
 //! duplicate, re-driven once.
 
-use crate::ids::{hex, identity_key};
-use crate::intake::MAX_ID_CHARS;
+use crate::ids::fitting_id;
 use serde_json::{Map, Value};
 
 /// The prefix of a re-driven event's id.
@@ -19,12 +18,7 @@ pub const PREFIX: &str = "redrive:";
 
 /// The id the event `(source, id)` is re-driven under.
 pub fn redrive_id(source: &str, id: &str) -> String {
-    let plain = format!("{PREFIX}{id}");
-    if plain.chars().count() <= MAX_ID_CHARS {
-        plain
-    } else {
-        format!("{PREFIX}{}", hex(&identity_key(source, id)))
-    }
+    fitting_id(PREFIX, id, source)
 }
 
 /// The re-driven form of an event's raw JSON object: the same attributes and data, the
@@ -45,6 +39,7 @@ pub fn redriven(raw: &[u8]) -> Option<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intake::MAX_ID_CHARS;
 
     const ENROLL: &str = r#"{"specversion":"1.0","id":"enr-1","source":"crm","type":"partner.enrolled","time":"2026-01-02T00:00:00Z","data":{"partner_id":"P-1","program_id":"LATE"}}"#;
 

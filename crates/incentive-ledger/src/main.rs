@@ -1,6 +1,7 @@
 //! `incentive-ledger`: the command-line entry point. Parses arguments and wires the
 //! library crates together; all domain logic lives in `ledger-core`.
 
+mod backup_cmd;
 mod bench_cmd;
 mod bench_memory;
 mod bench_service;
@@ -50,6 +51,9 @@ enum Command {
     Ingest(log_cmd::IngestArgs),
     /// Re-check a data directory: hash chain, sequence, indexes, checkpoint.
     Verify(log_cmd::VerifyArgs),
+    /// Copy a ledger's log into a new data directory — from a directory, or through the
+    /// running service — and verify the copy.
+    Backup(backup_cmd::BackupArgs),
     /// Print a data directory's log as NDJSON, byte-identical to what was accepted.
     Export(log_cmd::ExportArgs),
     /// Turn a CSV export of sales or returns into CloudEvents (NDJSON, or sent to NATS),
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
         Command::Export(args) => log_cmd::export(args),
         Command::Rejected(args) => log_cmd::rejected(args),
         Command::Redrive(args) => redrive_cmd::redrive(args),
+        Command::Backup(args) => backup_cmd::backup(args),
         Command::Import(args) => import_cmd::import(args),
         Command::Program(command) => program_cmd::run(command),
         Command::Simulate(args) => plan_cmd::simulate(args),

@@ -352,3 +352,90 @@ fn nats_binary_mode_is_taken_and_a_type_off_its_subject_is_refused() {
     let doc = replay("--data-dir", &tmp.path().join("data"));
     assert_eq!(doc["events"]["applied"], 2, "{doc}");
 }
+
+/// While the service holds its directory: `GET /v1/verify` checks it, `backup --url`
+/// copies it into a directory that verifies and replays to the service's digest, and a
+/// backup of the held directory itself says it is in use. Stopped, it is copied directly.
+#[test]
+fn a_running_service_is_verified_and_backed_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("js"));
+    let port = free_port();
+    let log = tmp.path().join("serve.log");
+    let mut service = serve_with_config(&nats, tmp.path(), port, TOKENS, &log);
+    let file = root().join("replay-fixtures/mdf_claims_fifo_expiry/events.ndjson");
+    publish(&nats, &file);
+    let doc = document(&file);
+    wait_for(&nats, positions(&doc), &log);
+    let (status, text) = http(
+        port,
+        "GET",
+        "/v1/verify",
+        &[("Authorization", "Bearer fin")],
+        b"",
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let copy = tmp.path().join("copy");
+    let out = succeeded(
+        bin()
+            .args([
+                "backup",
+                "--url",
+                &format!("http://127.0.0.1:{port}"),
+                "--token",
+                "fin",
+                "--to",
+            ])
+            .arg(&copy),
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("backed up") && said.contains("verified"),
+        "{said}"
+    );
+    assert_eq!(replay("--data-dir", &copy)["digest"], doc["digest"]);
+    // A wrong token is refused by the service, and nothing is taken for a backup.
+    let refused = bin()
+        .args([
+            "backup",
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--token",
+            "p100",
+            "--to",
+        ])
+        .arg(tmp.path().join("partner-copy"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("403"), "{err}");
+    // The held directory itself: in use, one line, nothing written.
+    let held = bin()
+        .args(["backup", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .arg("--to")
+        .arg(tmp.path().join("direct"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&held.stderr);
+    assert!(
+        !held.status.success() && err.contains("in use by another"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("direct").exists());
+    service.terminate();
+    let out = succeeded(
+        bin()
+            .args(["backup", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .arg("--to")
+            .arg(tmp.path().join("direct")),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verified"));
+    assert_eq!(
+        replay("--data-dir", &tmp.path().join("direct"))["digest"],
+        doc["digest"]
+    );
+}

@@ -23,6 +23,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 pub mod events;
+mod operations;
 mod planning;
 mod routes;
 pub mod views;
@@ -298,6 +299,8 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
         &[200, 400, 401, 403, 422, 429, 503],
     ),
     ("get", "/v1/export", &[200, 400, 401, 403, 503]),
+    ("get", "/v1/verify", &[200, 400, 401, 403, 429, 503]),
+    ("get", "/v1/backup", &[200, 400, 401, 403, 503]),
     (
         "post",
         "/v1/events",
@@ -326,6 +329,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/simulations", post(planning::simulate))
         .route("/v1/export", get(routes::export))
         .route("/v1/events", post(events::post))
+        .route("/v1/verify", get(operations::verify))
+        .route("/v1/backup", get(operations::backup))
         .route("/metrics", get(routes::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

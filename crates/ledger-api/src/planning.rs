@@ -57,7 +57,7 @@ fn heavy_error(e: HeavyError) -> ApiError {
 }
 
 /// The answer to a background fold's error: 429 with `Retry-After` when busy.
-fn answer_error(e: HeavyError) -> Response {
+pub(crate) fn answer_error(e: HeavyError) -> Response {
     if let HeavyError::Busy { retry_after } = e {
         let mut r = ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,

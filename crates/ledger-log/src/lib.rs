@@ -18,6 +18,7 @@
 //! stores and replays. No type of the storage engine appears in its API.
 
 pub mod archive;
+pub mod backup;
 pub mod canon;
 pub mod history;
 mod identities;
@@ -40,7 +41,7 @@ pub use log::{
 pub use lookups::LookupStore;
 pub use outbox::{OutboxStore, Range};
 pub use runs::RunName;
-pub use verify::{verify, CheckpointStatus, Report};
+pub use verify::{verify, verify_live, CheckpointStatus, Report};
 
 /// An error and its sources, joined by ": " — for logs and reported faults, where only
 /// one line is shown. (Each error's own `Display` leaves its source out; a source whose

@@ -665,7 +665,7 @@ impl Log {
         Ok(Some((seq, record.content)))
     }
 
-    fn write_highwater(&self, head: &Head) -> Result<(), LogError> {
+    pub(crate) fn write_highwater(&self, head: &Head) -> Result<(), LogError> {
         let text = format!("{} {}\n", head.last_seq, ledger_core::hex(&head.last_hash));
         self.replace_file(HIGHWATER_FILE, text.as_bytes(), false)
     }

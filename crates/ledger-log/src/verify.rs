@@ -51,12 +51,47 @@ impl Report {
 /// Verifies an open directory. Storage errors end the check and are returned as errors;
 /// damage to the content is reported in the `Report`.
 pub fn verify(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, LogError> {
+    verify_up_to(log, None, progress)
+}
+
+/// Verifies the directory a running process appends to (the service's, through its
+/// reader): everything up to the head stored when it starts, so that a batch landing
+/// meanwhile is not taken for damage.
+pub fn verify_live(log: &LogReader, progress: &mut dyn FnMut(u64)) -> Result<Report, LogError> {
+    let head = log.stored_head()?;
+    verify_up_to(log, Some(head), progress)
+}
+
+fn verify_up_to(
+    log: &LogReader,
+    limit: Option<Head>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report, LogError> {
     let mut report = Report::default();
     let tree = log.raw_tree()?;
     let storage = crate::log::storage(log.path());
-    let last_hash = check_records(&tree, &storage, &mut report, progress)?;
-    check_head(&tree, &mut report, last_hash);
-    check_marks(&tree, &storage, &mut report)?;
+    let last_hash = check_records(
+        &tree,
+        &storage,
+        &mut report,
+        limit.map_or(u64::MAX, |h| h.last_seq),
+        progress,
+    )?;
+    let head = match limit {
+        Some(h) => Some(h),
+        None => tree
+            .get(HEAD)
+            .ok()
+            .flatten()
+            .and_then(|b| postcard::from_bytes(&b).ok()),
+    };
+    check_head(head, &mut report, last_hash);
+    check_marks(
+        &tree,
+        &storage,
+        &mut report,
+        limit.map_or(u64::MAX, |h| h.last_arrival),
+    )?;
     if report.ok() {
         report.checkpoint = check_checkpoint(log)?;
         if let CheckpointStatus::Differs(why) = &report.checkpoint {
@@ -73,6 +108,7 @@ fn check_records(
     tree: &sled::Tree,
     storage: &impl Fn(sled::Error) -> LogError,
     report: &mut Report,
+    max_seq: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Result<[u8; 32], LogError> {
     let mut expected_seq = 1u64;
@@ -88,6 +124,9 @@ fn check_records(
             );
             break;
         };
+        if first > max_seq {
+            break; // appended after the head this check is bounded by
+        }
         let records = match decode_segment(&v) {
             Ok(r) => r,
             Err(e) => {
@@ -176,12 +215,7 @@ fn check_records(
 }
 
 /// The head names the log's last record and its hash.
-fn check_head(tree: &sled::Tree, report: &mut Report, previous_hash: [u8; 32]) {
-    let head: Option<Head> = tree
-        .get(HEAD)
-        .ok()
-        .flatten()
-        .and_then(|b| postcard::from_bytes(&b).ok());
+fn check_head(head: Option<Head>, report: &mut Report, previous_hash: [u8; 32]) {
     match head {
         None if report.records > 0 => {
             report.bad(None, "the head record is missing or damaged".into())
@@ -206,9 +240,14 @@ fn check_marks(
     tree: &sled::Tree,
     storage: &impl Fn(sled::Error) -> LogError,
     report: &mut Report,
+    max_arrival: u64,
 ) -> Result<(), LogError> {
+    let beyond = |k: &[u8], kind| key_number(k, kind).is_some_and(|a| a > max_arrival);
     for item in tree.scan_prefix([QUARANTINE]) {
         let (k, v) = item.map_err(storage)?;
+        if beyond(&k, QUARANTINE) {
+            break;
+        }
         match postcard::from_bytes::<crate::layout::Quarantined>(&v) {
             Ok(q) if Some(q.arrival) == key_number(&k, QUARANTINE) => report.quarantined += 1,
             _ => report.bad(
@@ -222,6 +261,9 @@ fn check_marks(
     }
     for item in tree.scan_prefix([DUPLICATE]) {
         let (k, v) = item.map_err(storage)?;
+        if beyond(&k, DUPLICATE) {
+            break;
+        }
         match postcard::from_bytes::<crate::layout::Duplicate>(&v) {
             Ok(d)
                 if Some(d.arrival) == key_number(&k, DUPLICATE)

@@ -96,6 +96,8 @@ pub enum HistoricError {
     NoDataDirectory,
     #[error("cannot rebuild from the log")]
     Log(#[from] LogError),
+    #[error("the backup failed")]
+    Backup(#[source] ledger_log::backup::BackupError),
 }
 
 /// Computes the digest of the projection's current position into the cache (unless a
@@ -280,6 +282,16 @@ impl Handle {
     ) -> Result<(), HistoricError> {
         let log = self.log_reader().ok_or(HistoricError::NoDataDirectory)?;
         Ok(log.export(1, through, with_chain, out)?)
+    }
+
+    /// Writes a backup of the data directory as it stands to `out`
+    /// ([`ledger_log::backup`]): consistent while the log goes on.
+    pub fn backup(
+        &self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<ledger_log::backup::Summary, HistoricError> {
+        let log = self.log_reader().ok_or(HistoricError::NoDataDirectory)?;
+        ledger_log::backup::write_backup(log, out).map_err(HistoricError::Backup)
     }
 
     /// Reports the message broker unreachable (`Some(why)`) or reachable again (`None`):

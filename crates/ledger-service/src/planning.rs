@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum HeavyError {
     /// Another one is running; try again after about this long.
-    #[error("another simulation or past report is running; retry in {} s", retry_after.as_secs())]
+    #[error("another simulation, past report or verify is running; retry in {} s", retry_after.as_secs())]
     Busy { retry_after: Duration },
     #[error("this service has no data directory to fold from")]
     NoDataDirectory,
@@ -192,6 +192,15 @@ impl Handle {
                 folded.rebuilt.seq,
                 program_id.as_deref(),
             ))
+        })
+        .await
+    }
+
+    /// Verifies the data directory up to the head stored when it starts (the log goes
+    /// on meanwhile), in the background slot.
+    pub async fn verify(&self) -> Result<ledger_log::Report, HeavyError> {
+        self.in_background("verify", |log| {
+            Ok(ledger_log::verify_live(log, &mut |_| {})?)
         })
         .await
     }

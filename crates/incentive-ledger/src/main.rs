@@ -6,6 +6,7 @@ mod bench_cmd;
 mod bench_memory;
 mod bench_service;
 mod config;
+mod docs_cmd;
 mod generate_cmd;
 mod import_cmd;
 mod log_cmd;
@@ -34,7 +35,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 SPIFs, bonuses and training rewards. Balances are a pure function of the event log, so any \
 log replays to the same document and digest on any machine."
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -86,6 +87,11 @@ enum Command {
     BenchService(bench_service::BenchServiceArgs),
     /// Measure how a replay's peak memory grows with the log (two lengths, the slope).
     BenchMemory(bench_memory::BenchMemoryArgs),
+    /// Print a shell's completion script (e.g. `completions bash >
+    /// /etc/bash_completion.d/incentive-ledger`).
+    Completions(docs_cmd::CompletionsArgs),
+    /// Write the manual pages (one per command) generated from this command line.
+    Man(docs_cmd::ManArgs),
     /// Open a data directory as `serve` does, checkpoint it and exit, printing the time
     /// it took (what `bench-memory --service` measures; no transport needed).
     #[command(hide = true)]
@@ -166,6 +172,8 @@ fn main() -> ExitCode {
         Command::Redrive(args) => redrive_cmd::redrive(args),
         Command::Backup(args) => backup_cmd::backup(args),
         Command::Import(args) => import_cmd::import(args),
+        Command::Completions(args) => docs_cmd::completions(args),
+        Command::Man(args) => docs_cmd::man(args),
         Command::Program(command) => program_cmd::run(command),
         Command::Simulate(args) => plan_cmd::simulate(args),
         Command::Report(args) => plan_cmd::report(args),

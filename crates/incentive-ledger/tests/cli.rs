@@ -351,3 +351,62 @@ fn imported_csv_exports_fold_like_hand_written_events() {
         "{err}"
     );
 }
+
+/// Completions and manual pages come from the command line itself: every command is in
+/// each shell's script and has its page, which says what `--help` says.
+#[test]
+fn completions_and_manual_pages_cover_every_command() {
+    let help = bin().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let commands: Vec<String> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect();
+    assert!(commands.len() > 15, "{commands:?}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = bin().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success());
+        let script = String::from_utf8_lossy(&out.stdout);
+        for c in &commands {
+            assert!(script.contains(c.as_str()), "{shell}: no {c}");
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["man", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let main = std::fs::read_to_string(tmp.path().join("incentive-ledger.1")).unwrap();
+    assert!(main.starts_with(".ie") || main.starts_with(".TH"), "{main}");
+    for c in &commands {
+        let page = std::fs::read_to_string(tmp.path().join(format!("incentive-ledger-{c}.1")))
+            .unwrap_or_else(|_| panic!("no page for {c}"));
+        assert!(page.contains(".TH"), "{c}");
+        assert!(
+            page.contains(".SH OPTIONS") || page.contains(".SH SUBCOMMANDS"),
+            "{c}"
+        );
+        assert!(
+            main.contains(&c.replace('-', "\\-")),
+            "the main page does not list {c}"
+        );
+    }
+    assert!(tmp
+        .path()
+        .join("incentive-ledger-program-check.1")
+        .is_file());
+}

@@ -4,7 +4,7 @@
 //! `incentive-ledger backup` restores into a new directory). Staff only.
 
 use crate::planning::answer_error;
-use crate::routes::{query, staff_only};
+use crate::routes::{query, staff_only, NoQuery};
 use crate::{ApiError, ApiResult, ApiState, Role};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -12,16 +12,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use ledger_service::CheckpointStatus;
-use serde::Deserialize;
 use serde_json::json;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NoQuery {
-    /// Read-your-writes (the middleware's).
-    #[allow(dead_code)]
-    min_position: Option<u64>,
-}
 
 /// `GET /v1/verify`: the data directory re-checked from its bytes in the background
 /// slot (one at a time with simulations: a second gets 429). 200 either way; `ok` says.

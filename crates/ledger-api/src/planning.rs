@@ -253,7 +253,9 @@ pub(crate) async fn opportunities(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
     Path(partner): Path<String>,
+    q: Result<Query<crate::routes::NoQuery>, QueryRejection>,
 ) -> ApiResult {
+    query(q)?;
     if !role.sees(&partner) {
         return Err(ApiError::not_found(format!("no partner {partner}")));
     }

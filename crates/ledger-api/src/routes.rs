@@ -28,6 +28,15 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
+/// The query of a route that takes none but `min_position` (the middleware's): any
+/// other parameter is refused, so that a mistyped filter is never silently ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoQuery {
+    #[allow(dead_code)]
+    min_position: Option<u64>,
+}
+
 /// Whether the client asked for CSV (`Accept: text/csv`).
 fn wants_csv(headers: &axum::http::HeaderMap) -> bool {
     headers
@@ -130,8 +139,10 @@ pub(crate) async fn leaderboard(
 pub(crate) async fn metrics(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
+    q: Result<Query<NoQuery>, QueryRejection>,
 ) -> ApiResult {
     staff_only(&role)?;
+    query(q)?;
     let m = state.handle.metrics();
     let handle = state.handle.clone();
     let budgets = blocking(move || handle.budgets()).await?;
@@ -331,8 +342,10 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> Response {
 pub(crate) async fn status(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
+    q: Result<Query<NoQuery>, QueryRejection>,
 ) -> ApiResult {
     staff_only(&role)?;
+    query(q)?;
     let handle = state.handle.clone();
     let status = blocking(move || handle.status()).await?;
     Ok(Json(status).into_response())
@@ -431,7 +444,9 @@ pub(crate) async fn claim(
     State(state): State<ApiState>,
     axum::Extension(role): axum::Extension<Role>,
     Path(id): Path<String>,
+    q: Result<Query<NoQuery>, QueryRejection>,
 ) -> ApiResult {
+    query(q)?;
     match state.handle.claim(&id) {
         Some(c) if role.sees(&c.partner_id) => Ok(Json(c).into_response()),
         _ => Err(ApiError::not_found(format!("no claim {id}"))),
@@ -620,7 +635,11 @@ pub(crate) async fn export(
     Ok(response)
 }
 
-pub(crate) async fn programs(State(state): State<ApiState>) -> ApiResult {
+pub(crate) async fn programs(
+    State(state): State<ApiState>,
+    q: Result<Query<NoQuery>, QueryRejection>,
+) -> ApiResult {
+    query(q)?;
     let items: Vec<Program> = state
         .handle
         .programs()
@@ -630,7 +649,12 @@ pub(crate) async fn programs(State(state): State<ApiState>) -> ApiResult {
     Ok(Json(json!({ "items": items, "next": null })).into_response())
 }
 
-pub(crate) async fn program(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+pub(crate) async fn program(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    q: Result<Query<NoQuery>, QueryRejection>,
+) -> ApiResult {
+    query(q)?;
     match state.handle.program(&id) {
         Some(v) => Ok(Json(Program::of(&v, true)).into_response()),
         None => Err(ApiError::not_found(format!("no program {id}"))),

@@ -23,6 +23,10 @@ pub struct ProgramVersion {
     pub end_date: String,
     pub period: &'static str,
     pub requires_enrollment: bool,
+    /// Which lines count (SPEC §3): each list present must contain the line's value;
+    /// absent when the program takes every line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eligibility: Option<Value>,
     /// The planned cost, when the program states one (SPEC §3, v1.1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<String>,
@@ -63,10 +67,26 @@ impl ProgramVersion {
             end_date: d.end_date.to_string(),
             period: d.period.as_str(),
             requires_enrollment: d.requires_enrollment,
+            eligibility: eligibility_json(&d.eligibility),
             budget: d.budget.map(format_exact),
             rules: rules_json(&d.rules),
         }
     }
+}
+
+/// The eligibility lists a program states, as `program.published` has them.
+pub fn eligibility_json(e: &ledger_core::event::Eligibility) -> Option<Value> {
+    let mut out = serde_json::Map::new();
+    for (name, list) in [
+        ("skus", &e.skus),
+        ("product_families", &e.product_families),
+        ("regions", &e.regions),
+    ] {
+        if let Some(list) = list {
+            out.insert(name.into(), json!(list));
+        }
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
 }
 
 /// The rules in the words of SPEC §4: the `rules` object of `program.published`.

@@ -31,18 +31,8 @@ pub struct ImportArgs {
     /// Write the events here (NDJSON) instead of stdout.
     #[arg(long, conflicts_with = "send")]
     pub out: Option<PathBuf>,
-    /// Publish the events to the inbound stream (the NATS options below).
-    #[arg(long)]
-    pub send: bool,
     #[command(flatten)]
-    pub nats: crate::nats_cmd::NatsArgs,
-    /// With --send: the inbound subject prefix.
-    #[arg(
-        long,
-        env = "INCENTIVE_LEDGER_SUBJECT_PREFIX",
-        default_value = "incentive.events"
-    )]
-    pub subject_prefix: String,
+    pub send: crate::nats_cmd::SendArgs,
 }
 
 /// What a mapping file holds.
@@ -481,8 +471,8 @@ pub fn import(args: ImportArgs) -> Result<()> {
         }
     };
     let count = events.len();
-    if args.send {
-        return crate::nats_cmd::publish_events(&args.nats, &args.subject_prefix, 256, events);
+    if args.send.send {
+        return args.send.publish(events);
     }
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(

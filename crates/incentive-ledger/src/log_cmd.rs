@@ -347,6 +347,17 @@ pub struct RejectedArgs {
     pub json: bool,
 }
 
+/// A refusal's line, stage, code and sender as the listings align them.
+pub fn refusal_columns(r: &ledger_core::replay::Rejection) -> String {
+    format!(
+        "{:>8}  {:<10}  {:<24}  {:<40}",
+        r.line,
+        r.stage(),
+        r.code.as_str(),
+        r.who()
+    )
+}
+
 pub fn rejected(args: RejectedArgs) -> Result<()> {
     let mut replayed = replay_dir(&args.data_dir, None, None, true)?;
     let stdout = std::io::stdout();
@@ -359,15 +370,7 @@ pub fn rejected(args: RejectedArgs) -> Result<()> {
         written = if args.json {
             writeln!(out, "{}", r.to_json())
         } else {
-            writeln!(
-                out,
-                "{:>8}  {:<10}  {:<24}  {:<40}  {}",
-                r.line,
-                r.stage(),
-                r.code.as_str(),
-                r.who(),
-                r.message
-            )
+            writeln!(out, "{}  {}", refusal_columns(r), r.message)
         };
     })?;
     written?;

@@ -389,6 +389,32 @@ pub fn publish(args: PublishArgs) -> Result<()> {
     publish_events(&args.nats, &args.subject_prefix, args.window, inputs)
 }
 
+/// `--send` and where to: for the commands that make events (`program publish`,
+/// `import`, `redrive`) and print them unless told to send them.
+#[derive(Args)]
+pub struct SendArgs {
+    /// Publish the events to the inbound stream (the NATS options below) instead of
+    /// writing them out.
+    #[arg(long)]
+    pub send: bool,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// With --send: the inbound subject prefix; each event goes to <prefix>.<type>.
+    #[arg(
+        long,
+        env = "INCENTIVE_LEDGER_SUBJECT_PREFIX",
+        default_value = "incentive.events"
+    )]
+    pub subject_prefix: String,
+}
+
+impl SendArgs {
+    /// Publishes `events` as `publish` would.
+    pub fn publish(&self, events: Vec<Vec<u8>>) -> Result<()> {
+        publish_events(&self.nats, &self.subject_prefix, 256, events)
+    }
+}
+
 /// Sends `inputs` (one CloudEvent each) to the inbound subjects under `prefix`, at most
 /// `window` waiting for their JetStream acknowledgements, and says what was stored.
 pub fn publish_events(

@@ -40,18 +40,8 @@ pub struct PublishProgramArgs {
     /// program's publication time decides nothing in the fold).
     #[arg(long)]
     pub time: Option<String>,
-    /// Send it to the inbound stream (the NATS options below) instead of printing it.
-    #[arg(long)]
-    pub send: bool,
     #[command(flatten)]
-    pub nats: crate::nats_cmd::NatsArgs,
-    /// With --send: the inbound subject prefix; the event goes to <prefix>.program.published.
-    #[arg(
-        long,
-        env = "INCENTIVE_LEDGER_SUBJECT_PREFIX",
-        default_value = "incentive.events"
-    )]
-    pub subject_prefix: String,
+    pub send: crate::nats_cmd::SendArgs,
 }
 
 pub fn run(command: ProgramCommand) -> Result<()> {
@@ -173,8 +163,8 @@ fn publish(args: PublishProgramArgs) -> Result<()> {
 
 /// Prints the event, or publishes it when a NATS server was named.
 fn send(args: &PublishProgramArgs, raw: Vec<u8>) -> Result<()> {
-    if args.send {
-        return crate::nats_cmd::publish_events(&args.nats, &args.subject_prefix, 1, vec![raw]);
+    if args.send.send {
+        return args.send.publish(vec![raw]);
     }
     println!("{}", String::from_utf8_lossy(&raw));
     Ok(())

@@ -55,18 +55,8 @@ pub struct RedriveArgs {
     /// Write the events to re-drive to this NDJSON file (for `publish` or `ingest`).
     #[arg(long, conflicts_with = "send")]
     pub out: Option<PathBuf>,
-    /// Publish the events to re-drive to the inbound stream (the NATS options below).
-    #[arg(long)]
-    pub send: bool,
     #[command(flatten)]
-    pub nats: crate::nats_cmd::NatsArgs,
-    /// With --send: the inbound subject prefix.
-    #[arg(
-        long,
-        env = "INCENTIVE_LEDGER_SUBJECT_PREFIX",
-        default_value = "incentive.events"
-    )]
-    pub subject_prefix: String,
+    pub send: crate::nats_cmd::SendArgs,
 }
 
 /// What becomes of one selected refusal.
@@ -204,12 +194,12 @@ pub fn redrive(args: RedriveArgs) -> Result<()> {
         }
         file.flush()?;
         eprintln!("{count} events to re-drive written to {}", path.display());
-    } else if args.send {
+    } else if args.send.send {
         if count == 0 {
             eprintln!("nothing to re-drive");
             return Ok(());
         }
-        crate::nats_cmd::publish_events(&args.nats, &args.subject_prefix, 256, events)?;
+        args.send.publish(events)?;
     } else {
         eprintln!(
             "{count} events would be re-driven: --send publishes them, --out FILE writes them"
@@ -309,15 +299,7 @@ fn report(plans: &[(&Rejection, Plan)]) -> Result<()> {
             Plan::Send { id, .. } => format!("re-drive as {id}"),
             Plan::Skip(why) => format!("skip: {why}"),
         };
-        writeln!(
-            out,
-            "{:>8}  {:<10}  {:<24}  {:<40}  {}",
-            r.line,
-            r.stage(),
-            r.code.as_str(),
-            r.who(),
-            action
-        )?;
+        writeln!(out, "{}  {action}", crate::log_cmd::refusal_columns(r))?;
     }
     out.flush()?;
     Ok(())

@@ -3,7 +3,6 @@
 //! folds to the digest of `replay --events`; each role posts only its types; a request
 //! with one bad event publishes nothing; an event on another type's subject is refused.
 
-use futures::StreamExt;
 use std::time::Duration;
 
 mod common;
@@ -257,19 +256,11 @@ fn nats_binary_mode_is_taken_and_a_type_off_its_subject_is_refused() {
     let mut service = Service::start(&nats, &tmp.path().join("data"), &log);
     let program = r#"{"specversion":"1.0","id":"p1","source":"admin","type":"program.published","time":"2026-01-01T00:00:00Z","data":{"program_id":"R","version":1,"name":"R","kind":"rebate","currency":"EUR","start_date":"2026-01-01","end_date":"2026-12-31","period":"quarter","requires_enrollment":false,"rules":{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"}]}}}"#;
     let sale_data = r#"{"sale_id":"S1","partner_id":"P-1","lines":[{"line_id":"1","sku":"A","quantity":1,"net_amount":"100.00","currency":"EUR"}]}"#;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let _enter = runtime.enter();
-    let client = runtime.block_on(async_nats::connect(nats.url())).unwrap();
-    let mut notices = runtime
-        .block_on(client.subscribe("incentive.rejected"))
-        .unwrap();
-    runtime.block_on(client.flush()).unwrap();
+    let mut watch = Watch::start(&nats);
     assert!(wait_until(Duration::from_secs(30), || status(&nats).is_some()));
-    runtime.block_on(async {
-        let js = async_nats::jetstream::new(client.clone());
+    let client = watch.client();
+    watch.runtime.block_on(async {
+        let js = async_nats::jetstream::new(client);
         let publish = |subject: &'static str, headers: async_nats::HeaderMap, body: String| {
             let js = js.clone();
             async move {
@@ -321,17 +312,7 @@ fn nats_binary_mode_is_taken_and_a_type_off_its_subject_is_refused() {
     });
     let s = wait_for(&nats, 2, &log);
     assert_eq!(s["events"]["applied"], 2, "{s}");
-    let mut refused = Vec::new();
-    runtime.block_on(async {
-        while refused.len() < 2 {
-            let m = tokio::time::timeout(Duration::from_secs(10), notices.next())
-                .await
-                .expect("two refusal notices")
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            refused.push(v["data"].clone());
-        }
-    });
+    let refused = watch.refusals(2);
     assert_eq!(refused[0]["code"], "invalid_envelope", "{refused:?}");
     let message = refused[0]["message"].as_str().unwrap();
     assert!(

@@ -340,17 +340,7 @@ fn malformed_and_conflicting_inputs_are_quarantined_and_announced() {
     let nats = Nats::start(&tmp.path().join("js"));
     let log = tmp.path().join("serve.log");
     let mut service = Service::start(&nats, &tmp.path().join("data"), &log);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    // The client and subscription spawn and drop tasks: keep the runtime entered.
-    let _enter = runtime.enter();
-    let client = runtime.block_on(async_nats::connect(nats.url())).unwrap();
-    let mut notices = runtime
-        .block_on(client.subscribe("incentive.rejected"))
-        .unwrap();
-    runtime.block_on(client.flush()).unwrap();
+    let mut watch = Watch::start(&nats);
     let program = r#"{"specversion":"1.0","id":"p1","source":"admin","type":"program.published","time":"2026-01-01T00:00:00Z","data":{"program_id":"R","version":1,"name":"R","kind":"rebate","currency":"EUR","start_date":"2026-01-01","end_date":"2026-12-31","period":"quarter","requires_enrollment":false,"rules":{"basis":"net_amount","mode":"retroactive","tiers":[{"from":"0","rate":"0.02"}]}}}"#;
     let sale = r#"{"specversion":"1.0","id":"s1","source":"erp","type":"sale.recorded","time":"2026-02-01T10:00:00Z","data":{"sale_id":"S1","partner_id":"P-1","lines":[{"line_id":"1","sku":"A","quantity":1,"net_amount":"100.00","currency":"EUR"}]}}"#;
     let conflict = sale.replace("100.00", "200.00");
@@ -372,20 +362,11 @@ fn malformed_and_conflicting_inputs_are_quarantined_and_announced() {
         s["events"]["applied"], 3,
         "the stream moved on after the refusals"
     );
-    let mut codes = Vec::new();
-    runtime.block_on(async {
-        while codes.len() < 2 {
-            let m = tokio::time::timeout(Duration::from_secs(10), notices.next())
-                .await
-                .expect("two refusal notices")
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            codes.push((
-                v["data"]["code"].as_str().unwrap().to_string(),
-                v["data"]["id"].clone(),
-            ));
-        }
-    });
+    let codes: Vec<(String, serde_json::Value)> = watch
+        .refusals(2)
+        .into_iter()
+        .map(|d| (d["code"].as_str().unwrap().to_string(), d["id"].clone()))
+        .collect();
     assert_eq!(codes[0].0, "malformed_json");
     assert_eq!(
         codes[1],
@@ -683,32 +664,14 @@ fn the_http_api_answers_from_the_live_projection() {
     let tmp = tempfile::tempdir().unwrap();
     let nats = Nats::start(&tmp.path().join("js"));
     let http_port = free_port();
-    let config = tmp.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "http_addr = \"127.0.0.1:{http_port}\"\n[[auth.tokens]]\ntoken = \"fin\"\nrole = \"finance\"\n[[auth.tokens]]\ntoken = \"p100\"\nrole = \"partner:P-100\"\n"
-        ),
-    )
-    .unwrap();
     let log = tmp.path().join("serve.log");
-    let stderr = std::fs::File::create(&log).unwrap();
-    let mut service = Service {
-        child: Some(
-            bin()
-                .arg("serve")
-                .arg("--config")
-                .arg(&config)
-                .arg("--nats-url")
-                .arg(nats.url())
-                .arg("--data-dir")
-                .arg(tmp.path().join("data"))
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .unwrap(),
-        ),
-    };
+    let mut service = serve_with_config(
+        &nats,
+        tmp.path(),
+        http_port,
+        "[[auth.tokens]]\ntoken = \"fin\"\nrole = \"finance\"\n[[auth.tokens]]\ntoken = \"p100\"\nrole = \"partner:P-100\"\n",
+        &log,
+    );
     let file = root().join("replay-fixtures/rebate_retroactive_tiers/events.ndjson");
     publish(&nats, &file);
     let doc = document(&file);

@@ -4,11 +4,11 @@
 //! `incentive-ledger backup` restores into a new directory). Staff only.
 
 use crate::planning::answer_error;
-use crate::routes::{query, staff_only, NoQuery};
+use crate::routes::{query, staff_only, streamed, NoQuery};
 use crate::{ApiError, ApiResult, ApiState, Role};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use ledger_service::CheckpointStatus;
@@ -59,53 +59,18 @@ pub(crate) async fn backup(
         code: "log_unavailable",
         message: ledger_service::error_chain(&e),
     })?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     let handle = state.handle.clone();
-    std::thread::Builder::new()
-        .name("backup".into())
-        .spawn(move || {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, ChunkSender(tx.clone()));
-            let done = handle.backup(&mut out);
-            drop(out);
-            if let Err(e) = done {
-                // The client sees the body end early, with an error; the stream's end
-                // frame is missing, so a restore refuses it.
-                let _ =
-                    tx.blocking_send(Err(std::io::Error::other(ledger_service::error_chain(&e))));
-            }
-        })
-        .map_err(|e| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "query_failed",
-            message: format!("the backup could not start: {e}"),
-        })?;
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let mut response = axum::body::Body::from_stream(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/vnd.incentive-ledger.backup"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&through.to_string()) {
-        headers.insert("x-ledger-backup-through", v);
-    }
-    Ok(response)
-}
-
-/// Hands the backup stream's bytes to the response, waiting while the client is slow.
-struct ChunkSender(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
-
-impl std::io::Write for ChunkSender {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    streamed(
+        "backup",
+        "application/vnd.incentive-ledger.backup",
+        ("x-ledger-backup-through", through),
+        move |out| {
+            // The stream's end frame is missing after an error, so a restore refuses it.
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 20, out);
+            handle
+                .backup(&mut buffered)
+                .map(|_| ())
+                .map_err(|e| ledger_service::error_chain(&e))
+        },
+    )
 }

@@ -600,25 +600,72 @@ pub(crate) async fn export(
                 message: ledger_service::error_chain(&other),
             },
         })?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     let handle = state.handle.clone();
+    streamed(
+        "export",
+        "application/x-ndjson",
+        ("x-ledger-export-through", through),
+        move |out| {
+            handle
+                .export(through, q.with_chain, &mut |chunk| out.send(chunk))
+                .map_err(|e| ledger_service::error_chain(&e))
+        },
+    )
+}
+
+/// Where a streamed answer's bytes go: to the client, a bounded number of chunks ahead
+/// of it (the writer waits while the client is slow).
+pub(crate) struct Chunks(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
+
+impl Chunks {
+    /// Sends `chunk`; false once the client has gone.
+    pub(crate) fn send(&self, chunk: &[u8]) -> bool {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .is_ok()
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.send(buf) {
+            Ok(buf.len())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client left",
+            ))
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An answer of `content_type` whose body `work` writes from a thread of its own
+/// (`name`), with the header `position` naming where it ends. An error of `work` ends
+/// the body early, with the error: the client sees a broken answer, never a short one
+/// that looks whole.
+pub(crate) fn streamed(
+    name: &str,
+    content_type: &'static str,
+    position: (&'static str, u64),
+    work: impl FnOnce(&mut Chunks) -> Result<(), String> + Send + 'static,
+) -> ApiResult {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     std::thread::Builder::new()
-        .name("export".into())
+        .name(name.into())
         .spawn(move || {
-            let done = handle.export(through, q.with_chain, &mut |chunk| {
-                tx.blocking_send(Ok(bytes::Bytes::copy_from_slice(chunk)))
-                    .is_ok()
-            });
-            if let Err(e) = done {
-                // The client sees the body end early, with an error.
-                let _ =
-                    tx.blocking_send(Err(std::io::Error::other(ledger_service::error_chain(&e))));
+            let mut out = Chunks(tx.clone());
+            if let Err(e) = work(&mut out) {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e)));
             }
         })
         .map_err(|e| ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "query_failed",
-            message: format!("the export could not start: {e}"),
+            message: format!("the {name} could not start: {e}"),
         })?;
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -627,10 +674,10 @@ pub(crate) async fn export(
     let headers = response.headers_mut();
     headers.insert(
         axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/x-ndjson"),
+        axum::http::HeaderValue::from_static(content_type),
     );
-    if let Ok(v) = axum::http::HeaderValue::from_str(&through.to_string()) {
-        headers.insert("x-ledger-export-through", v);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&position.1.to_string()) {
+        headers.insert(position.0, v);
     }
     Ok(response)
 }

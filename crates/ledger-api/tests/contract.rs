@@ -11,7 +11,6 @@ use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use ledger_api::events::{EventSink, Outgoing, Stored};
 use ledger_api::{router, ApiState, Role, ROUTES};
-use ledger_service::Handle;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -72,16 +71,8 @@ struct Checker {
 
 impl Checker {
     fn over(fixture: &str, dir: &std::path::Path) -> Checker {
-        let (log, rebuilt) = common::logged_fixture(fixture, &dir.join("data"));
-        let handle = Handle::from_replay(
-            rebuilt.replay,
-            rebuilt.seq,
-            rebuilt.arrival,
-            Some(log.reader()),
-        )
-        .unwrap();
         let state = ApiState::new(
-            handle,
+            common::handle_over(fixture, dir),
             vec![
                 ("t-admin".into(), Role::Admin),
                 ("t-finance".into(), Role::Finance),

@@ -6,7 +6,6 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use ledger_api::{router, ApiState, Role};
-use ledger_service::Handle;
 use tower::ServiceExt;
 
 mod common;
@@ -14,16 +13,8 @@ mod common;
 /// A service state over a data directory holding a fixture, and the directory.
 fn state_over(fixture: &str) -> (ApiState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let (log, rebuilt) = common::logged_fixture(fixture, &dir.path().join("data"));
-    let handle = Handle::from_replay(
-        rebuilt.replay,
-        rebuilt.seq,
-        rebuilt.arrival,
-        Some(log.reader()),
-    )
-    .unwrap();
     let state = ApiState::new(
-        handle,
+        common::handle_over(fixture, dir.path()),
         vec![
             ("t-admin".into(), Role::Admin),
             ("t-finance".into(), Role::Finance),

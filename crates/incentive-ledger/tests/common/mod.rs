@@ -740,3 +740,61 @@ pub fn serve_with_config(
         ),
     }
 }
+
+/// A NATS client subscribed to `incentive.rejected`, on a runtime of its own (the
+/// client and the subscription spawn and drop tasks: they are dropped inside it).
+pub struct Watch {
+    pub runtime: tokio::runtime::Runtime,
+    client: Option<async_nats::Client>,
+    notices: Option<async_nats::Subscriber>,
+}
+
+impl Watch {
+    pub fn start(nats: &impl Endpoint) -> Watch {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (client, notices) = runtime.block_on(async {
+            let client = async_nats::connect(nats.url()).await.unwrap();
+            let notices = client.subscribe("incentive.rejected").await.unwrap();
+            client.flush().await.unwrap();
+            (client, notices)
+        });
+        Watch {
+            runtime,
+            client: Some(client),
+            notices: Some(notices),
+        }
+    }
+
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone().unwrap()
+    }
+
+    /// The `data` of the next `n` refusal notices (each within 10 s).
+    pub fn refusals(&mut self, n: usize) -> Vec<serde_json::Value> {
+        use futures::StreamExt;
+        let notices = self.notices.as_mut().unwrap();
+        self.runtime.block_on(async {
+            let mut got = Vec::new();
+            while got.len() < n {
+                let m = tokio::time::timeout(Duration::from_secs(10), notices.next())
+                    .await
+                    .expect("a refusal notice within 10 s")
+                    .unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                got.push(v["data"].clone());
+            }
+            got
+        })
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _inside = self.runtime.enter();
+        self.notices.take();
+        self.client.take();
+    }
+}

@@ -1,5 +1,6 @@
 //! Shared by the API's tests: a data directory holding a fixture, and the projection
 //! rebuilt from it.
+#![allow(dead_code)]
 
 use ledger_core::replay::ndjson_lines;
 
@@ -25,4 +26,18 @@ pub fn logged_fixture(
     let rebuilt =
         ledger_log::rebuild_with_journal(&log, ledger_log::Bound::All, &mut |_| {}).unwrap();
     (log, rebuilt)
+}
+
+/// A service handle over a data directory holding `fixture` (in `dir/data`), as the
+/// service has one: the projection rebuilt from the log, the log readable for past
+/// states, simulations, exports and backups.
+pub fn handle_over(fixture: &str, dir: &std::path::Path) -> ledger_service::Handle {
+    let (log, rebuilt) = logged_fixture(fixture, &dir.join("data"));
+    ledger_service::Handle::from_replay(
+        rebuilt.replay,
+        rebuilt.seq,
+        rebuilt.arrival,
+        Some(log.reader()),
+    )
+    .unwrap()
 }

@@ -4,11 +4,10 @@
 //! `incentive-ledger backup` restores into a new directory). Staff only.
 
 use crate::planning::answer_error;
-use crate::routes::{query, staff_only, streamed, NoQuery};
-use crate::{ApiError, ApiResult, ApiState, Role};
+use crate::routes::{query, staff_only, stored_position, streamed, NoQuery};
+use crate::{ApiResult, ApiState, Role};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use ledger_service::CheckpointStatus;
@@ -54,11 +53,7 @@ pub(crate) async fn backup(
 ) -> ApiResult {
     staff_only(&role)?;
     query(q)?;
-    let through = state.handle.stored_position().map_err(|e| ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "log_unavailable",
-        message: ledger_service::error_chain(&e),
-    })?;
+    let through = stored_position(&state).await?;
     let handle = state.handle.clone();
     streamed(
         "backup",

@@ -585,8 +585,24 @@ pub(crate) async fn export(
 ) -> ApiResult {
     staff_only(&role)?;
     let q = query(q)?;
+    let through = stored_position(&state).await?;
     let handle = state.handle.clone();
-    let through = blocking(move || handle.stored_position())
+    streamed(
+        "export",
+        "application/x-ndjson",
+        ("x-ledger-export-through", through),
+        move |out| {
+            handle
+                .export(through, q.with_chain, &mut |chunk| out.send(chunk))
+                .map_err(|e| ledger_service::error_chain(&e))
+        },
+    )
+}
+
+/// The last log position stored, which an export or a backup ends at.
+pub(crate) async fn stored_position(state: &ApiState) -> Result<u64, ApiError> {
+    let handle = state.handle.clone();
+    blocking(move || handle.stored_position())
         .await?
         .map_err(|e| match e {
             HistoricError::NoDataDirectory => ApiError {
@@ -599,18 +615,7 @@ pub(crate) async fn export(
                 code: "log_unavailable",
                 message: ledger_service::error_chain(&other),
             },
-        })?;
-    let handle = state.handle.clone();
-    streamed(
-        "export",
-        "application/x-ndjson",
-        ("x-ledger-export-through", through),
-        move |out| {
-            handle
-                .export(through, q.with_chain, &mut |chunk| out.send(chunk))
-                .map_err(|e| ledger_service::error_chain(&e))
-        },
-    )
+        })
 }
 
 /// Where a streamed answer's bytes go: to the client, a bounded number of chunks ahead

@@ -30,3 +30,21 @@ ensure_nextest() {
   cargo install --locked cargo-nextest
   cargo nextest --version >/dev/null
 }
+
+# Puts Debian's Chromium and chromedriver (packages chromium, chromium-driver) in reach
+# for the browser tests, installing them with apt-get when missing — no browser is
+# downloaded at run time.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    return 0
+  fi
+  echo "installing Debian's chromium and chromium-driver (apt-get) ..." >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; then
+    $sudo apt-get update -q >/dev/null
+    $sudo apt-get install -y -q chromium chromium-driver >/dev/null
+  fi
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]
+}

@@ -240,11 +240,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let config = args.config()?;
-    let tokens: Vec<(ledger_api::TokenDigest, ledger_api::Role)> = config
+    let tokens: Vec<ledger_api::KnownToken> = config
         .auth
         .tokens
         .iter()
-        .map(|t| t.resolve().map_err(anyhow::Error::msg))
+        .map(|t| t.known().map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
     if tokens.is_empty() {
         tracing::warn!("no [[auth.tokens]] configured: the HTTP API answers only /health/*");
@@ -262,7 +262,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             }
         };
         let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut state = ledger_api::ApiState::with_digests(handle, tokens);
+        let mut state = ledger_api::ApiState::with_tokens(handle, tokens);
         if let Some(sink) = http_events(&config).await? {
             state = state.with_events(sink);
         }

@@ -145,6 +145,38 @@ fn the_service_rides_out_a_nats_restart() {
     service.terminate();
 }
 
+/// With the broker gone, a stop still ends the service within seconds: the final flush
+/// and the lease's release are bounded (they waited for a reconnection for ever).
+#[test]
+fn the_service_stops_when_nats_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(&tmp.path().join("js"));
+    let log = tmp.path().join("serve.log");
+    let mut service = Service::start(&nats, &tmp.path().join("data"), &log);
+    let file = root().join("replay-fixtures/rebate_retroactive_tiers/events.ndjson");
+    publish(&nats, &file);
+    wait_for(&nats, positions(&document(&file)), &log);
+    nats.stop();
+    let started = Instant::now();
+    let mut child = service.child.take().unwrap();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let exited = wait_until(Duration::from_secs(40), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        exited,
+        "serve did not stop within 40 s of SIGTERM with NATS gone:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(started.elapsed() < Duration::from_secs(40));
+}
+
 #[test]
 fn a_disk_fault_holds_the_batch_and_the_service_recovers_when_it_clears() {
     let tmp = tempfile::tempdir().unwrap();

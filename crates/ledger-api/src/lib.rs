@@ -26,6 +26,7 @@ pub mod events;
 mod operations;
 mod planning;
 mod routes;
+pub mod ui;
 pub mod views;
 
 /// Bearer tokens of the HTTP API (the `[auth]` table of the configuration).
@@ -42,6 +43,9 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
+    /// A name for the token's holder (default: its role): the web console's events carry
+    /// it in their source (`console/<name>`).
+    pub name: Option<String>,
     pub token: Option<String>,
     pub token_sha256: Option<String>,
     pub token_env: Option<String>,
@@ -60,6 +64,16 @@ pub fn token_digest(token: &str) -> TokenDigest {
 }
 
 impl TokenConfig {
+    /// The token as the API keeps it: digest, role and name.
+    pub fn known(&self) -> Result<KnownToken, String> {
+        let (digest, role) = self.resolve()?;
+        Ok(KnownToken {
+            digest,
+            name: self.name.clone().unwrap_or_else(|| self.role.clone()),
+            role,
+        })
+    }
+
     /// The token's digest and role, reading the environment or the file it names; an
     /// error says which entry and what is wrong with it.
     pub fn resolve(&self) -> Result<(TokenDigest, Role), String> {
@@ -130,6 +144,14 @@ fn parse_hex_digest(hex: &str) -> Option<TokenDigest> {
     Some(out)
 }
 
+/// A token the API knows: its SHA-256, its role, and a name for its holder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownToken {
+    pub digest: TokenDigest,
+    pub role: Role,
+    pub name: String,
+}
+
 /// Who a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -138,6 +160,17 @@ pub enum Role {
     /// A system that feeds events (ERP, CRM, LMS): posts them, reads nothing.
     Producer,
     Partner(String),
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Admin => f.write_str("admin"),
+            Role::Finance => f.write_str("finance"),
+            Role::Producer => f.write_str("producer"),
+            Role::Partner(id) => write!(f, "partner:{id}"),
+        }
+    }
 }
 
 impl Role {
@@ -167,8 +200,10 @@ impl Role {
 pub struct ApiState {
     /// The projection's queries (and, when it has a data directory, `?as_of_seq=`).
     pub handle: Handle,
-    /// SHA-256 of each token → role (no token is kept in the clear).
-    pub tokens: Arc<Vec<(TokenDigest, Role)>>,
+    /// Every known token by its SHA-256 (no token is kept in the clear).
+    pub tokens: Arc<Vec<KnownToken>>,
+    /// The web pages' sign-in sessions.
+    pub sessions: Arc<ui::Sessions>,
     /// Where `POST /v1/events` publishes (`None`: events are not taken over HTTP).
     pub events: Option<Arc<dyn events::EventSink>>,
     /// Request latency per route pattern.
@@ -189,14 +224,46 @@ impl ApiState {
         )
     }
 
-    /// With the tokens' SHA-256 digests ([`TokenConfig::resolve`]).
+    /// With the tokens' SHA-256 digests ([`TokenConfig::resolve`]), named by role.
     pub fn with_digests(handle: Handle, tokens: Vec<(TokenDigest, Role)>) -> ApiState {
+        let named = tokens
+            .into_iter()
+            .map(|(digest, role)| KnownToken {
+                digest,
+                name: role.to_string(),
+                role,
+            })
+            .collect();
+        ApiState::with_tokens(handle, named)
+    }
+
+    /// With the tokens as the configuration gives them ([`TokenConfig::known`]).
+    pub fn with_tokens(handle: Handle, tokens: Vec<KnownToken>) -> ApiState {
         ApiState {
             handle,
             tokens: Arc::new(tokens),
+            sessions: Default::default(),
             events: None,
             http_latency: Default::default(),
         }
+    }
+
+    /// The role and name of a presented token: its digest compared with every known
+    /// one in full (no early exit on the first differing byte), so the answer's timing
+    /// says nothing about how close a guess was.
+    pub(crate) fn known_token(&self, token: &str) -> Option<(Role, String)> {
+        let presented = token_digest(token);
+        self.tokens
+            .iter()
+            .find(|known| {
+                known
+                    .digest
+                    .iter()
+                    .zip(presented.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+            })
+            .map(|k| (k.role.clone(), k.name.clone()))
     }
 
     /// Takes events over HTTP, publishing them through `sink`.
@@ -338,6 +405,7 @@ pub fn router(state: ApiState) -> Router {
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
+        .merge(ui::router(state.clone()))
         .route(
             "/health/live",
             get(|| async { Json(json!({ "status": "live" })) }),
@@ -366,23 +434,9 @@ async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Nex
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    // The presented token's digest against every known digest, each compared in full
-    // (no early exit on the first differing byte): the answer's timing says nothing
-    // about how close a guess was.
-    let role = token.and_then(|t| {
-        let presented = token_digest(t);
-        state
-            .tokens
-            .iter()
-            .find(|(known, _)| {
-                known
-                    .iter()
-                    .zip(presented.iter())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-            })
-            .map(|(_, r)| r.clone())
-    });
+    let role = token
+        .and_then(|t| state.known_token(t))
+        .map(|(role, _)| role);
     match role {
         // A producer's token posts events and reads nothing.
         Some(Role::Producer) if req.uri().path() != "/v1/events" => ApiError {

@@ -150,6 +150,13 @@ pub(crate) async fn metrics(
     event_counters(&m, &mut out);
     state_gauges(&m, &mut out);
     budget_gauges(&budgets, &mut out);
+    metric(
+        &mut out,
+        "ledger_ui_sign_in_failures_total",
+        "Sign-ins to the web pages refused (unknown token, or one without pages).",
+        "counter",
+        vec![(String::new(), state.sessions.failures())],
+    );
     out.push_str("# HELP ledger_batch_flush_seconds Time of one group commit (checks, write, flush).\n# TYPE ledger_batch_flush_seconds histogram\n");
     m.batch_flush
         .render("ledger_batch_flush_seconds", "", &mut out);

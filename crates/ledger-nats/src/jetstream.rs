@@ -788,7 +788,8 @@ pub async fn serve(
         let status = service.run(inbound, sink, notices, stop).await;
         responder.abort();
         own_responder.abort();
-        let _ = client.flush().await;
+        // Bounded: with the broker gone, a flush waits for a reconnection for ever.
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, client.flush()).await;
         if let Some(e) = failed {
             return Err(e);
         }
@@ -796,7 +797,22 @@ pub async fn serve(
     }
     .await;
     let _ = stop_lease.send(true);
-    let _ = lease.await;
-    let _ = client.flush().await;
+    // The lease is released on the way out; a broker that does not answer leaves it to
+    // expire (its holder is gone either way).
+    let mut lease = lease;
+    if tokio::time::timeout(SHUTDOWN_WAIT, &mut lease)
+        .await
+        .is_err()
+    {
+        lease.abort();
+        tracing::warn!(
+            "the lease could not be released (NATS does not answer); it expires by itself"
+        );
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, client.flush()).await;
     served
 }
+
+/// How long shutting down waits for the broker at each step (a flush, the lease's
+/// release) before going on without it.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);

@@ -533,6 +533,25 @@ impl Handle {
         Some(ClaimRow::from(&claim))
     }
 
+    /// Claims by claim id: one partner's or everyone's, of one status (`pending`,
+    /// `approved`, `denied`, `rejected`) or any; at most `limit`.
+    pub fn claims(
+        &self,
+        partner_id: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Vec<ClaimRow> {
+        let p = self.read();
+        p.replay
+            .ledger()
+            .claims_iter()
+            .filter(|c| partner_id.is_none_or(|id| c.partner_id == id))
+            .map(|c| ClaimRow::from(&c))
+            .filter(|c| status.is_none_or(|s| c.status == s))
+            .take(limit)
+            .collect()
+    }
+
     /// Payouts in issue order from cursor `after` (an issue index), at most `limit`; a
     /// partner or program filter reads that partner's (or program's) payouts only,
     /// through the archive's indexes.

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use ledger_core::gen::{GenConfig, Generator};
 
+pub mod browser;
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_incentive-ledger"))
 }
@@ -685,7 +687,7 @@ pub fn http(
 ) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -696,15 +698,71 @@ pub fn http(
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
+    // Read the head, then the body by its length, its chunks, or to the end: some
+    // servers keep the connection open despite `Connection: close`.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let split = loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break raw.len();
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let length: Option<usize> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let have = raw.len().saturating_sub(split + 4);
+        let done = match length {
+            Some(n) => have >= n,
+            None if chunked => raw.ends_with(b"0\r\n\r\n"),
+            None => false,
+        };
+        if done {
+            break;
+        }
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let body = raw.get(split + 4..).unwrap_or_default();
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    let body = if chunked {
+        unchunk(body)
+    } else {
+        body.to_vec()
+    };
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A chunked HTTP/1.1 body, joined.
+fn unchunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..eol]);
+        let n =
+            usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let rest = &body[eol + 2..];
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }
 
 /// `serve` with a configuration file of `toml` (its `http_addr` on `http_port`).

@@ -242,6 +242,43 @@ async fn sessions_forms_and_scoping() {
     .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 
+    // What if: the form comes with a program's current version; run, it shows the
+    // comparison with the ledger as it is.
+    let form = send(
+        &st,
+        "GET",
+        "/ui/console/simulate?program=MDF-2026",
+        &fin,
+        None,
+    )
+    .await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(
+        form.body
+            .contains("&quot;program_id&quot;: &quot;MDF-2026&quot;"),
+        "{}",
+        form.body
+    );
+    let draft = r#"{"program_id":"MDF-2026","version":2,"name":"MDF-2026 v2","kind":"mdf","currency":"EUR","start_date":"2026-01-01","end_date":"2026-12-31","period":"quarter","requires_enrollment":true,"rules":{"accrual_rate":"0.10","cap_per_period":"3000","expires_after_periods":1}}"#;
+    let body = format!(
+        "csrf={}&draft={}",
+        csrf_of(&form.body),
+        percent_encoding::utf8_percent_encode(draft, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let run = send(&st, "POST", "/ui/console/simulate", &fin, Some(body)).await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.body);
+    assert!(run.body.contains("<pre class=\"report\">"), "{}", run.body);
+    let bad = format!("csrf={}&draft=%7B%7D", csrf_of(&form.body));
+    let run = send(&st, "POST", "/ui/console/simulate", &fin, Some(bad)).await;
+    assert_eq!(run.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(run.body.contains("class=\"alert\""));
+    assert_eq!(
+        send(&st, "GET", "/ui/console/simulate", &p1, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
     // Signing out ends the session.
     let a = send(
         &st,

@@ -104,9 +104,10 @@ pub(crate) async fn programs(
                 section.card {
                     h2 { (d.name) " " small { (d.program_id) " v" (d.version) } }
                     ul { @for line in ledger_core::describe::describe(d) { li { (line) } } }
-                    p { "Closed periods: " @if p.closed_periods.is_empty() { "none" } @else { (p.closed_periods.join(", ")) } }
+                    p { "Versions: " (p.versions.iter().map(|v| v.version.to_string()).collect::<Vec<_>>().join(", ")) " · closed periods: " @if p.closed_periods.is_empty() { "none" } @else { (p.closed_periods.join(", ")) } }
                     p { a href=(format!("/ui/console/programs/{}/report", enc(&d.program_id))) { "Report: earned, paid, owed, attainment" }
-                        " · " a href=(format!("/ui/console/leaderboards?program={}", enc(&d.program_id))) { "Leaderboard" } }
+                        " · " a href=(format!("/ui/console/leaderboards?program={}", enc(&d.program_id))) { "Leaderboard" }
+                        " · " a href=(format!("/ui/console/simulate?program={}", enc(&d.program_id))) { "What if…" } }
                 }
             }
             @if programs.is_empty() { p { "No program has been published." } }
@@ -513,4 +514,106 @@ pub(crate) async fn leaderboards(
             }
         },
     )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SimulateQuery {
+    program: Option<String>,
+}
+
+/// The what-if form: a draft program (its `program.published` data), pre-filled with a
+/// program's current version to edit.
+pub(crate) async fn simulate_form(
+    State(state): State<ApiState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<SimulateQuery>,
+) -> Response {
+    if !staff(&s) {
+        return not_found(Some(&s));
+    }
+    let draft = q
+        .program
+        .and_then(|id| state.handle.program(&id))
+        .map(|p| {
+            let v = crate::views::ProgramVersion::of(&p.current);
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        })
+        .unwrap_or_default();
+    simulate_page(&state, &s, StatusCode::OK, &draft, None, None)
+}
+
+fn simulate_page(
+    state: &ApiState,
+    s: &Session,
+    status: StatusCode,
+    draft: &str,
+    problem: Option<&str>,
+    result: Option<&str>,
+) -> Response {
+    page_with_status(
+        status,
+        "What if",
+        Some(s),
+        Some(state.handle.position()),
+        html! {
+            h1 { "What if: a draft program on the real log" }
+            p.hint { "Edit the program (a new version, or a new program) and run it: the whole log is folded again with the draft in it and compared with the ledger as it is (docs/PLANNING.md). Nothing is published." }
+            @if let Some(p) = problem { (alert(p)) }
+            @if let Some(r) = result { pre.report { (r) } }
+            form.card method="post" action="/ui/console/simulate" {
+                input type="hidden" name="csrf" value=(s.csrf);
+                label for="draft" { "Draft program (JSON)" }
+                textarea #draft name="draft" rows="18" spellcheck="false" { (draft) }
+                button type="submit" { "Run the simulation" }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct SimulateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    draft: String,
+}
+
+pub(crate) async fn simulate(
+    State(state): State<ApiState>,
+    Extension(s): Extension<Session>,
+    posted: Result<Form<SimulateForm>, FormRejection>,
+) -> Response {
+    let form = posted.map(|Form(f)| f).unwrap_or_default();
+    if let Some(refused) = csrf_refusal(&s, &form.csrf) {
+        return refused;
+    }
+    if !staff(&s) {
+        return not_found(Some(&s));
+    }
+    let plan = match ledger_core::simulate::Plan::new(form.draft.as_bytes(), None, vec![]) {
+        Ok(p) => p,
+        Err(e) => {
+            return simulate_page(
+                &state,
+                &s,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form.draft,
+                Some(&e.to_string()),
+                None,
+            )
+        }
+    };
+    match state.handle.simulate(plan, 1000).await {
+        Ok(done) => {
+            let table = done.simulation.table(40);
+            simulate_page(&state, &s, StatusCode::OK, &form.draft, None, Some(&table))
+        }
+        Err(e) => {
+            let status = match e {
+                ledger_service::HeavyError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            simulate_page(&state, &s, status, &form.draft, Some(&e.to_string()), None)
+        }
+    }
 }

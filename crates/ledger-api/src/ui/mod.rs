@@ -52,6 +52,10 @@ pub(crate) fn router(state: ApiState) -> Router<ApiState> {
         .route("/ui/console/payouts", get(console::payouts))
         .route("/ui/console/payouts.csv", get(console::payouts_csv))
         .route("/ui/console/leaderboards", get(console::leaderboards))
+        .route(
+            "/ui/console/simulate",
+            get(console::simulate_form).post(console::simulate),
+        )
         .route("/ui/sign-out", post(sign_in::sign_out))
         // Any other page: the same answer as a page this session may not see.
         .route(

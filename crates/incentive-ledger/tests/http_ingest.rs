@@ -340,14 +340,13 @@ fn nats_binary_mode_is_taken_and_a_type_off_its_subject_is_refused() {
 #[test]
 fn a_running_service_is_verified_and_backed_up() {
     let tmp = tempfile::tempdir().unwrap();
-    let nats = Nats::start(&tmp.path().join("js"));
-    let port = free_port();
-    let log = tmp.path().join("serve.log");
-    let mut service = serve_with_config(&nats, tmp.path(), port, TOKENS, &log);
-    let file = root().join("replay-fixtures/mdf_claims_fifo_expiry/events.ndjson");
-    publish(&nats, &file);
-    let doc = document(&file);
-    wait_for(&nats, positions(&doc), &log);
+    let Served {
+        nats: _nats,
+        mut service,
+        port,
+        doc,
+        ..
+    } = Served::fixture(tmp.path(), TOKENS, "mdf_claims_fifo_expiry");
     let (status, text) = http(
         port,
         "GET",

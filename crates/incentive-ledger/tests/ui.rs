@@ -51,13 +51,12 @@ fn table(b: &Browser, css: &str) -> Vec<Vec<String>> {
 #[test]
 fn partner_and_finance_work_through_the_pages() {
     let tmp = tempfile::tempdir().unwrap();
-    let nats = Nats::start(&tmp.path().join("js"));
-    let port = free_port();
-    let log = tmp.path().join("serve.log");
-    let mut service = serve_with_config(&nats, tmp.path(), port, TOKENS, &log);
-    let file = root().join("replay-fixtures/mdf_claims_fifo_expiry/events.ndjson");
-    publish(&nats, &file);
-    wait_for(&nats, positions(&document(&file)), &log);
+    let Served {
+        nats,
+        mut service,
+        port,
+        ..
+    } = Served::fixture(tmp.path(), TOKENS, "mdf_claims_fifo_expiry");
     let base = format!("http://127.0.0.1:{port}");
     let b = Browser::start();
 

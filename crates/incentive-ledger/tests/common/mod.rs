@@ -856,3 +856,34 @@ impl Drop for Watch {
         self.client.take();
     }
 }
+
+/// A nats-server and `serve` (with the configuration `toml` and its HTTP API on a free
+/// port) that have folded a fixture: what the HTTP and browser tests start from.
+pub struct Served {
+    pub nats: Nats,
+    pub service: Service,
+    pub port: u16,
+    pub log: PathBuf,
+    /// The fixture's replay document.
+    pub doc: serde_json::Value,
+}
+
+impl Served {
+    pub fn fixture(dir: &Path, toml: &str, fixture: &str) -> Served {
+        let nats = Nats::start(&dir.join("js"));
+        let port = free_port();
+        let log = dir.join("serve.log");
+        let service = serve_with_config(&nats, dir, port, toml, &log);
+        let file = root().join(format!("replay-fixtures/{fixture}/events.ndjson"));
+        publish(&nats, &file);
+        let doc = document(&file);
+        wait_for(&nats, positions(&doc), &log);
+        Served {
+            nats,
+            service,
+            port,
+            log,
+            doc,
+        }
+    }
+}

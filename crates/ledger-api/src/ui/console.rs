@@ -29,6 +29,22 @@ fn staff(s: &Session) -> bool {
     matches!(s.role, Role::Admin | Role::Finance)
 }
 
+/// A form a staff session posted with its CSRF token; else the page to answer with.
+fn staff_form<T: Default>(
+    s: &Session,
+    posted: Result<Form<T>, FormRejection>,
+    csrf: fn(&T) -> &str,
+) -> Result<T, Box<Response>> {
+    let form = posted.map(|Form(f)| f).unwrap_or_default();
+    if let Some(refused) = csrf_refusal(s, csrf(&form)) {
+        return Err(Box::new(refused));
+    }
+    if !staff(s) {
+        return Err(Box::new(not_found(Some(s))));
+    }
+    Ok(form)
+}
+
 pub(crate) async fn overview(
     State(state): State<ApiState>,
     Extension(s): Extension<Session>,
@@ -223,13 +239,10 @@ pub(crate) async fn decide(
     Path(claim_id): Path<String>,
     posted: Result<Form<DecisionForm>, FormRejection>,
 ) -> Response {
-    let form = posted.map(|Form(f)| f).unwrap_or_default();
-    if let Some(refused) = csrf_refusal(&s, &form.csrf) {
-        return refused;
-    }
-    if !staff(&s) {
-        return not_found(Some(&s));
-    }
+    let form = match staff_form(&s, posted, |f| &f.csrf) {
+        Ok(f) => f,
+        Err(answer) => return *answer,
+    };
     let mut data = serde_json::json!({ "claim_id": claim_id, "decision": form.decision });
     if form.decision == "approved" && !form.approved_amount.trim().is_empty() {
         data["approved_amount"] = form.approved_amount.trim().into();
@@ -583,13 +596,10 @@ pub(crate) async fn simulate(
     Extension(s): Extension<Session>,
     posted: Result<Form<SimulateForm>, FormRejection>,
 ) -> Response {
-    let form = posted.map(|Form(f)| f).unwrap_or_default();
-    if let Some(refused) = csrf_refusal(&s, &form.csrf) {
-        return refused;
-    }
-    if !staff(&s) {
-        return not_found(Some(&s));
-    }
+    let form = match staff_form(&s, posted, |f| &f.csrf) {
+        Ok(f) => f,
+        Err(answer) => return *answer,
+    };
     let plan = match ledger_core::simulate::Plan::new(form.draft.as_bytes(), None, vec![]) {
         Ok(p) => p,
         Err(e) => {

@@ -26,6 +26,7 @@ pub mod events;
 mod operations;
 mod planning;
 mod routes;
+pub mod server;
 pub mod ui;
 pub mod views;
 
@@ -202,8 +203,11 @@ pub struct ApiState {
     pub handle: Handle,
     /// Every known token by its SHA-256 (no token is kept in the clear).
     pub tokens: Arc<Vec<KnownToken>>,
-    /// The web pages' sign-in sessions.
+    /// The web pages' sign-in sessions, and the throttle of failed sign-ins and unknown
+    /// bearer tokens.
     pub sessions: Arc<ui::Sessions>,
+    /// What the server's limits turned away.
+    pub counters: Arc<server::HttpCounters>,
     /// Where `POST /v1/events` publishes (`None`: events are not taken over HTTP).
     pub events: Option<Arc<dyn events::EventSink>>,
     /// Request latency per route pattern.
@@ -243,6 +247,7 @@ impl ApiState {
             handle,
             tokens: Arc::new(tokens),
             sessions: Default::default(),
+            counters: Default::default(),
             events: None,
             http_latency: Default::default(),
         }
@@ -437,6 +442,12 @@ async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Nex
     let role = token
         .and_then(|t| state.known_token(t))
         .map(|(role, _)| role);
+    if token.is_some() && role.is_none() {
+        // A guess: counted, and answered later the more guesses came this minute (a
+        // right token is never slowed).
+        let wait = state.sessions.failed();
+        tokio::time::sleep(wait).await;
+    }
     match role {
         // A producer's token posts events and reads nothing.
         Some(Role::Producer) if req.uri().path() != "/v1/events" => ApiError {
@@ -515,17 +526,15 @@ async fn read_your_writes(State(state): State<ApiState>, req: Request, next: Nex
     }
 }
 
-/// Serves the API on a bound listener until `shutdown` resolves. The caller binds, so
-/// that an address already in use is reported before the service starts its work.
+/// Serves the API on a bound listener until `shutdown` resolves, with the default
+/// [`server::HttpLimits`]. The caller binds, so that an address already in use is
+/// reported before the service starts its work.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve_with(listener, state, server::HttpLimits::default(), shutdown).await
 }
 
 #[cfg(test)]

@@ -152,10 +152,33 @@ pub(crate) async fn metrics(
     budget_gauges(&budgets, &mut out);
     metric(
         &mut out,
-        "ledger_ui_sign_in_failures_total",
-        "Sign-ins to the web pages refused (unknown token, or one without pages).",
+        "ledger_auth_failures_total",
+        "Unknown bearer tokens and refused sign-ins to the web pages (answered later the more come in a minute).",
         "counter",
         vec![(String::new(), state.sessions.failures())],
+    );
+    let c = &state.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    metric(
+        &mut out,
+        "ledger_http_connections_open",
+        "HTTP connections open now.",
+        "gauge",
+        vec![(String::new(), load(&c.connections_open))],
+    );
+    metric(
+        &mut out,
+        "ledger_http_connections_refused_total",
+        "HTTP connections closed at once: the connection limit was reached.",
+        "counter",
+        vec![(String::new(), load(&c.connections_refused))],
+    );
+    metric(
+        &mut out,
+        "ledger_http_bodies_stalled_total",
+        "Requests ended because their body stopped arriving.",
+        "counter",
+        vec![(String::new(), load(&c.bodies_stalled))],
     );
     out.push_str("# HELP ledger_batch_flush_seconds Time of one group commit (checks, write, flush).\n# TYPE ledger_batch_flush_seconds histogram\n");
     m.batch_flush

@@ -1,6 +1,8 @@
 //! The HTTP server loop, with the limits a listener facing untrusted clients needs and
-//! `axum::serve` does not set: at most [`HttpLimits::max_connections`] connections (more
-//! are closed at once and counted), request headers read within a deadline and bounded
+//! `axum::serve` does not set: at most [`HttpLimits::max_connections`] connections —
+//! at the limit, a new connection takes the slot of the oldest one that has not sent a
+//! byte yet (a flood of silent connections cannot lock others out), else it is closed
+//! at once and counted — request headers read within a deadline and bounded
 //! in size (a client that sends one byte a second is dropped, not waited for), request
 //! bodies that must keep arriving (a stalled body ends the request), and a graceful
 //! stop that waits a bounded time for requests in flight.
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -72,8 +74,10 @@ pub async fn serve_with(
         },
     ));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let silent = Arc::new(Silent::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let mut next_id = 0u64;
     loop {
         let (stream, _) = tokio::select! {
             _ = &mut shutdown => break,
@@ -87,24 +91,58 @@ pub async fn serve_with(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            counters.connections_refused.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-            continue;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            // Full: the oldest connection that never spoke gives way, if there is one.
+            Err(_) if silent.evict_oldest() => {
+                match tokio::time::timeout(
+                    Duration::from_millis(100),
+                    slots.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(slot)) => slot,
+                    _ => {
+                        counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let id = next_id;
+        let spoke = Arc::new(AtomicBool::new(false));
+        let io = Spoken {
+            inner: stream,
+            spoke: spoke.clone(),
+        };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes.max(8192))
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service);
         let connection = graceful.watch(connection);
         let counters = counters.clone();
         counters.connections_open.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
+        let registry = silent.clone();
+        let task = tokio::spawn(async move {
             let _ = connection.await;
-            counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+            registry.forget(id);
+        });
+        // The slot and the count go with the task, however it ends (done or evicted).
+        let on_end = counters.clone();
+        let watcher = task.abort_handle();
+        silent.add(id, spoke, watcher);
+        tokio::spawn(async move {
+            let _ = task.await;
+            on_end.connections_open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }
@@ -119,6 +157,88 @@ pub async fn serve_with(
         );
     }
     Ok(())
+}
+
+/// The open connections in order of arrival, with whether each has sent a byte: the
+/// oldest silent one is closed to make room when the limit is reached.
+#[derive(Default)]
+struct Silent {
+    open: std::sync::Mutex<
+        std::collections::VecDeque<(u64, Arc<AtomicBool>, tokio::task::AbortHandle)>,
+    >,
+}
+
+impl Silent {
+    fn add(&self, id: u64, spoke: Arc<AtomicBool>, task: tokio::task::AbortHandle) {
+        self.lock().push_back((id, spoke, task));
+    }
+
+    fn forget(&self, id: u64) {
+        self.lock().retain(|(known, _, _)| *known != id);
+    }
+
+    /// Closes the oldest connection that has not sent a byte; whether there was one.
+    fn evict_oldest(&self) -> bool {
+        let mut open = self.lock();
+        let Some(at) = open
+            .iter()
+            .position(|(_, spoke, _)| !spoke.load(Ordering::Relaxed))
+        else {
+            return false;
+        };
+        if let Some((_, _, task)) = open.remove(at) {
+            task.abort();
+        }
+        true
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::VecDeque<(u64, Arc<AtomicBool>, tokio::task::AbortHandle)>,
+    > {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A connection's socket that notes when the client first sends something.
+struct Spoken {
+    inner: tokio::net::TcpStream,
+    spoke: Arc<AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Spoken {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.spoke.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Spoken {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Wraps each request's body so that a pause longer than `timeout` ends it with an

@@ -199,6 +199,22 @@ fn slow_and_greedy_clients_are_cut_off_and_others_are_served() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // Silent connections filling every slot give way, oldest first, to one that speaks.
+    let silent: Vec<TcpStream> = (0..LIMITS.max_connections)
+        .map(|_| server.connect())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        server.get("/health/live", None),
+        200,
+        "a flood of silent connections locked a client out"
+    );
+    let (took, _) = until_closed(silent.into_iter().next().unwrap());
+    assert!(
+        took < Duration::from_millis(400),
+        "the oldest silent connection was not the one closed: {took:?}"
+    );
+
     // Guessed tokens: counted, and answered later after the first few.
     let mut took = Vec::new();
     for i in 0..6 {

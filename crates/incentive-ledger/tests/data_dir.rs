@@ -681,3 +681,94 @@ fn redrive_sends_refused_events_again_once() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a refusal code"));
 }
+
+/// Copies directory `from` into `to`, file by file.
+fn copy_dir(from: &Path, to: &Path) {
+    for f in walk(from) {
+        let target = to.join(f.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &target).unwrap();
+    }
+}
+
+/// The fast subset of `scripts/damage-census`: seeded byte flips spread over every file
+/// of a small directory (with a checkpoint, its history, quarantined and duplicate
+/// inputs), and every file deleted. No damaged copy may verify OK and then replay to a
+/// different document.
+#[test]
+fn a_seeded_damage_sample_is_never_silent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, mut lines) = generated(tmp.path(), 3, 150);
+    lines.insert(5, "{not json".into());
+    lines.extend(lines[10..13].to_vec());
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let pristine = tmp.path().join("pristine");
+    ingest(&pristine, &file);
+    let digest = replay_dir(&pristine, &[])["digest"].clone();
+    let files: Vec<(PathBuf, u64)> = walk(&pristine)
+        .into_iter()
+        .map(|p| {
+            let n = std::fs::metadata(&p).unwrap().len();
+            (p.strip_prefix(&pristine).unwrap().to_path_buf(), n)
+        })
+        .collect();
+    let total: u64 = files.iter().map(|(_, n)| n).sum();
+    let mut rng = Rng::new(20);
+    let mut cases: Vec<(PathBuf, Option<u64>)> = (0..60)
+        .map(|_| {
+            let mut at = rng.below(total);
+            let (rel, _) = files
+                .iter()
+                .find(|(_, n)| {
+                    let here = at < *n;
+                    if !here {
+                        at -= n;
+                    }
+                    here
+                })
+                .unwrap();
+            (rel.clone(), Some(at))
+        })
+        .collect();
+    cases.extend(files.iter().map(|(rel, _)| (rel.clone(), None)));
+    let (mut detected, mut harmless) = (0, 0);
+    for (i, (rel, at)) in cases.iter().enumerate() {
+        let copy = tmp.path().join(format!("copy-{i}"));
+        copy_dir(&pristine, &copy);
+        let path = copy.join(rel);
+        match at {
+            Some(at) => {
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes[*at as usize] ^= 0x5a;
+                std::fs::write(&path, bytes).unwrap();
+            }
+            None => std::fs::remove_file(&path).unwrap(),
+        }
+        let (code, _) = verify_output(&copy);
+        if code != 0 {
+            detected += 1;
+            std::fs::remove_dir_all(&copy).unwrap();
+            continue;
+        }
+        let out = replay_dir_raw(&copy);
+        let silent = out.status.success()
+            && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|d| d["digest"] != digest);
+        assert!(
+            !silent,
+            "{} damaged at {at:?} verified OK and replayed to another document",
+            rel.display()
+        );
+        if out.status.success() {
+            harmless += 1;
+        } else {
+            detected += 1;
+        }
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+    assert_eq!(detected + harmless, cases.len());
+    assert!(
+        detected > 0,
+        "no damage was detected: the sample hit nothing"
+    );
+}

@@ -12,6 +12,8 @@ pub mod binding;
 pub mod describe;
 pub mod document;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod gen;
 pub mod ids;
 pub mod intake;

@@ -62,47 +62,25 @@ pub enum Table {
 }
 
 pub fn run(args: ReplayArgs) -> Result<()> {
+    let mut replayed = match &args.data_dir {
+        Some(dir) => crate::log_cmd::replay_dir(
+            dir,
+            args.as_of_seq,
+            args.as_of_time.as_deref(),
+            !args.no_checkpoint,
+        )?,
+        None => fold_files(&args)?,
+    };
     if let (Format::Csv, Some(table)) = (args.format, args.table) {
-        let mut replayed = match &args.data_dir {
-            Some(dir) => crate::log_cmd::replay_dir(
-                dir,
-                args.as_of_seq,
-                args.as_of_time.as_deref(),
-                !args.no_checkpoint,
-            )?,
-            None => fold_files(&args)?,
-        };
         return write_csv(&mut replayed, table);
     }
-    match &args.data_dir {
-        Some(dir) => {
-            let mut replayed = crate::log_cmd::replay_dir(
-                dir,
-                args.as_of_seq,
-                args.as_of_time.as_deref(),
-                !args.no_checkpoint,
-            )?;
-            if args.messages {
-                replayed.for_each_rejection(&mut |r| {
-                    eprintln!("{}: {}: {}: {}", r.line, r.who(), r.code, r.message);
-                })?;
-            }
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-            replayed.write_document(args.compact, &mut out)?;
-            writeln!(out)?;
-            out.flush()?;
-            Ok(())
-        }
-        None => replay_files(&args),
+    // Files print their refusals as they are folded (naming the file); a directory's
+    // come from its history.
+    if args.messages && args.data_dir.is_some() {
+        replayed.for_each_rejection(&mut |r| {
+            eprintln!("{}: {}: {}: {}", r.line, r.who(), r.code, r.message);
+        })?;
     }
-}
-
-/// `replay --events`: folds the files line by line with its lookups in a temporary
-/// store and its payouts and refusals spooled to temporary files (see [`fold_files`]),
-/// then writes the document.
-fn replay_files(args: &ReplayArgs) -> Result<()> {
-    let replayed = fold_files(args)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     replayed.write_document(args.compact, &mut out)?;

@@ -23,6 +23,11 @@ fn json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("stdout is one JSON document")
 }
 
+/// The replay document of `replay ARGS PATH` (`--events FILE` or `--data-dir DIR`).
+fn replay(args: &[&str], path: &Path) -> serde_json::Value {
+    json(&bin().arg("replay").args(args).arg(path).output().unwrap())
+}
+
 fn expected(name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join(name).join("expected.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -37,12 +42,8 @@ fn replay_prints_the_expected_document_for_every_fixture() {
         .collect();
     names.sort();
     for name in names {
-        let out = bin()
-            .args(["replay", "--events"])
-            .arg(fixtures().join(&name).join("events.ndjson"))
-            .output()
-            .unwrap();
-        assert_eq!(json(&out), expected(&name), "{name}");
+        let doc = replay(&["--events"], &fixtures().join(&name).join("events.ndjson"));
+        assert_eq!(doc, expected(&name), "{name}");
     }
 }
 
@@ -166,14 +167,7 @@ fn the_version_names_the_revision() {
 #[test]
 fn replay_writes_each_table_as_csv() {
     let file = fixtures().join("mdf_claims_fifo_expiry/events.ndjson");
-    let doc = json(
-        &bin()
-            .arg("replay")
-            .arg("--events")
-            .arg(&file)
-            .output()
-            .unwrap(),
-    );
+    let doc = replay(&["--events"], &file);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let out = bin()
@@ -299,13 +293,7 @@ fn imported_csv_exports_fold_like_hand_written_events() {
         .write_all(stream.as_bytes())
         .unwrap();
     assert!(ingest.wait_with_output().unwrap().status.success());
-    let from_dir = json(
-        &bin()
-            .args(["replay", "--data-dir"])
-            .arg(&dir)
-            .output()
-            .unwrap(),
-    );
+    let from_dir = replay(&["--data-dir"], &dir);
     // The same business facts written by hand.
     let by_hand = format!(
         "{setup}{}\n{}\n{}\n",
@@ -315,14 +303,7 @@ fn imported_csv_exports_fold_like_hand_written_events() {
     );
     let file = tmp.path().join("by-hand.ndjson");
     std::fs::write(&file, by_hand).unwrap();
-    let expected = json(
-        &bin()
-            .arg("replay")
-            .arg("--events")
-            .arg(&file)
-            .output()
-            .unwrap(),
-    );
+    let expected = replay(&["--events"], &file);
     assert_eq!(from_dir["events"]["applied"], 6, "{from_dir}");
     assert_eq!(from_dir["balances"], expected["balances"]);
     assert!(

@@ -120,6 +120,37 @@ pub fn may_post(role: &Role, t: EventType, data: &EventData) -> Result<(), Strin
     Ok(())
 }
 
+/// What the checks of an event posted by a role came to.
+pub(crate) enum Admission {
+    /// Intake refuses it (CONTRACT §1).
+    Refused(ledger_core::IntakeRefusal),
+    /// Well formed; `forbidden` says why it is not this role's to post, if it is not.
+    Checked {
+        event: Outgoing,
+        forbidden: Option<String>,
+    },
+}
+
+/// The checks every event posted over HTTP meets — by `POST /v1/events` and by the web
+/// pages' forms alike: intake's (steps 1–5), then what `role` may post ([`may_post`]).
+pub(crate) fn admit(role: &Role, raw: Vec<u8>) -> Admission {
+    let accepted = match ledger_core::intake::check(&raw) {
+        Ok(a) => a,
+        Err(r) => return Admission::Refused(r),
+    };
+    let event = accepted.event;
+    let event_type = event.event_type();
+    Admission::Checked {
+        forbidden: may_post(role, event_type, &event.data).err(),
+        event: Outgoing {
+            event_type,
+            source: event.source.to_string(),
+            id: event.id.to_string(),
+            raw,
+        },
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PostQuery {
@@ -235,8 +266,8 @@ pub(crate) async fn post(
     let mut outgoing = Vec::with_capacity(raws.len());
     let (mut refused, mut forbidden) = (0usize, 0usize);
     for (index, raw) in raws.into_iter().enumerate() {
-        match ledger_core::intake::check(&raw) {
-            Err(r) => {
+        match admit(&role, raw) {
+            Admission::Refused(r) => {
                 refused += 1;
                 verdicts.push(Verdict {
                     index,
@@ -249,30 +280,26 @@ pub(crate) async fn post(
                     ..Verdict::default()
                 });
             }
-            Ok(accepted) => {
-                let event = accepted.event;
-                let t = event.event_type();
+            Admission::Checked {
+                event,
+                forbidden: why,
+            } => {
                 let mut v = Verdict {
                     index,
-                    source: Some(event.source.to_string()),
-                    id: Some(event.id.to_string()),
-                    event_type: Some(t.as_str()),
+                    source: Some(event.source.clone()),
+                    id: Some(event.id.clone()),
+                    event_type: Some(event.event_type.as_str()),
                     status: "not_published",
                     ..Verdict::default()
                 };
-                if let Err(why) = may_post(&role, t, &event.data) {
+                if let Some(why) = why {
                     forbidden += 1;
                     v.status = "forbidden";
                     v.code = Some("forbidden");
                     v.message = Some(why);
                 }
                 verdicts.push(v);
-                outgoing.push(Outgoing {
-                    event_type: t,
-                    source: event.source.to_string(),
-                    id: event.id.to_string(),
-                    raw,
-                });
+                outgoing.push(event);
             }
         }
     }

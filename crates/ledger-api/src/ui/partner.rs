@@ -10,7 +10,7 @@
 use super::session::Session;
 use super::svg::{self, PeriodBar};
 use super::{alert, csrf_refusal, enc, money, not_found, notice, page, page_with_status};
-use crate::events::{may_post, Outgoing};
+use crate::events::{admit, Admission};
 use crate::routes::blocking;
 use crate::views::StatementBody;
 use crate::{ApiState, Role};
@@ -471,22 +471,21 @@ pub(crate) async fn publish(
     });
     let raw = serde_json::to_vec(&event)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let accepted = ledger_core::intake::check(&raw).map_err(|r| {
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("Not sent: {}", r.message),
-        )
-    })?;
-    let t = accepted.event.event_type();
-    may_post(&s.role, t, &accepted.event.data)
-        .map_err(|why| (StatusCode::FORBIDDEN, format!("Not sent: {why}")))?;
+    let event = match admit(&s.role, raw) {
+        Admission::Refused(r) => {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("Not sent: {}", r.message),
+            ))
+        }
+        Admission::Checked {
+            forbidden: Some(why),
+            ..
+        } => return Err((StatusCode::FORBIDDEN, format!("Not sent: {why}"))),
+        Admission::Checked { event, .. } => event,
+    };
     let stored = sink
-        .publish(Outgoing {
-            event_type: t,
-            source: source.to_string(),
-            id: event_id.to_string(),
-            raw,
-        })
+        .publish(event)
         .await
         .map_err(|why| {
             (

@@ -129,22 +129,22 @@ pub async fn serve_with(
             .max_buf_size(limits.max_header_bytes.max(8192))
             .serve_connection(hyper_util::rt::TokioIo::new(io), service);
         let connection = graceful.watch(connection);
-        let counters = counters.clone();
         counters.connections_open.fetch_add(1, Ordering::Relaxed);
-        let registry = silent.clone();
+        // The slot, the count and the registry entry go with the task however it ends,
+        // served to the end or evicted (aborted): the guard is dropped either way. The
+        // entry is added under the registry's lock taken before the task can end.
+        let held = Held {
+            _slot: slot,
+            counters: counters.clone(),
+            registry: silent.clone(),
+            id,
+        };
+        let mut open = silent.lock();
         let task = tokio::spawn(async move {
+            let _held = held;
             let _ = connection.await;
-            registry.forget(id);
         });
-        // The slot and the count go with the task, however it ends (done or evicted).
-        let on_end = counters.clone();
-        let watcher = task.abort_handle();
-        silent.add(id, spoke, watcher);
-        tokio::spawn(async move {
-            let _ = task.await;
-            on_end.connections_open.fetch_sub(1, Ordering::Relaxed);
-            drop(slot);
-        });
+        open.push_back((id, spoke, task.abort_handle()));
     }
     drop(listener);
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
@@ -169,10 +169,6 @@ struct Silent {
 }
 
 impl Silent {
-    fn add(&self, id: u64, spoke: Arc<AtomicBool>, task: tokio::task::AbortHandle) {
-        self.lock().push_back((id, spoke, task));
-    }
-
     fn forget(&self, id: u64) {
         self.lock().retain(|(known, _, _)| *known != id);
     }
@@ -199,6 +195,23 @@ impl Silent {
         std::collections::VecDeque<(u64, Arc<AtomicBool>, tokio::task::AbortHandle)>,
     > {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a connection holds while it is open.
+struct Held {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    counters: Arc<HttpCounters>,
+    registry: Arc<Silent>,
+    id: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counters
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        self.registry.forget(self.id);
     }
 }
 

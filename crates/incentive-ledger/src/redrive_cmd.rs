@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ledger_core::replay::Rejection;
 use ledger_core::{identity_key, EventData};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -131,22 +131,19 @@ pub fn redrive(args: RedriveArgs) -> Result<()> {
         })
         .collect();
     let mut logged_at: HashMap<[u8; 16], u64> = HashMap::new();
-    let mut sent_keys: Vec<[u8; 16]> = Vec::new();
-    for (r, kept) in &selected {
-        match kept {
-            Kept::Logged(_) => {
-                if let Some((source, id)) = &r.identity {
-                    let new_id = ledger_core::redrive::redrive_id(source, id);
-                    sent_keys.push(identity_key(source, &new_id));
+    // The identities the plans would send: looked up for every record of the log.
+    let sent_keys: HashSet<[u8; 16]> = selected
+        .iter()
+        .filter_map(|(r, kept)| {
+            let (source, id) = r.identity.as_ref()?;
+            Some(match kept {
+                Kept::Logged(_) => {
+                    identity_key(source, &ledger_core::redrive::redrive_id(source, id))
                 }
-            }
-            Kept::Quarantined(_) => {
-                if let Some((source, id)) = &r.identity {
-                    sent_keys.push(identity_key(source, id));
-                }
-            }
-        }
-    }
+                Kept::Quarantined(_) => identity_key(source, id),
+            })
+        })
+        .collect();
     let reader = log.reader();
     for record in reader.records_from(1) {
         let record = record.context("cannot read the log")?;

@@ -4,7 +4,7 @@
 //! `incentive-ledger backup` restores into a new directory). Staff only.
 
 use crate::planning::answer_error;
-use crate::routes::{query, staff_only, stored_position, streamed, NoQuery};
+use crate::routes::{query, staff_only, stored_head, streamed, NoQuery};
 use crate::{ApiResult, ApiState, Role};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -53,17 +53,18 @@ pub(crate) async fn backup(
 ) -> ApiResult {
     staff_only(&role)?;
     query(q)?;
-    let through = stored_position(&state).await?;
+    // The header names the head the stream is bounded by, read once for both.
+    let head = stored_head(&state).await?;
     let handle = state.handle.clone();
     streamed(
         "backup",
         "application/vnd.incentive-ledger.backup",
-        ("x-ledger-backup-through", through),
+        ("x-ledger-backup-through", head.last_seq),
         move |out| {
             // The stream's end frame is missing after an error, so a restore refuses it.
             let mut buffered = std::io::BufWriter::with_capacity(1 << 20, out);
             handle
-                .backup(&mut buffered)
+                .backup(head, &mut buffered)
                 .map(|_| ())
                 .map_err(|e| ledger_service::error_chain(&e))
         },

@@ -615,7 +615,7 @@ pub(crate) async fn export(
 ) -> ApiResult {
     staff_only(&role)?;
     let q = query(q)?;
-    let through = stored_position(&state).await?;
+    let through = stored_head(&state).await?.last_seq;
     let handle = state.handle.clone();
     streamed(
         "export",
@@ -629,10 +629,10 @@ pub(crate) async fn export(
     )
 }
 
-/// The last log position stored, which an export or a backup ends at.
-pub(crate) async fn stored_position(state: &ApiState) -> Result<u64, ApiError> {
+/// The head of the log as stored, which an export or a backup ends at.
+pub(crate) async fn stored_head(state: &ApiState) -> Result<ledger_service::LogHead, ApiError> {
     let handle = state.handle.clone();
-    blocking(move || handle.stored_position())
+    blocking(move || handle.stored_head())
         .await?
         .map_err(|e| match e {
             HistoricError::NoDataDirectory => ApiError {

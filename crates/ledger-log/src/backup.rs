@@ -68,7 +68,16 @@ fn frame(out: &mut dyn Write, kind: u8, n: u64, bytes: &[u8]) -> Result<(), Back
 
 /// Writes the backup of `log` as it stands now to `out`.
 pub fn write_backup(log: &LogReader, out: &mut dyn Write) -> Result<Summary, BackupError> {
-    let head = log.stored_head()?;
+    write_backup_through(log, log.stored_head()?, out)
+}
+
+/// Writes the backup of `log` up to `head`, a head it stored (read before: the log may
+/// have gone on since).
+pub fn write_backup_through(
+    log: &LogReader,
+    head: Head,
+    out: &mut dyn Write,
+) -> Result<Summary, BackupError> {
     let mut summary = Summary {
         head,
         ..Summary::default()

@@ -263,11 +263,11 @@ impl Handle {
         &self.inner.leadership
     }
 
-    /// The last log position stored on disk (with the inputs around it): what an export
-    /// started now can include in full.
-    pub fn stored_position(&self) -> Result<u64, HistoricError> {
+    /// The head of the log as last stored (with the inputs around it): what an export or
+    /// a backup started now can include in full.
+    pub fn stored_head(&self) -> Result<ledger_log::layout::Head, HistoricError> {
         let log = self.log_reader().ok_or(HistoricError::NoDataDirectory)?;
-        Ok(log.stored_head()?.last_seq)
+        Ok(log.stored_head()?)
     }
 
     /// The log's records `1 ..= through` as `incentive-ledger export` prints them
@@ -284,14 +284,15 @@ impl Handle {
         Ok(log.export(1, through, with_chain, out)?)
     }
 
-    /// Writes a backup of the data directory as it stands to `out`
-    /// ([`ledger_log::backup`]): consistent while the log goes on.
+    /// Writes a backup of the data directory up to `head` (one [`Handle::stored_head`]
+    /// gave) to `out` ([`ledger_log::backup`]): consistent while the log goes on.
     pub fn backup(
         &self,
+        head: ledger_log::layout::Head,
         out: &mut dyn std::io::Write,
     ) -> Result<ledger_log::backup::Summary, HistoricError> {
         let log = self.log_reader().ok_or(HistoricError::NoDataDirectory)?;
-        ledger_log::backup::write_backup(log, out).map_err(HistoricError::Backup)
+        ledger_log::backup::write_backup_through(log, head, out).map_err(HistoricError::Backup)
     }
 
     /// Reports the message broker unreachable (`Some(why)`) or reachable again (`None`):

@@ -6,7 +6,9 @@
 
 use super::partner::publish;
 use super::session::Session;
-use super::{alert, csrf_refusal, enc, money, not_found, notice, page, page_with_status};
+use super::{
+    alert, csrf_refusal, enc, money, not_found, notice, page, page_with_status, unavailable,
+};
 use crate::routes::blocking;
 use crate::ApiState;
 use crate::Role;
@@ -307,13 +309,7 @@ pub(crate) async fn refusals(
     })
     .await;
     let Ok(Ok((items, next))) = found else {
-        return page_with_status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Refusals",
-            Some(&s),
-            None,
-            alert("The refusals cannot be read right now."),
-        );
+        return unavailable(&s, "Refusals", "refusals");
     };
     let codes = state.handle.metrics().refused_by_code;
     page(
@@ -398,13 +394,7 @@ pub(crate) async fn payouts(
     let f = filter(&q);
     let after = q.after.unwrap_or(0);
     let Ok(Ok(found)) = blocking(move || handle.payouts(&f, after, 100)).await else {
-        return page_with_status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Payouts",
-            Some(&s),
-            None,
-            alert("The payouts cannot be read right now."),
-        );
+        return unavailable(&s, "Payouts", "payouts");
     };
     let (partner, program) = (q.partner.unwrap_or_default(), q.program.unwrap_or_default());
     let query = format!("partner={}&program={}", enc(&partner), enc(&program));
@@ -453,13 +443,7 @@ pub(crate) async fn payouts_csv(
     })
     .await;
     let Ok(Ok(rows)) = rows else {
-        return page_with_status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Payouts",
-            Some(&s),
-            None,
-            alert("The payouts cannot be read right now."),
-        );
+        return unavailable(&s, "Payouts", "payouts");
     };
     (
         [

@@ -245,6 +245,20 @@ pub(crate) fn not_found(session: Option<&Session>) -> Response {
     )
 }
 
+/// The page of data that cannot be read now (the data directory failed): `title` and
+/// what could not be read.
+pub(crate) fn unavailable(session: &Session, title: &str, what: &str) -> Response {
+    page_with_status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        title,
+        Some(session),
+        None,
+        alert(&format!(
+            "The {what} cannot be read right now; try again shortly."
+        )),
+    )
+}
+
 /// An error message box.
 pub(crate) fn alert(message: &str) -> Markup {
     html! { p.alert role="alert" { (message) } }

@@ -9,7 +9,9 @@
 
 use super::session::Session;
 use super::svg::{self, PeriodBar};
-use super::{alert, csrf_refusal, enc, money, not_found, notice, page, page_with_status};
+use super::{
+    alert, csrf_refusal, enc, money, not_found, notice, page, page_with_status, unavailable,
+};
 use crate::events::{admit, Admission};
 use crate::routes::blocking;
 use crate::views::StatementBody;
@@ -522,13 +524,7 @@ pub(crate) async fn payouts(
     };
     let found = blocking(move || handle.payouts(&filter, q.after.unwrap_or(0), 100)).await;
     let Ok(Ok(found)) = found else {
-        return page_with_status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Payouts",
-            Some(&s),
-            None,
-            alert("The payouts cannot be read right now; try again shortly."),
-        );
+        return unavailable(&s, "Payouts", "payouts");
     };
     page(
         &format!("{id} · payouts"),

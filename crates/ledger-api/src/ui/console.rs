@@ -190,6 +190,8 @@ fn claims_page(
     decided: Option<&str>,
 ) -> Response {
     let pending = state.handle.claims(None, Some("pending"), 500);
+    let funds = super::funds(state);
+    let currency = |program: &str| funds.get(program).map_or("", |(_, c)| c.as_str());
     let decided_claim = decided.and_then(|id| state.handle.claim(id));
     page_with_status(
         status,
@@ -207,7 +209,7 @@ fn claims_page(
             @for c in &pending {
                 section.card.claim {
                     h2 { (c.claim_id) " " small { (c.partner_id) " · " (c.program_id) } }
-                    p { "Claimed " strong { (money(&c.amount, &super::currency_of(state, &c.program_id))) } "." }
+                    p { "Claimed " strong { (money(&c.amount, currency(&c.program_id))) } "." }
                     form.decision method="post" action=(format!("/ui/console/claims/{}", enc(&c.claim_id))) {
                         input type="hidden" name="csrf" value=(s.csrf);
                         input type="hidden" name="nonce" value=(&super::session::random_token()[..16]);

@@ -269,13 +269,21 @@ pub(crate) fn notice(message: &str) -> Markup {
     html! { p.notice role="status" { (message) } }
 }
 
-/// The currency of a program (empty if there is no such program).
-pub(crate) fn currency_of(state: &ApiState, program_id: &str) -> String {
+/// The programs claims are made against (MDF and co-op), by id: name and currency.
+pub(crate) fn funds(state: &ApiState) -> std::collections::BTreeMap<String, (String, String)> {
     state
         .handle
-        .program(program_id)
-        .map(|p| p.current.currency.as_str().to_string())
-        .unwrap_or_default()
+        .programs()
+        .iter()
+        .filter(|p| matches!(p.current.kind.as_str(), "mdf" | "coop"))
+        .map(|p| {
+            let d = &p.current;
+            (
+                d.program_id.clone(),
+                (d.name.clone(), d.currency.as_str().to_string()),
+            )
+        })
+        .collect()
 }
 
 /// Money as the ledger states it (the currency's minor digits), with its currency.

@@ -337,13 +337,8 @@ fn claims_page(
     typed: ClaimForm,
 ) -> Response {
     let claims = state.handle.claims(Some(id), None, 500);
-    let funds: Vec<(String, String)> = state
-        .handle
-        .programs()
-        .iter()
-        .filter(|p| matches!(p.current.kind.as_str(), "mdf" | "coop"))
-        .map(|p| (p.current.program_id.clone(), p.current.name.clone()))
-        .collect();
+    let funds = super::funds(state);
+    let currency = |program: &str| funds.get(program).map_or("", |(_, c)| c.as_str());
     let may_submit = matches!(&s.role, Role::Partner(own) if own == id);
     let claim_id = if typed.claim_id.is_empty() {
         format!("CLM-{}", &super::session::random_token()[..16])
@@ -375,7 +370,7 @@ fn claims_page(
                             tr {
                                 th scope="row" { (c.claim_id) }
                                 td { (c.program_id) }
-                                td.num { (money(&c.amount, &super::currency_of(state, &c.program_id))) }
+                                td.num { (money(&c.amount, currency(&c.program_id))) }
                                 td { span class=(format!("status {}", c.status)) { (c.status) } }
                                 td.num { (c.approved_amount.as_deref().unwrap_or("")) }
                             }
@@ -391,7 +386,7 @@ fn claims_page(
                     input type="hidden" name="claim_id" value=(claim_id);
                     label for="program_id" { "Fund" }
                     select #program_id name="program_id" required {
-                        @for (pid, name) in &funds {
+                        @for (pid, (name, _)) in &funds {
                             option value=(pid) selected[*pid == typed.program_id] { (name) " (" (pid) ")" }
                         }
                     }

@@ -20,6 +20,7 @@
 pub mod archive;
 pub mod backup;
 pub mod canon;
+pub mod fuzz_checks;
 pub mod history;
 mod identities;
 pub mod layout;
@@ -36,7 +37,8 @@ pub use history::{
     fold_read_only, rebuild, rebuild_with_journal, save_checkpoint, Bound, ReadOnlyFold, Rebuilt,
 };
 pub use log::{
-    Input, Log, LogError, LogReader, Outcome, Segment, StorageError, Transport, FORMAT_VERSION,
+    write_durably, Input, Log, LogError, LogReader, Outcome, Segment, StorageError, Transport,
+    FORMAT_VERSION,
 };
 pub use lookups::LookupStore;
 pub use outbox::{OutboxStore, Range};

@@ -160,9 +160,12 @@ pub fn replica_id(config: &ReplicationConfig, data_dir: &Path) -> Result<String,
             std::time::SystemTime::now()
         ))
     );
-    std::fs::write(&path, format!("{id}\n")).map_err(|e| NatsError::Replica {
-        message: format!("cannot write the replica id to {}: {e}", path.display()),
-    })?;
+    // Durably, like the directory's FORMAT: the id names this replica's consumer.
+    ledger_service::write_durably(data_dir, "REPLICA", format!("{id}\n").as_bytes()).map_err(
+        |e| NatsError::Replica {
+            message: format!("cannot write the replica id to {}: {e}", path.display()),
+        },
+    )?;
     info!(replica = %id, file = %path.display(), "this data directory is a new replica");
     Ok(id)
 }

@@ -32,7 +32,7 @@ pub use handle::{
 pub use ingest::{Delivery, Inbound};
 pub use leadership::{Leadership, Replication, Role};
 pub use ledger_log::layout::Head as LogHead;
-pub use ledger_log::{error_chain, Bound, CheckpointStatus, LogError, Transport};
+pub use ledger_log::{error_chain, write_durably, Bound, CheckpointStatus, LogError, Transport};
 pub use outbox::{Outbox, OutboxEntry};
 pub use planning::HeavyError;
 pub use publisher::{Expect, InStream, PayoutSink, PublishError, StreamTail};

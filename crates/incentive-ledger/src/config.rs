@@ -85,6 +85,29 @@ impl Config {
     }
 }
 
+/// The configuration loader on arbitrary bytes (the `config` fuzz target, and the suite's
+/// replay of its corpus): never a panic; a file that parses gives each part, and each
+/// token entry that names no file resolves or says why. (Entries with `token_file` are
+/// not resolved: a fuzzer's path could be any file of the machine.)
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn fuzz_check(bytes: &[u8]) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let Ok(config) = Config::from_toml(text) else {
+        return;
+    };
+    let service = config.service();
+    assert!(service.lookups_in_memory >= 1);
+    assert!(!service.publish_timeout.is_zero() && !service.outbox_stall_after.is_zero());
+    let _ = config.nats();
+    for token in config.auth.tokens.iter().filter(|t| t.token_file.is_none()) {
+        if let Err(why) = token.known() {
+            assert!(!why.is_empty());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +169,12 @@ mod tests {
             .resolve()
             .unwrap_err()
             .contains("INCENTIVE_LEDGER_FINANCE_TOKEN"));
+    }
+
+    /// The fuzz target's corpus (`fuzz/corpus/config/`) holds on stable too.
+    #[test]
+    fn the_config_fuzz_corpus_holds() {
+        assert!(ledger_core::fuzz_checks::replay_corpus("config", fuzz_check) >= 14);
     }
 
     /// The cluster sample names every node and asks for three replicas of everything.

@@ -5,6 +5,27 @@
 
 use crate::json::{self, Json};
 
+/// Runs `check` over every input of the committed corpus of fuzz target `target`
+/// (`fuzz/corpus/<target>/` of this source tree) and returns how many there were;
+/// panics naming the first input whose check fails. For the suite's corpus tests.
+pub fn replay_corpus(target: &str, check: fn(&[u8])) -> usize {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("the corpus {} cannot be read: {e}", dir.display()));
+    let mut n = 0;
+    for entry in entries {
+        let path = entry.expect("a corpus entry").path();
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{} cannot be read: {e}", path.display()));
+        let caught = std::panic::catch_unwind(|| check(&bytes));
+        assert!(caught.is_ok(), "{} fails its check", path.display());
+        n += 1;
+    }
+    n
+}
+
 /// Intake on arbitrary bytes: never panics; an accepted input written back compactly
 /// (another spelling of the same JSON) is accepted again, as the same event with the
 /// same content digest.

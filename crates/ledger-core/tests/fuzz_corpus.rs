@@ -2,29 +2,14 @@
 //! replayed through the same checks on stable, so every input a fuzzer found worth
 //! keeping is checked by every run of the suite (`ledger_core::fuzz_checks`).
 
-use std::path::Path;
-
-fn replay(target: &str, check: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
-        let caught = std::panic::catch_unwind(|| check(&bytes));
-        assert!(caught.is_ok(), "{} fails its check", path.display());
-        n += 1;
-    }
-    assert!(n >= 100, "only {n} inputs in {}", dir.display());
-}
+use ledger_core::fuzz_checks::{intake, json_against_serde, replay_corpus};
 
 #[test]
 fn the_intake_corpus_holds() {
-    replay("intake", ledger_core::fuzz_checks::intake);
+    assert!(replay_corpus("intake", intake) >= 100);
 }
 
 #[test]
 fn the_json_corpus_holds() {
-    replay("json", ledger_core::fuzz_checks::json_against_serde);
+    assert!(replay_corpus("json", json_against_serde) >= 100);
 }

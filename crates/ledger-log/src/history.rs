@@ -44,7 +44,7 @@ pub struct Rebuilt {
 }
 
 /// A persisted fold state and the position it covers.
-struct Checkpoint {
+pub(crate) struct Checkpoint {
     seq: u64,
     arrival: u64,
     hash: [u8; 32],
@@ -84,7 +84,7 @@ static LAST_CHECKPOINT_BYTES: std::sync::atomic::AtomicUsize =
 
 /// The stored form of a checkpoint: magic, position, arrival, chain hash, state, then the
 /// SHA-256 of all that. This encodes all but the checksum, into one buffer.
-fn frame_checkpoint_body(
+pub(crate) fn frame_checkpoint_body(
     seq: u64,
     arrival: u64,
     hash: &[u8; 32],
@@ -106,13 +106,13 @@ fn frame_checkpoint_body(
 }
 
 /// Appends the checksum to a body from [`frame_checkpoint_body`].
-fn seal_checkpoint(mut body: Vec<u8>) -> Vec<u8> {
+pub(crate) fn seal_checkpoint(mut body: Vec<u8>) -> Vec<u8> {
     let sum: [u8; 32] = Sha256::digest(&body).into();
     body.extend_from_slice(&sum);
     body
 }
 
-fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
+pub(crate) fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
     if bytes.len() < 8 + 8 + 8 + 32 + 32 || &bytes[..8] != CHECKPOINT_MAGIC {
         return Err("the checkpoint is of another format".into());
     }

@@ -111,15 +111,12 @@ fn check_records(
     max_seq: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Result<[u8; 32], LogError> {
-    let mut expected_seq = 1u64;
-    let mut previous_hash = [0u8; 32];
-    let mut last_arrival = 0u64;
-    let mut identities: HashMap<[u8; 16], u64> = HashMap::new();
-    'segments: for item in tree.scan_prefix([SEGMENT]) {
+    let mut chain = Chain::default();
+    for item in tree.scan_prefix([SEGMENT]) {
         let (k, v) = item.map_err(storage)?;
         let Some(first) = key_number(&k, SEGMENT) else {
             report.bad(
-                Some(expected_seq),
+                Some(chain.expected_seq()),
                 "a segment key has the wrong shape".into(),
             );
             break;
@@ -127,7 +124,41 @@ fn check_records(
         if first > max_seq {
             break; // appended after the head this check is bounded by
         }
-        let records = match decode_segment(&v) {
+        if !chain.segment(first, &v, report, progress) {
+            break;
+        }
+    }
+    Ok(chain.previous_hash)
+}
+
+/// The checks of the records of a log, fed one segment at a time in key order: what
+/// `verify` runs over the stored segments, and what the segment fuzz target runs over
+/// damaged ones (`fuzz_checks::damaged_segment`).
+#[derive(Default)]
+pub(crate) struct Chain {
+    /// Records checked so far (the next expected position is one more).
+    checked: u64,
+    pub(crate) previous_hash: [u8; 32],
+    last_arrival: u64,
+    identities: HashMap<[u8; 16], u64>,
+}
+
+impl Chain {
+    fn expected_seq(&self) -> u64 {
+        self.checked + 1
+    }
+
+    /// Checks the segment stored under key `first`; false when the damage found makes
+    /// the rest of the log unreadable (the check stops there).
+    pub(crate) fn segment(
+        &mut self,
+        first: u64,
+        bytes: &[u8],
+        report: &mut Report,
+        progress: &mut dyn FnMut(u64),
+    ) -> bool {
+        let expected_seq = self.expected_seq();
+        let records = match decode_segment(bytes) {
             Ok(r) => r,
             Err(e) => {
                 report.bad(
@@ -137,7 +168,7 @@ fn check_records(
                         e.reason, e.offset
                     ),
                 );
-                break;
+                return false;
             }
         };
         if records.first().map(|r| r.seq) != Some(first) {
@@ -145,77 +176,92 @@ fn check_records(
                 Some(expected_seq.min(first)),
                 format!("segment key {first} does not match its first record"),
             );
-            break;
+            return false;
         }
         for r in records {
-            if r.seq != expected_seq {
-                report.bad(
-                    Some(expected_seq),
-                    format!("sequence {expected_seq} expected, found {} (a record is missing or out of order)", r.seq),
-                );
-                break 'segments;
+            if !self.record(&r, report) {
+                return false;
             }
-            if r.arrival <= last_arrival {
-                report.bad(
-                    Some(r.seq),
-                    format!(
-                        "record {} arrived ({}) before its predecessor ({last_arrival})",
-                        r.seq, r.arrival
-                    ),
-                );
-            }
-            last_arrival = r.arrival;
-            let hash = chain_hash(&previous_hash, r.seq, &r.raw);
-            if hash != r.hash {
-                report.bad(Some(r.seq), format!("record {}: hash chain broken (bytes changed, or a record before it removed)", r.seq));
-                break 'segments;
-            }
-            previous_hash = hash;
-            match ledger_core::check(&r.raw) {
-                Err(refusal) => report.bad(
-                    Some(r.seq),
-                    format!(
-                        "record {}: its event no longer passes intake ({})",
-                        r.seq, refusal.code
-                    ),
-                ),
-                Ok(a) => {
-                    if identity_key(&a.event.source, &a.event.id) != r.identity {
-                        report.bad(
-                            Some(r.seq),
-                            format!(
-                                "record {}: identity index entry does not match its event",
-                                r.seq
-                            ),
-                        );
-                    }
-                    if a.content_digest != r.content {
-                        report.bad(
-                            Some(r.seq),
-                            format!("record {}: content digest does not match its event", r.seq),
-                        );
-                    }
-                }
-            }
-            if let Some(other) = identities.insert(r.identity, r.seq) {
-                report.bad(
-                    Some(r.seq),
-                    format!(
-                        "record {} repeats the (source, id) of record {other}",
-                        r.seq
-                    ),
-                );
-            }
-            report.records += 1;
-            expected_seq += 1;
             progress(r.seq);
         }
+        true
     }
-    Ok(previous_hash)
+
+    /// Checks one record; false when the chain cannot be followed past it.
+    fn record(&mut self, r: &crate::layout::Record, report: &mut Report) -> bool {
+        let expected_seq = self.expected_seq();
+        if r.seq != expected_seq {
+            report.bad(
+                Some(expected_seq),
+                format!("sequence {expected_seq} expected, found {} (a record is missing or out of order)", r.seq),
+            );
+            return false;
+        }
+        if r.arrival <= self.last_arrival {
+            report.bad(
+                Some(r.seq),
+                format!(
+                    "record {} arrived ({}) before its predecessor ({})",
+                    r.seq, r.arrival, self.last_arrival
+                ),
+            );
+        }
+        self.last_arrival = r.arrival;
+        let hash = chain_hash(&self.previous_hash, r.seq, &r.raw);
+        if hash != r.hash {
+            report.bad(
+                Some(r.seq),
+                format!(
+                    "record {}: hash chain broken (bytes changed, or a record before it removed)",
+                    r.seq
+                ),
+            );
+            return false;
+        }
+        self.previous_hash = hash;
+        match ledger_core::check(&r.raw) {
+            Err(refusal) => report.bad(
+                Some(r.seq),
+                format!(
+                    "record {}: its event no longer passes intake ({})",
+                    r.seq, refusal.code
+                ),
+            ),
+            Ok(a) => {
+                if identity_key(&a.event.source, &a.event.id) != r.identity {
+                    report.bad(
+                        Some(r.seq),
+                        format!(
+                            "record {}: identity index entry does not match its event",
+                            r.seq
+                        ),
+                    );
+                }
+                if a.content_digest != r.content {
+                    report.bad(
+                        Some(r.seq),
+                        format!("record {}: content digest does not match its event", r.seq),
+                    );
+                }
+            }
+        }
+        if let Some(other) = self.identities.insert(r.identity, r.seq) {
+            report.bad(
+                Some(r.seq),
+                format!(
+                    "record {} repeats the (source, id) of record {other}",
+                    r.seq
+                ),
+            );
+        }
+        report.records += 1;
+        self.checked += 1;
+        true
+    }
 }
 
 /// The head names the log's last record and its hash.
-fn check_head(head: Option<Head>, report: &mut Report, previous_hash: [u8; 32]) {
+pub(crate) fn check_head(head: Option<Head>, report: &mut Report, previous_hash: [u8; 32]) {
     match head {
         None if report.records > 0 => {
             report.bad(None, "the head record is missing or damaged".into())

@@ -178,6 +178,59 @@ fn the_service_stops_when_nats_is_gone() {
 }
 
 #[test]
+fn a_broker_that_lost_its_store_stops_the_service_and_its_restart_consumes_the_new_stream() {
+    // The broker comes back with an empty store: the streams' sequences start again
+    // from 1, far behind what the log has consumed. Resuming after the log's position
+    // would take the new stream's first messages for ones already logged and drop them;
+    // the service stops instead, and its next start consumes the new stream from its
+    // start (events the log holds would be recognised as duplicates).
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("js");
+    let mut nats = Nats::start(&store);
+    let log = tmp.path().join("serve.log");
+    let data = tmp.path().join("data");
+    let mut service = Service::start(&nats, &data, &log);
+    let [first, second, all] = split_stream(tmp.path(), 53, 1800, 1200);
+    publish(&nats, &first);
+    wait_for(&nats, positions(&document(&first)), &log);
+    let before = stream_payouts(&nats);
+
+    nats.stop();
+    std::fs::remove_dir_all(&store).unwrap();
+    nats.restart();
+    let mut child = service.child.take().unwrap();
+    let stopped = wait_until(Duration::from_secs(60), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(stopped, "the service went on without its stream:\n{logs}");
+    assert!(!child.wait().unwrap().success());
+    assert!(logs.contains("is gone"), "{logs}");
+
+    let mut service = Service::start(&nats, &data, &log);
+    publish(&nats, &second);
+    let doc = document(&all);
+    let s = wait_for(&nats, positions(&doc), &log);
+    assert_eq!(
+        s["digest"], doc["digest"],
+        "every event of the new stream was folded"
+    );
+    service.terminate();
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logs.contains("recreated or purged"), "{logs}");
+    // The new payout stream holds every payout once (those of the lost one again, by
+    // the same id and content).
+    assert_payouts_match(&stream_payouts(&nats), &doc);
+    let again: BTreeMap<_, _> = stream_payouts(&nats)
+        .into_iter()
+        .map(|m| (m["id"].as_str().unwrap().to_string(), m["data"].clone()))
+        .collect();
+    for m in before {
+        assert_eq!(again.get(m["id"].as_str().unwrap()), Some(&m["data"]));
+    }
+}
+
+#[test]
 fn a_disk_fault_holds_the_batch_and_the_service_recovers_when_it_clears() {
     let tmp = tempfile::tempdir().unwrap();
     let nats = Nats::start(&tmp.path().join("js"));

@@ -498,6 +498,27 @@ impl Log {
         self.head
     }
 
+    /// Records that the upstream source now ends at `position`, below the head's
+    /// source position: its stream was recreated or purged (the broker lost its store),
+    /// and its sequences start again. The next batches carry the new positions. Durable
+    /// when it returns; the records are untouched.
+    pub fn rebase_source(&mut self, position: u64) -> Result<(), LogError> {
+        let mut head = self.head;
+        assert!(
+            position < head.source_position,
+            "a rebase moves the source position back"
+        );
+        head.source_position = position;
+        let store = self.store()?;
+        store
+            .tree
+            .insert(HEAD, encode(&head))
+            .map_err(storage(&self.path))?;
+        self.flush()?;
+        self.head = head;
+        Ok(())
+    }
+
     /// Checks, dedupes and appends a batch; returns after it is durable (one flush).
     /// On error nothing of the batch is acknowledged and the log is unchanged in memory.
     pub fn append_batch(&mut self, inputs: &[Input<'_>]) -> Result<Vec<Outcome>, LogError> {
@@ -1245,6 +1266,27 @@ pub(crate) mod tests {
                 transport: Transport::None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_rebased_source_position_is_durable_and_batches_go_on_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> =
+            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(4, 20)).collect();
+        let mut log = Log::open(dir.path()).unwrap();
+        log.append_batch_from(&inputs(&lines[..10]), Some(500))
+            .unwrap();
+        assert_eq!(log.head().source_position, 500);
+        let last_seq = log.head().last_seq;
+        log.rebase_source(0).unwrap();
+        drop(log);
+        let mut log = open_when_free(dir.path());
+        assert_eq!(log.head().source_position, 0);
+        assert_eq!(log.head().last_seq, last_seq);
+        log.append_batch_from(&inputs(&lines[10..]), Some(10))
+            .unwrap();
+        assert_eq!(log.head().source_position, 10);
+        assert!(log.head().last_seq > last_seq);
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub fn server_refusal() -> Option<String> {
     ))
 }
 
+/// How often the service pings the broker.
+const SERVICE_PING_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Connects for the service: it keeps trying in the background (the service may start
 /// before the broker), reporting the broker unreachable on `handle` until it connects,
 /// and again whenever the connection drops, with the server's errors logged as they come.
@@ -84,6 +87,10 @@ pub async fn connect_watched(
         .await?
         .retry_on_initial_connect()
         .max_reconnects(None)
+        // A broker that stops answering (paused, hung, a half-open connection) is found
+        // by pings: two unanswered and the client reconnects, which reports the fault.
+        // The client's default of a minute left a paused broker unreported that long.
+        .ping_interval(SERVICE_PING_INTERVAL)
         .event_callback(move |event| {
             let handle = watcher.clone();
             let urls = urls.clone();
@@ -336,9 +343,34 @@ pub struct JetStreamInbound {
     prefixes: Vec<String>,
     config: Config,
     replica: String,
+    /// Why the consumer cannot go on (it or its stream no longer exists), once known.
+    gone: Option<String>,
 }
 
 impl JetStreamInbound {
+    /// Asks the broker about the consumer: its pending count, or `None` when it cannot
+    /// tell. An answer that the consumer (or the whole stream) does not exist is kept in
+    /// `gone` for [`Self::next_batch`] to stop on: the broker lost its store, or someone
+    /// deleted them. Retrying would then wait for ever, and re-creating the consumer
+    /// here, after the log's position, would pass over a recreated stream's messages;
+    /// the service stops instead, with the reason, and its next start re-creates what
+    /// is missing and consumes the stream as it is (see `serve`).
+    async fn ask_consumer(&mut self) -> Option<u64> {
+        match self.consumer.info().await {
+            Ok(info) => Some(info.num_pending),
+            Err(e) => {
+                use async_nats::jetstream::context::ConsumerInfoErrorKind as Kind;
+                if matches!(e.kind(), Kind::NotFound | Kind::StreamNotFound) {
+                    self.gone = Some(format!(
+                        "the inbound stream {} or this replica's consumer on it is gone ({e}): the broker lost its store or they were deleted; stopping, so that the next start re-creates them and consumes the stream as it is now",
+                        self.config.inbound.stream
+                    ));
+                }
+                None
+            }
+        }
+    }
+
     pub async fn new(
         consumer: jetstream::consumer::Consumer<pull::Config>,
         js: jetstream::Context,
@@ -356,6 +388,7 @@ impl JetStreamInbound {
             prefixes: type_prefixes(config),
             config: config.clone(),
             replica: replica.to_string(),
+            gone: None,
         })
     }
 }
@@ -474,6 +507,9 @@ impl Inbound for JetStreamInbound {
     /// `linger_ms` ends the batch), so one flush serves many under load while a lone
     /// message waits at most that long.
     async fn next_batch(&mut self) -> Result<Vec<JetStreamMessage>, TransportError> {
+        if let Some(why) = self.gone.take() {
+            return Err(TransportError::message(why));
+        }
         let first = tokio::time::timeout(self.fetch_wait, self.incoming.next()).await;
         let mut messages = Vec::new();
         match first {
@@ -487,6 +523,7 @@ impl Inbound for JetStreamInbound {
             Ok(Some(Err(e))) => {
                 warn!("message stream error (will retry): {e}");
                 tokio::time::sleep(Duration::from_millis(250)).await;
+                self.ask_consumer().await;
             }
             Ok(Some(Ok(m))) => {
                 messages.push(JetStreamMessage::new(m, &self.prefixes));
@@ -515,7 +552,7 @@ impl Inbound for JetStreamInbound {
     }
 
     async fn pending(&mut self) -> Option<u64> {
-        self.consumer.info().await.ok().map(|info| info.num_pending)
+        self.ask_consumer().await
     }
 
     /// Re-creates the replica's consumer to deliver from the sequence after `after`.
@@ -745,10 +782,26 @@ pub async fn serve(
             }
         }
     });
-    let resume_after = service.resume_after();
+    let mut service = service;
     let served = async {
-        let consumer = setup_retried("the streams and the consumer", || {
-            ensure_consumer(&js, config, &replica, resume_after)
+        let mut inbound = setup_retried("the streams", || ensure_streams(&js, config)).await?;
+        // A stream that ends before what the log has consumed was recreated or purged
+        // (the broker lost its store): resuming after the log's position would pass
+        // over its new messages as if they were in the log already.
+        // Everything such a stream holds came after the log's last message: it is
+        // consumed from its first message.
+        let state = inbound
+            .info()
+            .await
+            .map_err(js_err("inbound stream"))?
+            .state
+            .clone();
+        if state.last_sequence < service.resume_after() {
+            service.rebase_source(state.first_sequence.saturating_sub(1))?;
+        }
+        let resume_after = service.resume_after();
+        let consumer = setup_retried("the consumer", || {
+            recreate_consumer(&inbound, config, &replica, resume_after)
         })
         .await?;
         let inbound = JetStreamInbound::new(consumer, js.clone(), config, &replica).await?;

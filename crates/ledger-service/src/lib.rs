@@ -207,6 +207,21 @@ impl Service {
         self.log.head().source_position
     }
 
+    /// The source's stream ends before the log's source position (it was recreated or
+    /// purged): consuming resumes after `position` (the position before its first
+    /// message), and events the log holds already are recognised by their identity
+    /// when they come again.
+    pub fn rebase_source(&mut self, position: u64) -> Result<(), ServiceError> {
+        let before = self.log.head().source_position;
+        tokio::task::block_in_place(|| self.log.rebase_source(position))?;
+        tracing::warn!(
+            log_source_position = before,
+            stream_first = position + 1,
+            "the inbound stream ends before what the log has consumed: it was recreated or purged; consuming it from its first message, events the log holds already are recognised as duplicates"
+        );
+        Ok(())
+    }
+
     /// Runs until `shutdown` resolves, then finishes the outbox, writes a checkpoint and
     /// returns the final status.
     pub async fn run(

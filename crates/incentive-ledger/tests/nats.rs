@@ -283,10 +283,10 @@ fn a_disk_fault_holds_the_batch_and_the_service_recovers_when_it_clears() {
 
 #[test]
 fn a_fault_after_the_flush_folds_the_batch_from_the_log_once() {
-    // HIGHWATER is rewritten after each durable batch through HIGHWATER.tmp; a directory
-    // in that place makes every append fail after its flush, when the batch is already in
-    // the log. The service must notice on re-opening and fold it from there, neither
-    // losing it nor counting it as its own duplicate.
+    // HIGHWATER is rewritten in place after each durable batch; a directory in its place
+    // makes every append fail after its flush, when the batch is already in the log. The
+    // service must notice on re-opening and fold it from there, neither losing it nor
+    // counting it as its own duplicate.
     let tmp = tempfile::tempdir().unwrap();
     let nats = Nats::start(&tmp.path().join("js"));
     let log = tmp.path().join("serve.log");
@@ -296,7 +296,9 @@ fn a_fault_after_the_flush_folds_the_batch_from_the_log_once() {
     publish(&nats, &first);
     wait_for(&nats, positions(&document(&first)), &log);
 
-    let blocker = data.join("HIGHWATER.tmp");
+    // (The service is idle: no batch writes the mark between these two steps.)
+    let blocker = data.join("HIGHWATER");
+    std::fs::remove_file(&blocker).unwrap();
     std::fs::create_dir(&blocker).unwrap();
     publish(&nats, &second);
     let doc = document(&all);

@@ -35,6 +35,8 @@ const CHECKPOINT_TREE: &str = "checkpoint";
 /// that sled files damaged into an older (or empty) state are noticed rather than
 /// silently trusted.
 const HIGHWATER_FILE: &str = "HIGHWATER";
+/// Its one line: the position (20 digits) and the chain hash (64 hex digits).
+const HIGHWATER_BYTES: usize = 20 + 1 + 64 + 1;
 const CHECKPOINT_KEY: &[u8] = b"state";
 
 /// What went wrong with the storage; the variants say what the caller can do.
@@ -696,9 +698,32 @@ impl Log {
         Ok(Some((seq, record.content)))
     }
 
+    /// Writes the high-water mark after a durable batch, without an fsync of its own
+    /// (it is a lower bound: an older mark after a crash is still true). It is one
+    /// fixed-width line overwritten in place, so that a crash leaves the old mark or
+    /// the new one: a file replaced by a rename whose data was not written yet may come
+    /// back empty (seen after an ext4 error turned the file system read-only, which
+    /// made the directory unopenable). Created durably the first time.
     pub(crate) fn write_highwater(&self, head: &Head) -> Result<(), LogError> {
-        let text = format!("{} {}\n", head.last_seq, ledger_core::hex(&head.last_hash));
-        self.replace_file(HIGHWATER_FILE, text.as_bytes(), false)
+        use std::os::unix::fs::FileExt;
+        let text = format!(
+            "{:020} {}\n",
+            head.last_seq,
+            ledger_core::hex(&head.last_hash)
+        );
+        assert_eq!(text.len(), HIGHWATER_BYTES, "the mark has a fixed width");
+        let path = self.path.join(HIGHWATER_FILE);
+        let io = |source| LogError::Io {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(file) => file.write_all_at(text.as_bytes(), 0).map_err(io),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_durably(&self.path, HIGHWATER_FILE, text.as_bytes()).map_err(io)
+            }
+            Err(e) => Err(io(e)),
+        }
     }
 }
 
@@ -775,21 +800,12 @@ impl LogReader {
             .map_err(io(&dir))
     }
 
-    /// Replaces the file `name` of the directory whole: writes `bytes` to `name.tmp`
-    /// and renames it over `name`. With `durable`, the new file is fsynced before the
-    /// rename and the directory after it.
-    fn replace_file(&self, name: &str, bytes: &[u8], durable: bool) -> Result<(), LogError> {
-        let path = self.path.join(name);
-        let tmp = self.path.join(format!("{name}.tmp"));
-        let io = |at: &Path| {
-            let path = at.to_path_buf();
-            move |source| LogError::Io { path, source }
-        };
-        if durable {
-            return write_durably(&self.path, name, bytes).map_err(io(&path));
-        }
-        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+    /// Replaces the file `name` of the directory whole and durably.
+    fn replace_file(&self, name: &str, bytes: &[u8]) -> Result<(), LogError> {
+        write_durably(&self.path, name, bytes).map_err(|source| LogError::Io {
+            path: self.path.join(name),
+            source,
+        })
     }
 
     /// Whether the database still has the checkpoint tree of an earlier version.
@@ -959,7 +975,7 @@ impl LogReader {
     /// leaves either the old checkpoint or the new one, never a mix (and a damaged one is
     /// refused by its checksum, then the log replayed).
     pub fn save_checkpoint(&self, payload: &[u8]) -> Result<(), LogError> {
-        self.replace_file(CHECKPOINT_FILE, payload, true)?;
+        self.replace_file(CHECKPOINT_FILE, payload)?;
         // A checkpoint left in sled by an earlier version is superseded: drop it, so
         // that sled can reclaim its space.
         let db = self.store()?.db;

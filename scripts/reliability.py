@@ -60,6 +60,17 @@ class GaveUp(Exception):
     """A wait that ran out: the run goes on to its next case, and fails at the end."""
 
 
+def end(proc, sig, wait):
+    """Sends `sig` to a running `proc` and reaps it; SIGKILL after `wait` seconds."""
+    if proc and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Nats:
     """A JetStream nats-server on a free port with its store under `work`."""
 
@@ -90,13 +101,7 @@ class Nats:
             return False
 
     def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc, sig, 20)
         self.proc = None
 
     def request(self, subject, payload=b"", timeout=5.0):
@@ -162,13 +167,7 @@ class Service:
         return self
 
     def kill(self, sig=signal.SIGKILL):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc, sig, 60)
         self.proc = None
 
     def this_run_log(self):
@@ -490,14 +489,19 @@ def fault_case(binary, work, name, figures, inject, clear, data, env=None, resta
         fault_steps(binary, work, name, figures, inject, clear, service, nats, path, parts,
                     restart_to_clear)
     except Exception as e:  # noqa: BLE001 — any failure of a case is reported, the rest go on
-        import traceback
-        figures.add("completed", f"{type(e).__name__}: {e}", "yes")
-        traceback.print_exc()
-        print(f"--- {name}: status {service.status()}; the service's log ends with:\n"
-              + service.this_run_log()[-3000:], file=sys.stderr)
+        case_failed(name, e, figures, service)
     finally:
         service.kill()
         nats.stop()
+
+
+def case_failed(name, error, figures, service):
+    """Records a case that did not complete, with what the service last said."""
+    import traceback
+    figures.add("completed", f"{type(error).__name__}: {error}", "yes")
+    traceback.print_exc()
+    print(f"--- {name}: status {service.status()}; the service's log ends with:\n"
+          + service.this_run_log()[-3000:], file=sys.stderr)
 
 
 def fault_steps(binary, work, name, figures, inject, clear, service, nats, path, parts,
@@ -721,11 +725,7 @@ def nats_case(binary, root, name, figures, fault, config="", events=CASE_EVENTS)
         else:
             final_checks(binary, service, nats, doc, figures)
     except Exception as e:  # noqa: BLE001 — any failure of a case is reported, the rest go on
-        import traceback
-        figures.add("completed", f"{type(e).__name__}: {e}", "yes")
-        traceback.print_exc()
-        print(f"--- {name}: status {service.status()}; the service's log ends with:\n"
-              + service.this_run_log()[-3000:], file=sys.stderr)
+        case_failed(name, e, figures, service)
     finally:
         service.kill()
         nats.stop()

@@ -269,24 +269,12 @@ pub async fn ensure_streams(
     Ok(inbound)
 }
 
-/// Makes sure the streams exist and (re)creates replica `replica`'s durable pull
-/// consumer so that it delivers from the stream sequence after `resume_after` — the last
-/// one its log holds. Re-creating it at every start, rather than relying on redelivery
-/// of unacknowledged messages, keeps the log in the stream's order after a crash:
-/// arrival order decides the fold. Call it only with the replica's presence claimed
+/// Deletes and creates replica `replica`'s durable pull consumer on the inbound stream,
+/// delivering from the sequence after `resume_after` — the last one its log holds.
+/// Re-creating it at every start, rather than relying on redelivery of unacknowledged
+/// messages, keeps the log in the stream's order after a crash: arrival order decides
+/// the fold. Call it only with the replica's presence claimed
 /// ([`crate::lease::claim_presence`]): the consumer is the replica's alone.
-pub async fn ensure_consumer(
-    js: &jetstream::Context,
-    config: &Config,
-    replica: &str,
-    resume_after: u64,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
-    let inbound = ensure_streams(js, config).await?;
-    recreate_consumer(&inbound, config, replica, resume_after).await
-}
-
-/// Deletes and creates replica `replica`'s consumer on the inbound stream, delivering
-/// from the sequence after `resume_after`.
 async fn recreate_consumer(
     inbound: &stream::Stream,
     config: &Config,

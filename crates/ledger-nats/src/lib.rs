@@ -19,8 +19,8 @@ pub mod publish;
 
 pub use config::Config;
 pub use jetstream::{
-    connect_background, connect_now, connect_watched, ensure_consumer, ensure_inbound_stream,
-    ensure_streams, inbound_prefix, serve, server_refusal,
+    connect_background, connect_now, connect_watched, ensure_inbound_stream, ensure_streams,
+    inbound_prefix, serve, server_refusal,
 };
 
 /// What went wrong on the NATS side; the variants say what to check.

@@ -96,6 +96,8 @@ impl<N: Notices> Projector<N> {
                 if let Some(seq) = self.checkpoints.start(&self.log, &self.handle) {
                     self.last_checkpoint = seq;
                 }
+            } else {
+                self.checkpoints.collect_finished(&self.handle);
             }
         }
         self.checkpoints.finish(&self.handle).await;
@@ -272,11 +274,9 @@ impl Checkpoints {
     /// (less than `CHECKPOINT_SPACING` times its duration ago). Returns the position it
     /// covers.
     fn start(&mut self, log: &LogReader, handle: &Handle) -> Option<u64> {
-        if self.running.as_ref().is_some_and(|t| !t.is_finished()) {
+        self.collect_finished(handle);
+        if self.running.is_some() {
             return None;
-        }
-        if let Some(task) = self.running.take() {
-            self.collect(futures::FutureExt::now_or_never(task), handle);
         }
         if let Some((ended, took)) = self.last {
             if ended.elapsed() < took * CHECKPOINT_SPACING {
@@ -311,6 +311,18 @@ impl Checkpoints {
             (seq, started.elapsed(), result)
         }));
         Some(seq)
+    }
+
+    /// Takes the outcome of a checkpoint that has finished storing, so that the status
+    /// names it as soon as it is written (it used to wait for the next one to start,
+    /// `checkpoint_every` positions later — the soak showed the status a checkpoint
+    /// behind the disk).
+    fn collect_finished(&mut self, handle: &Handle) {
+        if self.running.as_ref().is_some_and(|t| t.is_finished()) {
+            if let Some(task) = self.running.take() {
+                self.collect(futures::FutureExt::now_or_never(task), handle);
+            }
+        }
     }
 
     fn collect(&mut self, done: Option<Result<Stored, tokio::task::JoinError>>, handle: &Handle) {

@@ -154,12 +154,13 @@ fn slow_and_greedy_clients_are_cut_off_and_others_are_served() {
 
     // An oversized head is refused.
     let mut big = server.connect();
-    write!(
+    // The server may cut the connection before the head is all written (a broken
+    // pipe here): that is a refusal too.
+    let _ = write!(
         big,
         "GET /health/live HTTP/1.1\r\nHost: x\r\nX-Junk: {}\r\n\r\n",
         "a".repeat(20_000)
-    )
-    .unwrap();
+    );
     let (_, answer) = until_closed(big);
     assert!(
         answer.is_empty() || answer.starts_with("HTTP/1.1 431"),

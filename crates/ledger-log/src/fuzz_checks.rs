@@ -42,15 +42,19 @@ pub fn apply_edits(bytes: &mut Vec<u8>, edits: &[u8]) -> bool {
     *bytes != original
 }
 
-/// A checkpoint of a real fold, without its checksum.
-fn checkpoint_body() -> &'static [u8] {
-    static BODY: OnceLock<Vec<u8>> = OnceLock::new();
-    BODY.get_or_init(|| {
+/// A checkpoint of a real fold: its body, and the checksum it is stored with.
+fn sound_checkpoint() -> &'static (Vec<u8>, Vec<u8>) {
+    static SOUND: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+    SOUND.get_or_init(|| {
         let mut replay = ledger_core::Replay::new();
         for (i, line) in EVENTS.lines().enumerate() {
             replay.push(line.as_bytes(), i as u64 + 1);
         }
-        frame_checkpoint_body(7, 9, &[3; 32], &replay, None, None).expect("a fold encodes")
+        let body =
+            frame_checkpoint_body(7, 9, &[3; 32], &replay, None, None).expect("a fold encodes");
+        let sealed = seal_checkpoint(body.clone());
+        let sum = sealed[body.len()..].to_vec();
+        (body, sum)
     })
 }
 
@@ -62,10 +66,8 @@ fn checkpoint_body() -> &'static [u8] {
 /// The raw input itself is also decoded as a stored checkpoint.
 pub fn checkpoint(input: &[u8]) {
     let _ = decode_checkpoint(input);
-    let sound = checkpoint_body();
-    let sealed = seal_checkpoint(sound.to_vec());
-    let sum = &sealed[sealed.len() - 32..];
-    let mut damaged = sound.to_vec();
+    let (sound, sum) = sound_checkpoint();
+    let mut damaged = sound.clone();
     let changed = apply_edits(&mut damaged, input);
     let mut stored = damaged.clone();
     stored.extend_from_slice(sum);

@@ -800,14 +800,6 @@ impl LogReader {
             .map_err(io(&dir))
     }
 
-    /// Replaces the file `name` of the directory whole and durably.
-    fn replace_file(&self, name: &str, bytes: &[u8]) -> Result<(), LogError> {
-        write_durably(&self.path, name, bytes).map_err(|source| LogError::Io {
-            path: self.path.join(name),
-            source,
-        })
-    }
-
     /// Whether the database still has the checkpoint tree of an earlier version.
     fn has_legacy_checkpoint(db: &sled::Db) -> bool {
         db.tree_names()
@@ -975,7 +967,10 @@ impl LogReader {
     /// leaves either the old checkpoint or the new one, never a mix (and a damaged one is
     /// refused by its checksum, then the log replayed).
     pub fn save_checkpoint(&self, payload: &[u8]) -> Result<(), LogError> {
-        self.replace_file(CHECKPOINT_FILE, payload)?;
+        write_durably(&self.path, CHECKPOINT_FILE, payload).map_err(|source| LogError::Io {
+            path: self.path.join(CHECKPOINT_FILE),
+            source,
+        })?;
         // A checkpoint left in sled by an earlier version is superseded: drop it, so
         // that sled can reclaim its space.
         let db = self.store()?.db;

@@ -269,6 +269,22 @@ pub async fn ensure_streams(
     Ok(inbound)
 }
 
+/// Makes sure the streams exist ([`ensure_streams`]); returns the inbound one with the
+/// first and last sequences it holds.
+async fn streams_and_inbound_span(
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<(stream::Stream, u64, u64), NatsError> {
+    let mut inbound = ensure_streams(js, config).await?;
+    let state = &inbound
+        .info()
+        .await
+        .map_err(js_err("inbound stream"))?
+        .state;
+    let (first, last) = (state.first_sequence, state.last_sequence);
+    Ok((inbound, first, last))
+}
+
 /// Deletes and creates replica `replica`'s durable pull consumer on the inbound stream,
 /// delivering from the sequence after `resume_after` — the last one its log holds.
 /// Re-creating it at every start, rather than relying on redelivery of unacknowledged
@@ -738,7 +754,7 @@ async fn setup_retried<T, F: std::future::Future<Output = Result<T, NatsError>>>
 /// second process of the same replica refuses to start), then folds as a standby and
 /// publishes while it holds the lease ([`crate::lease`]).
 pub async fn serve(
-    service: Service,
+    mut service: Service,
     handle: Handle,
     config: &Config,
     shutdown: impl std::future::Future<Output = ()>,
@@ -770,22 +786,16 @@ pub async fn serve(
             }
         }
     });
-    let mut service = service;
     let served = async {
-        let mut inbound = setup_retried("the streams", || ensure_streams(&js, config)).await?;
+        let (inbound, first, last) =
+            setup_retried("the streams", || streams_and_inbound_span(&js, config)).await?;
         // A stream that ends before what the log has consumed was recreated or purged
         // (the broker lost its store): resuming after the log's position would pass
         // over its new messages as if they were in the log already.
         // Everything such a stream holds came after the log's last message: it is
         // consumed from its first message.
-        let state = inbound
-            .info()
-            .await
-            .map_err(js_err("inbound stream"))?
-            .state
-            .clone();
-        if state.last_sequence < service.resume_after() {
-            service.rebase_source(state.first_sequence.saturating_sub(1))?;
+        if last < service.resume_after() {
+            service.rebase_source(first.saturating_sub(1))?;
         }
         let resume_after = service.resume_after();
         let consumer = setup_retried("the consumer", || {

@@ -92,12 +92,11 @@ impl<N: Notices> Projector<N> {
             self.flush_lookups();
             // Checkpoint every N positions — stored on another thread, and at most ~5%
             // of the time: a checkpoint's cost grows with the state.
+            self.checkpoints.collect_finished(&self.handle);
             if self.handle.read().seq >= self.last_checkpoint + self.checkpoint_every {
                 if let Some(seq) = self.checkpoints.start(&self.log, &self.handle) {
                     self.last_checkpoint = seq;
                 }
-            } else {
-                self.checkpoints.collect_finished(&self.handle);
             }
         }
         self.checkpoints.finish(&self.handle).await;
@@ -270,11 +269,11 @@ pub(crate) struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Starts one unless one is still being stored or the last one ended too recently
+    /// Starts one unless one is still being stored (or stored and not yet collected,
+    /// [`Self::collect_finished`]) or the last one ended too recently
     /// (less than `CHECKPOINT_SPACING` times its duration ago). Returns the position it
     /// covers.
     fn start(&mut self, log: &LogReader, handle: &Handle) -> Option<u64> {
-        self.collect_finished(handle);
         if self.running.is_some() {
             return None;
         }

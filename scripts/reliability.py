@@ -259,14 +259,18 @@ def positions(doc):
     return doc["events"]["applied"] + sum(1 for r in doc["rejected"] if r["code"] not in INTAKE_CODES)
 
 
-def payout_figures(binary, nats, doc):
-    """The payout stream against the document: (distinct ids, ids published more than
-    once with the same content, ids published with different content, ids missing or
-    unexpected)."""
+def stream_payouts(binary, nats):
+    """The payout.issued messages the payout stream holds, in its order."""
     out = subprocess.run([binary, "payouts", "--nats-url", nats.url], capture_output=True, check=True)
+    return [json.loads(line) for line in out.stdout.decode().splitlines()]
+
+
+def tally(messages, doc):
+    """Payout messages against the document: (distinct ids, ids published more than once
+    with the same content, ids published with different content, ids missing,
+    unexpected or different from the replay)."""
     seen, same, different = {}, 0, 0
-    for line in out.stdout.decode().splitlines():
-        m = json.loads(line)
+    for m in messages:
         pid = m["id"]
         if pid in seen:
             if seen[pid] == m["data"]:
@@ -326,7 +330,7 @@ def final_checks(binary, service, nats, doc, figures):
     stream holding each payout once, the directory verifying and replaying to the same."""
     s = settle(service, doc)
     figures.add("final digest equals a clean replay", s["digest"] == doc["digest"], True)
-    distinct, same, different, wrong = payout_figures(binary, nats, doc)
+    distinct, same, different, wrong = tally(stream_payouts(binary, nats), doc)
     figures.add("payouts on the stream (distinct ids)", distinct, len(doc["payouts"]))
     figures.add("payouts published twice, same content", same)
     figures.add("payouts published twice, different content", different, 0)
@@ -346,7 +350,7 @@ def ingest_kills(binary, work, kills, rng, figures):
     the killed run reported durable, and verify."""
     path, lines = generated(binary, work, max(20000, 4000 * kills), rng.randrange(1 << 30))
     data = os.path.join(work, "ingest-data")
-    acknowledged, lost, damaged, max_seen, mid_run = 0, 0, 0, 0, 0
+    acknowledged, lost, damaged, mid_run = 0, 0, 0, 0
     for _ in range(kills):
         proc = subprocess.Popen([binary, "ingest", "--data-dir", data, "--events", path,
                                  "--batch-size", "256", "--print-durable"],
@@ -365,7 +369,6 @@ def ingest_kills(binary, work, kills, rng, figures):
         if v.returncode == 0:
             m = re.search(rb"records: (\d+)", v.stdout)
             held = int(m.group(1)) if m else 0
-            max_seen = max(max_seen, held)
             lost += held < acknowledged
         elif os.path.exists(data):
             damaged += 1
@@ -393,7 +396,7 @@ def serve_kills(binary, work, kills, rng, figures, events):
     rate = len(lines) / max(1.0, sum(delays) + 0.4 * kills)
     publisher = Publisher(binary, work, nats, lines, rate)
     publisher.start()
-    floor, lost, checked, starts_failed, max_gap = 0, 0, 0, 0, 0
+    floor, lost, checked, unread = 0, 0, 0, 0
     checkpoints = set()
     try:
         for delay in delays:
@@ -410,7 +413,6 @@ def serve_kills(binary, work, kills, rng, figures, events):
                 checked += 1
                 if resumed < floor:
                     lost += floor - resumed
-                max_gap = max(max_gap, floor - resumed)
             s = service.status()
             if s:
                 checkpoints.add(s["checkpoint_seq"])
@@ -421,11 +423,12 @@ def serve_kills(binary, work, kills, rng, figures, events):
                     f = nats.ack_floor("INCENTIVE_EVENTS", consumer)
                     floor = max(floor, f or 0)
                 except OSError:
-                    starts_failed += 1
+                    unread += 1
         service.start()
         publisher.join()
         figures.add("serve: SIGKILLs", kills)
         figures.add("serve: restarts that reached the consumer and were checked", checked)
+        figures.add("serve: kills after which the ack floor could not be read", unread)
         figures.add("serve: events published (with payouts going out meanwhile)", publisher.sent)
         figures.add("serve: checkpoints seen written", len(checkpoints - {0}))
         figures.add("serve: acknowledged events lost (ack floor above the log)", lost, 0)
@@ -671,11 +674,6 @@ def disk_faults(binary, cases):
 
 # --- NATS faults (part 5) -----------------------------------------------------------------
 
-def stream_payouts(binary, nats):
-    out = subprocess.run([binary, "payouts", "--nats-url", nats.url], capture_output=True, check=True)
-    return [json.loads(line) for line in out.stdout.decode().splitlines()]
-
-
 def nats_case(binary, root, name, figures, fault, config="", events=CASE_EVENTS):
     """One NATS fault: a third of the events folded, `fault(ctx)` run while the second
     third is published, then the rest; the final checks compare with a clean replay.
@@ -707,20 +705,15 @@ def nats_case(binary, root, name, figures, fault, config="", events=CASE_EVENTS)
             settle(service, doc)
             s = service.status()
             figures.add("final digest equals a clean replay", s["digest"] == doc["digest"], True)
-            expected = {p["payout_id"]: p for p in doc["payouts"]}
-            seen, different = {}, 0
             after = stream_payouts(binary, nats)
-            for m in earlier + after:
-                if m["id"] in seen and seen[m["id"]] != m["data"]:
-                    different += 1
-                seen.setdefault(m["id"], m["data"])
-            again = sum(1 for m in after if m["id"] in {e["id"] for e in earlier})
+            _, _, different, wrong = tally(earlier + after, doc)
+            lost_ids = {e["id"] for e in earlier}
+            again = sum(1 for m in after if m["id"] in lost_ids)
             figures.add("payouts on the lost stream", len(earlier))
             figures.add("payouts on the new stream", len(after))
             figures.add("of which published again after the loss (same id and content)", again)
             figures.add("payouts published twice, different content", different, 0)
-            figures.add("payouts missing or different from the replay",
-                        sum(1 for pid in expected if seen.get(pid) != expected[pid]), 0)
+            figures.add("payouts missing, unexpected or different from the replay", wrong, 0)
             service.kill(signal.SIGTERM)
         else:
             final_checks(binary, service, nats, doc, figures)

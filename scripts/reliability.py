@@ -31,6 +31,29 @@ TOKEN = "reliability-finance"
 CASE_EVENTS = int(os.environ.get("RELIABILITY_EVENTS", "24000"))
 
 
+def work_root():
+    """Where a run keeps its streams, data directories and logs: a temporary directory
+    removed at the end, or, with RELIABILITY_KEEP=DIR, that directory, kept for a look
+    at what happened (the service's log is `serve.log` in each case's directory)."""
+    keep = os.environ.get("RELIABILITY_KEEP")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        return _Kept(keep)
+    return tempfile.TemporaryDirectory()
+
+
+class _Kept:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *exc):
+        print(f"kept: {self.path}", file=sys.stderr)
+        return False
+
+
 def die_with_parent():
     """Run in each child before it starts: it is killed when this script dies, however
     it dies (a test that runs the script may be stopped at its time limit)."""
@@ -126,6 +149,37 @@ class Nats:
                     return json.loads(body)
                 elif line.startswith(b"-ERR"):
                     raise OSError(line.decode().strip())
+
+    def stream_messages(self, stream):
+        """The payload of every message `stream` holds, in its order: one direct get per
+        sequence on one connection."""
+        import base64
+        state = self.request(f"$JS.API.STREAM.INFO.{stream}")["state"]
+        out = []
+        with socket.create_connection(("127.0.0.1", self.port), 10) as s:
+            f = s.makefile("rb")
+            f.readline()  # INFO
+            s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":false}\r\n'
+                      b"SUB _INBOX.messages 1\r\n")
+            for seq in range(state["first_seq"], state["last_seq"] + 1):
+                body = json.dumps({"seq": seq}).encode()
+                s.sendall(f"PUB $JS.API.STREAM.MSG.GET.{stream} _INBOX.messages {len(body)}\r\n".encode()
+                          + body + b"\r\n")
+                while True:
+                    line = f.readline()
+                    if not line:
+                        raise OSError("connection closed")
+                    if line.startswith(b"PING"):
+                        s.sendall(b"PONG\r\n")
+                    elif line.startswith(b"MSG"):
+                        size = int(line.split()[-1])
+                        reply = json.loads(f.read(size + 2)[:size])
+                        if "message" in reply:  # a deleted sequence has none
+                            out.append(base64.b64decode(reply["message"].get("data", "")))
+                        break
+                    elif line.startswith(b"-ERR"):
+                        raise OSError(line.decode().strip())
+        return out
 
     def ack_floor(self, stream, consumer):
         """The consumer's acknowledgement floor: every stream sequence at or below it was
@@ -325,13 +379,34 @@ def generated(binary, work, events, seed, partners=400):
     return path, open(path).read().splitlines()
 
 
+def stream_order_document(binary, service, nats, figures):
+    """The clean replay to compare the ledger with: the inbound stream's messages in
+    the stream's order, replayed from a file. The ledger keeps the stream's order
+    (DECISIONS 54), which is not always the publisher's: a broker killed while a chunk
+    was on its way may keep the chunk's later messages and lose earlier ones (written
+    to it, not yet to its disk); the publisher sends the chunk again and the lost ones
+    land after the rest. Checked too: the stream holds each published event."""
+    held = nats.stream_messages("INCENTIVE_EVENTS")
+    path = os.path.join(service.work, "stream-order.ndjson")
+    with open(path, "wb") as f:
+        f.write(b"".join(m + b"\n" for m in held))
+    published = {l.encode() for l in open(os.path.join(service.work, "all.ndjson")).read().splitlines()}
+    figures.add("published events missing from the stream", len(published - set(held)), 0)
+    figures.add("messages on the stream that were not published", len(set(held) - published), 0)
+    return replay_document(binary, path)
+
+
 def final_checks(binary, service, nats, doc, figures):
-    """What every run ends with: the service at the clean replay's digest, the payout
-    stream holding each payout once, the directory verifying and replaying to the same."""
+    """What every run ends with: the service at the digest of a clean replay of what the
+    stream holds, the payout stream holding each payout once, the directory verifying
+    and replaying to the same, with the same events applied and refused."""
     s = settle(service, doc)
-    figures.add("final digest equals a clean replay", s["digest"] == doc["digest"], True)
-    distinct, same, different, wrong = tally(stream_payouts(binary, nats), doc)
-    figures.add("payouts on the stream (distinct ids)", distinct, len(doc["payouts"]))
+    ref = stream_order_document(binary, service, nats, figures)
+    figures.add("the stream's order is the publisher's (else the stream's is the reference)",
+                ref["digest"] == doc["digest"])
+    figures.add("final digest equals a clean replay", s["digest"] == ref["digest"], True)
+    distinct, same, different, wrong = tally(stream_payouts(binary, nats), ref)
+    figures.add("payouts on the stream (distinct ids)", distinct, len(ref["payouts"]))
     figures.add("payouts published twice, same content", same)
     figures.add("payouts published twice, different content", different, 0)
     figures.add("payouts missing, unexpected or different from the replay", wrong, 0)
@@ -339,8 +414,17 @@ def final_checks(binary, service, nats, doc, figures):
     v = subprocess.run([binary, "verify", "--data-dir", service.data], capture_output=True)
     figures.add("verify of the data directory (exit code)", v.returncode, 0)
     r = subprocess.run([binary, "replay", "--data-dir", service.data, "--compact"], capture_output=True)
-    same_doc = r.returncode == 0 and json.loads(r.stdout)["digest"] == doc["digest"]
-    figures.add("replay --data-dir equals a clean replay", same_doc, True)
+    logged = json.loads(r.stdout) if r.returncode == 0 else {"digest": None, "events": {}}
+    figures.add("replay --data-dir equals a clean replay", logged["digest"] == ref["digest"], True)
+    # Counted apart from the digest: a message taken twice would be a second duplicate
+    # record, a refusal passed over would be missing. Received and duplicates may be
+    # above the replay's when the broker lost messages the ledger had logged, and they
+    # were published again.
+    counts = lambda d: tuple(d["events"].get(k) for k in ("applied", "rejected"))  # noqa: E731
+    figures.add("applied and refused events equal the clean replay's", counts(logged) == counts(ref), True)
+    figures.add("messages received, duplicates (ledger / clean replay of the stream)",
+                f'{logged["events"].get("received")}, {logged["events"].get("duplicates")} / '
+                f'{ref["events"]["received"]}, {ref["events"]["duplicates"]}')
 
 
 # --- the crash loop (part 3) --------------------------------------------------------------
@@ -443,7 +527,7 @@ def crash_loop(binary, kills, seed):
     rng = random.Random(seed)
     print(f"crash loop: {kills} SIGKILLs, seed {seed} (re-run: scripts/crash-loop BINARY {kills} {seed})")
     figures = Figures()
-    with tempfile.TemporaryDirectory() as work:
+    with work_root() as work:
         ingest_kills(binary, work, kills // 4, rng, figures)
         serve_kills(binary, work, kills - kills // 4, rng, figures, max(4000, kills * 300))
     return figures.show()
@@ -657,7 +741,7 @@ def readonly_case(binary, root, figures):
 
 def disk_faults(binary, cases):
     figures = Figures()
-    with tempfile.TemporaryDirectory() as root:
+    with work_root() as root:
         for case in cases:
             if case == "eio":
                 shim_case(binary, root, "eio", "eio", figures)
@@ -830,7 +914,7 @@ NATS_CASES = {
 
 def nats_faults(binary, cases):
     figures = Figures()
-    with tempfile.TemporaryDirectory() as root:
+    with work_root() as root:
         for case in cases:
             fault, config = NATS_CASES[case]
             nats_case(binary, root, case, figures, fault, config)
@@ -863,7 +947,7 @@ def soak(binary, minutes, rate, kills=3):
     partner with no event yet is an answer."""
     seconds = minutes * 60
     figures = Figures()
-    with tempfile.TemporaryDirectory() as work:
+    with work_root() as work:
         path, lines = generated(binary, work, int(seconds * rate), 21)
         doc = replay_document(binary, path)
         nats = Nats(work)

@@ -521,6 +521,29 @@ impl Log {
         Ok(())
     }
 
+    /// Whether the log holds `raw` already: `Some(true)` when an event with its identity
+    /// and content is logged, `Some(false)` when no event with its identity is, `None`
+    /// when it cannot tell — intake refuses it (a refused input has no identity to look
+    /// up), or its identity is logged with other content (a conflicting re-use, which
+    /// the quarantine holds, not the records). Lets the ingest loop tell a redelivery
+    /// from a new message that came at a position the log has consumed.
+    pub fn holds(
+        &mut self,
+        raw: &[u8],
+        transport: Transport<'_>,
+    ) -> Result<Option<bool>, LogError> {
+        self.ensure_index()?;
+        let Ok(accepted) = transport.check(raw) else {
+            return Ok(None);
+        };
+        let identity = identity_key(&accepted.event.source, &accepted.event.id);
+        Ok(match self.logged(&identity)? {
+            None => Some(false),
+            Some((_, content)) if content == accepted.content_digest => Some(true),
+            Some(_) => None,
+        })
+    }
+
     /// Checks, dedupes and appends a batch; returns after it is durable (one flush).
     /// On error nothing of the batch is acknowledged and the log is unchanged in memory.
     pub fn append_batch(&mut self, inputs: &[Input<'_>]) -> Result<Vec<Outcome>, LogError> {
@@ -1298,6 +1321,38 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(log.head().source_position, 10);
         assert!(log.head().last_seq > last_seq);
+    }
+
+    #[test]
+    fn the_log_tells_what_it_holds_by_identity_and_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> =
+            ledger_core::gen::Generator::new(ledger_core::gen::GenConfig::new(4, 20)).collect();
+        let mut log = Log::open(dir.path()).unwrap();
+        log.append_batch(&inputs(&lines[..10])).unwrap();
+        let held = lines[..10]
+            .iter()
+            .find(|l| intake::check(l.as_bytes()).is_ok())
+            .unwrap();
+        let new = lines[10..]
+            .iter()
+            .find(|l| intake::check(l.as_bytes()).is_ok() && !lines[..10].iter().any(|h| h == *l))
+            .unwrap();
+        assert_eq!(
+            log.holds(held.as_bytes(), Transport::None).unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            log.holds(new.as_bytes(), Transport::None).unwrap(),
+            Some(false)
+        );
+        assert_eq!(log.holds(b"{not json", Transport::None).unwrap(), None);
+        // The identity of a logged event with other content: a conflicting re-use.
+        let mut event: serde_json::Value = serde_json::from_str(held).unwrap();
+        event["time"] = serde_json::json!("2020-01-01T00:00:00Z");
+        let conflict = serde_json::to_vec(&event).unwrap();
+        assert!(intake::check(&conflict).is_ok());
+        assert_eq!(log.holds(&conflict, Transport::None).unwrap(), None);
     }
 
     #[test]

@@ -178,34 +178,57 @@ impl<'a, I: Inbound> Ingest<'a, I> {
     }
 
     /// Keeps the log in the source's order (DECISIONS 54). A message at or before the
-    /// log's last source position is in the log already (redelivered after its
-    /// acknowledgement was lost, e.g. across a NATS leader change): acknowledged again,
-    /// not appended — an exact re-send would otherwise be logged twice, and replicas
-    /// would differ. A message after a gap (one was lost on a broken connection) is not
-    /// taken: the source is rewound to the gap, and the batch taken again from there;
-    /// a gap still there right after a rewind is the source's own (deleted or expired
-    /// messages) and is passed.
+    /// log's last source position is, normally, in the log already (redelivered after
+    /// its acknowledgement was lost, e.g. across a NATS leader change): acknowledged
+    /// again, not appended — an exact re-send would otherwise be logged twice, and
+    /// replicas would differ. A message after a gap (one was lost on a broken
+    /// connection) is not taken: the source is rewound to the gap, and the batch taken
+    /// again from there; a gap still there right after a rewind is the source's own
+    /// (deleted or expired messages) and is passed.
+    ///
+    /// A message at a consumed position that the log does *not* hold means the source's
+    /// positions went back while the service ran: a broker killed before it wrote its
+    /// last messages to disk comes back without them and gives their sequence numbers
+    /// to new messages (DECISIONS 86). It is taken, with everything after it: the log's
+    /// source position is rebased to just before it (durably, so that a restart resumes
+    /// there too), and later re-sends of logged events are recognised by identity.
     async fn in_order(&mut self, messages: Vec<I::Message>) -> Vec<I::Message> {
-        let last = self.log.head().source_position;
+        let mut last = self.log.head().source_position;
         let mut expected = last + 1;
         let mut fresh = Vec::with_capacity(messages.len());
-        let mut stale = 0usize;
+        let mut stale = Vec::new();
+        // Messages at consumed positions the log cannot tell by their identity (refused
+        // ones, conflicting re-uses of an identity): the next one it can tell decides
+        // for them.
+        let mut undecided: Vec<I::Message> = Vec::new();
         for m in messages {
             let Some(p) = m.position() else {
                 fresh.push(m);
                 continue;
             };
             if p < expected {
-                stale += 1;
-                if let Err(e) = m.ack().await {
-                    warn!(
-                        "ack of a redelivered message failed: {}",
-                        crate::error_chain(&e)
-                    );
+                if p > last {
+                    stale.push(m); // delivered twice within this batch
+                    continue;
                 }
-                continue;
-            }
-            if p > expected && last > 0 {
+                match self.held(&m) {
+                    Some(true) => {
+                        stale.append(&mut undecided);
+                        stale.push(m);
+                        continue;
+                    }
+                    None => {
+                        undecided.push(m);
+                        continue;
+                    }
+                    Some(false) => {
+                        let from = undecided.first().and_then(Delivery::position).unwrap_or(p);
+                        last = from.saturating_sub(1);
+                        self.rebase(last, p);
+                        fresh.append(&mut undecided);
+                    }
+                }
+            } else if p > expected && last > 0 {
                 if self.rewound_to == Some(expected) {
                     warn!(
                         missing_from = expected,
@@ -220,6 +243,8 @@ impl<'a, I: Inbound> Ingest<'a, I> {
                     );
                     // Done before the next batch (and retried there if it fails).
                     self.rewind_after = Some(expected - 1);
+                    stale.append(&mut undecided);
+                    self.ack_stale(stale, last).await;
                     return fresh;
                 }
             }
@@ -227,13 +252,68 @@ impl<'a, I: Inbound> Ingest<'a, I> {
             expected = p + 1;
             fresh.push(m);
         }
-        if stale > 0 {
-            info!(
-                stale,
-                last, "redelivered messages already in the log: acknowledged, not appended"
+        stale.append(&mut undecided);
+        self.ack_stale(stale, last).await;
+        fresh
+    }
+
+    /// Whether the log holds a message delivered at a consumed position (see
+    /// [`Log::holds`]). A log that cannot be read here cannot tell: the message is
+    /// taken for the redelivery it nearly always is (the log's own fault is reported
+    /// by the next append).
+    fn held(&mut self, m: &I::Message) -> Option<bool> {
+        match tokio::task::block_in_place(|| self.log.holds(m.payload(), m.transport())) {
+            Ok(held) => held,
+            Err(e) => {
+                error!(
+                    "the log could not be asked whether it holds a redelivered message: {}",
+                    crate::error_chain(&e)
+                );
+                Some(true)
+            }
+        }
+    }
+
+    /// Moves the log's source position back to `to`: a new message came at `p`, at or
+    /// before the position the log had consumed.
+    fn rebase(&mut self, to: u64, p: u64) {
+        let last = self.log.head().source_position;
+        if to >= last {
+            return;
+        }
+        warn!(
+            delivered = p,
+            log_source_position = last,
+            consuming_after = to,
+            "a message the log does not hold came at a position it had consumed: the source lost messages and re-used their positions; taking it and everything after it"
+        );
+        if let Err(e) = tokio::task::block_in_place(|| self.log.rebase_source(to)) {
+            // The message is still taken (and deduplicated by identity); only a restart
+            // before the source passes `last` would resume after the re-used positions.
+            error!(
+                "the log's source position could not be moved back: {}",
+                crate::error_chain(&e)
             );
         }
-        fresh
+    }
+
+    /// Acknowledges redelivered messages the log holds already.
+    async fn ack_stale(&self, stale: Vec<I::Message>, last: u64) {
+        if stale.is_empty() {
+            return;
+        }
+        for m in &stale {
+            if let Err(e) = m.ack().await {
+                warn!(
+                    "ack of a redelivered message failed: {}",
+                    crate::error_chain(&e)
+                );
+            }
+        }
+        info!(
+            stale = stale.len(),
+            last, "redelivered messages already in the log: acknowledged, not appended"
+        );
     }
 
     /// Asks the source for its lag: when `idle`, unless it was just asked and said 0;

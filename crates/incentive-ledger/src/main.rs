@@ -122,7 +122,13 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// buffers are freed and allocated again all the time, and each purge meant faulting the
 /// pages in again. The service's resident memory then stays at its peak, which is what
 /// it has to be provisioned for anyway (DECISIONS 21f).
+/// An operator's own `MIMALLOC_PURGE_DELAY` (mimalloc's documented variable, read by
+/// mimalloc itself) wins: with it set, freed memory goes back to the kernel after that
+/// many milliseconds.
 pub(crate) fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: sets a plain option; called before the service's threads start.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }

@@ -12,7 +12,7 @@
 use ledger_core::document::write_payout_cloudevent;
 use ledger_core::Payout;
 use ledger_log::{LogError, OutboxStore, Range};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Why a payout could not be turned into its message.
@@ -44,8 +44,16 @@ pub struct Outbox {
     subject_prefix: String,
     /// The `source` of the `payout.issued` events.
     source: String,
-    /// Payouts recorded and not yet acknowledged (counted once, then kept up to date).
-    backlog: Arc<AtomicUsize>,
+    /// How far the fold's payouts are recorded, and the oldest one not yet
+    /// acknowledged: the backlog is their difference. Both only grow (`fetch_max`), so
+    /// the count cannot drift however the projector's recording and the publisher's
+    /// acknowledging interleave. (A counter added to after the store was written and
+    /// taken from by the publisher, clamped at zero, could: a range acknowledged before
+    /// its addition was lost from the subtraction and stayed in the count for ever — a
+    /// soak showed 446 payouts "waiting" with the stream holding every one, and the
+    /// stalled-outbox alarm raised.)
+    recorded: Arc<AtomicU64>,
+    oldest: Arc<AtomicU64>,
 }
 
 impl Outbox {
@@ -54,7 +62,8 @@ impl Outbox {
             store,
             subject_prefix: subject_prefix.to_string(),
             source: source.to_string(),
-            backlog: Default::default(),
+            recorded: Default::default(),
+            oldest: Default::default(),
         };
         outbox.recount()?;
         Ok(outbox)
@@ -62,8 +71,17 @@ impl Outbox {
 
     /// Counts the backlog from the stored entries (at start and after a re-open).
     pub fn recount(&self) -> Result<(), LogError> {
-        let pending = self.store.pending()?;
-        self.backlog.store(pending as usize, Ordering::Relaxed);
+        let recorded = self.store.recorded()?;
+        self.recorded.fetch_max(recorded, Ordering::Relaxed);
+        self.note_oldest(recorded)
+    }
+
+    /// Reads the oldest payout not yet acknowledged from the store (`recorded`, read
+    /// before it, when none is pending): ranges are recorded one after the other and
+    /// acknowledged from the oldest, so everything from it to `recorded` is pending.
+    fn note_oldest(&self, recorded: u64) -> Result<(), LogError> {
+        let oldest = self.store.next_range()?.map_or(recorded, |r| r.first);
+        self.oldest.fetch_max(oldest, Ordering::Relaxed);
         Ok(())
     }
 
@@ -76,8 +94,14 @@ impl Outbox {
     /// reached log `position`, and counts them in the backlog.
     pub fn record(&self, first: u64, count: u64, position: u64) -> Result<(), LogError> {
         self.store.record(first, count, position)?;
-        self.backlog.fetch_add(count as usize, Ordering::Relaxed);
+        self.counted(first + count);
         Ok(())
+    }
+
+    /// Counts payouts up to `recorded` as recorded (after the store holds them: the
+    /// publisher may have acknowledged them in between).
+    fn counted(&self, recorded: u64) {
+        self.recorded.fetch_max(recorded, Ordering::Relaxed);
     }
 
     /// Records the fold's payouts beyond those the outbox has recorded (after a crash or
@@ -99,25 +123,24 @@ impl Outbox {
     /// ranges, and the head of the range `next` falls in.
     pub fn acknowledge_below(&self, next: u64) -> Result<(), LogError> {
         while let Some(range) = self.next_range()? {
-            let n = if range.first + range.count <= next {
-                self.store.acknowledge(range.first)?
+            if range.first + range.count <= next {
+                self.store.acknowledge(range.first)?;
             } else if range.first < next {
-                self.store.trim(range.first, next)?
+                self.store.trim(range.first, next)?;
             } else {
                 break;
-            };
-            let _ = self
-                .backlog
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                    Some(b.saturating_sub(n as usize))
-                });
+            }
         }
-        Ok(())
+        let recorded = self.store.recorded()?;
+        self.note_oldest(recorded)
     }
 
     /// Number of payouts waiting for the transport.
     pub fn backlog(&self) -> usize {
-        self.backlog.load(Ordering::Relaxed)
+        let recorded = self.recorded.load(Ordering::Relaxed);
+        // The oldest may be read past a recording whose maximum is not set yet: 0
+        // for that moment, never a count that stays.
+        recorded.saturating_sub(self.oldest.load(Ordering::Relaxed)) as usize
     }
 
     /// The message of the fold's payout `number`: its subject, its id, its
@@ -198,6 +221,31 @@ mod tests {
         outbox.record_missing(n + 3, 30_001).unwrap();
         assert_eq!(outbox.backlog(), 3);
         assert_eq!(outbox.recorded().unwrap(), n + 3);
+    }
+
+    /// The projector records a range and counts it; the publisher may see the range in
+    /// the store and acknowledge it before it is counted. The backlog must not keep it
+    /// (a counter added to after the acknowledgement's clamped subtraction did: a soak
+    /// showed 446 payouts "waiting" for ever with the stream holding every one).
+    #[test]
+    fn a_range_acknowledged_before_it_was_counted_leaves_no_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ledger_log::Log::open(dir.path()).unwrap();
+        let store = log.outbox().unwrap();
+        let outbox = Outbox::new(store.clone(), "incentive.payouts", "ledger").unwrap();
+        outbox.record(0, 10, 1).unwrap();
+        // The projector's next range: in the store, not yet counted...
+        store.record(10, 7, 2).unwrap();
+        // ...when the publisher acknowledges everything the store holds.
+        outbox.acknowledge_below(17).unwrap();
+        outbox.counted(17);
+        assert_eq!(store.pending().unwrap(), 0);
+        assert_eq!(outbox.backlog(), 0, "the count agrees with the store");
+        outbox.record(17, 5, 3).unwrap();
+        assert_eq!(outbox.backlog(), 5);
+        // And the other way round: acknowledged after it was counted.
+        outbox.acknowledge_below(20).unwrap();
+        assert_eq!(outbox.backlog(), 2);
     }
 
     #[test]

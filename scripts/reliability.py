@@ -127,28 +127,38 @@ class Nats:
         end(self.proc, sig, 20)
         self.proc = None
 
+    def _connect(self, inbox, timeout):
+        """A plain NATS connection subscribed to `inbox` (the protocol is a few lines of
+        text; no client library is needed for it)."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout)
+        f = s.makefile("rb")
+        f.readline()  # INFO
+        s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":false}\r\n'
+                  + f"SUB {inbox} 1\r\n".encode())
+        return s, f
+
+    @staticmethod
+    def _reply(s, f):
+        """The JSON body of the next message on the connection."""
+        while True:
+            line = f.readline()
+            if not line:
+                raise OSError("connection closed")
+            if line.startswith(b"PING"):
+                s.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG"):
+                size = int(line.split()[-1])
+                return json.loads(f.read(size + 2)[:size])
+            elif line.startswith(b"-ERR"):
+                raise OSError(line.decode().strip())
+
     def request(self, subject, payload=b"", timeout=5.0):
-        """One request/reply over a plain NATS connection (the protocol is a few lines
-        of text; no client library is needed for it)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout) as s:
-            f = s.makefile("rb")
-            f.readline()  # INFO
-            inbox = "_INBOX.reliability"
-            s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":false}\r\n'
-                      + f"SUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
-                      + payload + b"\r\nPING\r\n")
-            while True:
-                line = f.readline()
-                if not line:
-                    raise OSError("connection closed")
-                if line.startswith(b"PING"):
-                    s.sendall(b"PONG\r\n")
-                elif line.startswith(b"MSG"):
-                    size = int(line.split()[-1])
-                    body = f.read(size + 2)[:size]
-                    return json.loads(body)
-                elif line.startswith(b"-ERR"):
-                    raise OSError(line.decode().strip())
+        """One request/reply."""
+        inbox = "_INBOX.reliability"
+        s, f = self._connect(inbox, timeout)
+        with s:
+            s.sendall(f"PUB {subject} {inbox} {len(payload)}\r\n".encode() + payload + b"\r\n")
+            return self._reply(s, f)
 
     def stream_messages(self, stream):
         """The payload of every message `stream` holds, in its order: one direct get per
@@ -156,29 +166,16 @@ class Nats:
         import base64
         state = self.request(f"$JS.API.STREAM.INFO.{stream}")["state"]
         out = []
-        with socket.create_connection(("127.0.0.1", self.port), 10) as s:
-            f = s.makefile("rb")
-            f.readline()  # INFO
-            s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":false}\r\n'
-                      b"SUB _INBOX.messages 1\r\n")
+        inbox = "_INBOX.messages"
+        s, f = self._connect(inbox, 10)
+        with s:
             for seq in range(state["first_seq"], state["last_seq"] + 1):
                 body = json.dumps({"seq": seq}).encode()
-                s.sendall(f"PUB $JS.API.STREAM.MSG.GET.{stream} _INBOX.messages {len(body)}\r\n".encode()
+                s.sendall(f"PUB $JS.API.STREAM.MSG.GET.{stream} {inbox} {len(body)}\r\n".encode()
                           + body + b"\r\n")
-                while True:
-                    line = f.readline()
-                    if not line:
-                        raise OSError("connection closed")
-                    if line.startswith(b"PING"):
-                        s.sendall(b"PONG\r\n")
-                    elif line.startswith(b"MSG"):
-                        size = int(line.split()[-1])
-                        reply = json.loads(f.read(size + 2)[:size])
-                        if "message" in reply:  # a deleted sequence has none
-                            out.append(base64.b64decode(reply["message"].get("data", "")))
-                        break
-                    elif line.startswith(b"-ERR"):
-                        raise OSError(line.decode().strip())
+                reply = self._reply(s, f)
+                if "message" in reply:  # a deleted sequence has none
+                    out.append(base64.b64decode(reply["message"].get("data", "")))
         return out
 
     def ack_floor(self, stream, consumer):

@@ -202,7 +202,7 @@ fn source(lines: &[String], batch: usize) -> (Source, Arc<AtomicUsize>) {
 /// it, the task ends with its final status.
 fn spawn(
     service: Service,
-    inbound: Source,
+    inbound: impl Inbound + Sync + 'static,
     stream: &Arc<Stream>,
     notices: &Announced,
 ) -> (
@@ -642,13 +642,7 @@ async fn new_messages_at_positions_the_log_consumed_are_taken_when_the_source_we
     }
     let source = Scripted { script };
     let stream = Arc::new(Stream::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running =
-        tokio::spawn(
-            service.run(source, Sink(stream.clone()), Announced::default(), async {
-                let _ = stopped.await;
-            }),
-        );
+    let (stop, running) = spawn(service, source, &stream, &Announced::default());
     let n = lines.len() as u64;
     let taken = until(&handle, Duration::from_secs(30), |h| {
         h.status().arrival >= n
@@ -767,13 +761,7 @@ async fn redeliveries_and_a_lost_message_leave_the_log_in_the_sources_order() {
         rewinds: rewinds.clone(),
     };
     let stream = Arc::new(Stream::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running =
-        tokio::spawn(
-            service.run(source, Sink(stream.clone()), Announced::default(), async {
-                let _ = stopped.await;
-            }),
-        );
+    let (stop, running) = spawn(service, source, &stream, &Announced::default());
     let n = lines.len() as u64;
     assert!(
         until(&handle, Duration::from_secs(120), |h| h.status().arrival

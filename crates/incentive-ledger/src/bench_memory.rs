@@ -54,7 +54,7 @@ pub struct OpenServiceArgs {
 /// Opens a data directory as `serve` does, checkpoints it, loads the log's identity
 /// index, and prints the position and the seconds the open took, as JSON.
 pub fn open_service(args: OpenServiceArgs) -> Result<()> {
-    crate::keep_freed_memory();
+    crate::set_purge_delay();
     let start = Instant::now();
     let (mut service, handle) = ledger_service::Service::open(ledger_service::ServiceConfig {
         data_dir: args.data_dir,

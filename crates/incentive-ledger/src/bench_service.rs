@@ -297,7 +297,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub fn run(args: BenchServiceArgs) -> Result<()> {
     // Runs the service in this process: with its memory setting.
-    crate::keep_freed_memory();
+    crate::set_purge_delay();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -117,20 +117,24 @@ fn disable_transparent_huge_pages() {
 /// that it reads the v3 default.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// The service keeps the memory it freed instead of handing it back to the kernel a
-/// second later (mimalloc's default purge): its log buffers, batches and checkpoint
-/// buffers are freed and allocated again all the time, and each purge meant faulting the
-/// pages in again. The service's resident memory then stays at its peak, which is what
-/// it has to be provisioned for anyway (DECISIONS 21f).
-/// An operator's own `MIMALLOC_PURGE_DELAY` (mimalloc's documented variable, read by
-/// mimalloc itself) wins: with it set, freed memory goes back to the kernel after that
-/// many milliseconds.
-pub(crate) fn keep_freed_memory() {
+/// How long the service's freed memory stays with it before it goes back to the kernel.
+/// mimalloc's default (1 s) hands back the log buffers, fetched batches and checkpoint
+/// buffers the service frees and allocates again all the time, and each purge meant
+/// faulting the pages in again (system time); never handing anything back made the
+/// resident memory of a long-lived process a high-water mark that only grew — a 12-minute
+/// soak went from 369 to 633 MB between positions 295,000 and 706,000, while with 10 s it
+/// stayed between 300 and 400 MB (DECISIONS 21f, docs/PERFORMANCE.md).
+const PURGE_DELAY_MS: std::os::raw::c_long = 10_000;
+
+/// Sets the service's purge delay ([`PURGE_DELAY_MS`]). An operator's own
+/// `MIMALLOC_PURGE_DELAY` (mimalloc's documented variable, in milliseconds, read by
+/// mimalloc itself; -1: never) wins.
+pub(crate) fn set_purge_delay() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
     // SAFETY: sets a plain option; called before the service's threads start.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
 }
 
 /// Files this process creates are readable by its user alone (mode 0600, directories

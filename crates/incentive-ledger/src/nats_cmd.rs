@@ -231,7 +231,7 @@ async fn shutdown_signal() {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
-    crate::keep_freed_memory();
+    crate::set_purge_delay();
     init_logs(args.log_format);
     // A file-size limit reached (RLIMIT_FSIZE) must surface as a write error that the
     // service reports, holds its batch on and retries — not kill it (SIGXFSZ's default).

@@ -241,11 +241,10 @@ impl<'a, I: Inbound> Ingest<'a, I> {
                         delivered = p,
                         "a message was skipped on its way: re-reading the source from the gap"
                     );
-                    // Done before the next batch (and retried there if it fails).
+                    // Done before the next batch (and retried there if it fails);
+                    // the rest of this batch is not taken.
                     self.rewind_after = Some(expected - 1);
-                    stale.append(&mut undecided);
-                    self.ack_stale(stale, last).await;
-                    return fresh;
+                    break;
                 }
             }
             self.rewound_to = None;

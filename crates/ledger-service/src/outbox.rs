@@ -69,17 +69,14 @@ impl Outbox {
         Ok(outbox)
     }
 
-    /// Counts the backlog from the stored entries (at start and after a re-open).
+    /// Counts the backlog from the stored entries (at start, after a re-open, after
+    /// acknowledgements): how far payouts are recorded, then the oldest not yet
+    /// acknowledged (`recorded`, read before it, when none is pending). Ranges are
+    /// recorded one after the other and acknowledged from the oldest, so everything
+    /// from it to `recorded` is pending.
     pub fn recount(&self) -> Result<(), LogError> {
         let recorded = self.store.recorded()?;
         self.recorded.fetch_max(recorded, Ordering::Relaxed);
-        self.note_oldest(recorded)
-    }
-
-    /// Reads the oldest payout not yet acknowledged from the store (`recorded`, read
-    /// before it, when none is pending): ranges are recorded one after the other and
-    /// acknowledged from the oldest, so everything from it to `recorded` is pending.
-    fn note_oldest(&self, recorded: u64) -> Result<(), LogError> {
         let oldest = self.store.next_range()?.map_or(recorded, |r| r.first);
         self.oldest.fetch_max(oldest, Ordering::Relaxed);
         Ok(())
@@ -131,8 +128,7 @@ impl Outbox {
                 break;
             }
         }
-        let recorded = self.store.recorded()?;
-        self.note_oldest(recorded)
+        self.recount()
     }
 
     /// Number of payouts waiting for the transport.
